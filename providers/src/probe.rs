@@ -1,0 +1,1 @@
+//! Readiness probes and the probe gate.

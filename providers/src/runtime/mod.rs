@@ -1,0 +1,97 @@
+//! The `Runtime` seam: start, observe, stop and read the logs of a service through a
+//! [`Transport`]. Every instance a runtime starts carries its berth address and fingerprint on
+//! the host itself, so that berth can re-adopt it without its state.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, Transport};
+
+/// Everything a runtime needs to start one service; rendered by the engine, opaque here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The berth address, e.g. `model.qwen2.5-7b@gpu-a`; names the instance on the host.
+    pub address: String,
+    /// Directory on the host for metadata, logs and env files.
+    pub run_dir: String,
+    /// The fully rendered shell command (every template value already shell-quoted).
+    pub command: String,
+    /// Environment of the service. Values may be secret: they reach the host only in a
+    /// mode-0600 file, never in a command line, a log line or an error message.
+    pub env: Vec<(String, String)>,
+    /// The port the service listens on.
+    pub port: u16,
+    /// Hash of the launch spec, recorded on the host beside the instance.
+    pub fingerprint: String,
+}
+
+/// A started service as recorded on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub address: String,
+    pub fingerprint: String,
+    pub port: u16,
+    /// Process id of the service (the leader of its process group).
+    pub pid: u32,
+    /// Kernel start time of `pid` in clock ticks since boot (`/proc/PID/stat` field 22), which
+    /// tells a live service from an unrelated process that reused its pid.
+    pub start_ticks: u64,
+    /// Unix seconds when berth started it.
+    pub started_at: u64,
+}
+
+/// Whether an instance recorded on the host is still the process berth started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    Running,
+    /// No process has that pid any more.
+    Exited,
+    /// A process has that pid, but it is not the one berth started.
+    PidReused,
+}
+
+/// An instance found on a host, and whether it still runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub instance: Instance,
+    pub liveness: Liveness,
+}
+
+/// A way of running services on a host: plain processes, systemd units, containers.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// The runtime's name as written in config (`process`, `systemd`, `docker`, `podman`).
+    fn name(&self) -> &'static str;
+
+    /// The artifact that would run the service (a script, a unit, a container spec), shown in
+    /// plans. It holds env keys but never env values.
+    fn render(&self, spec: &LaunchSpec) -> String;
+
+    /// Starts the service detached from berth and records it on the host.
+    async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance>;
+
+    /// Every instance recorded under `run_dir`, in one round trip.
+    async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>>;
+
+    /// Stops the instance of `address` (TERM, then KILL after `grace`) and removes its record.
+    /// Stopping something that is not running is not an error.
+    async fn stop(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        grace: Duration,
+    ) -> Result<()>;
+
+    /// The last `lines` lines of the service's output.
+    async fn logs(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        lines: usize,
+    ) -> Result<String>;
+}

@@ -1,0 +1,1 @@
+//! berth-state: the state store, its lock and the saved-plan file format.
