@@ -1,0 +1,128 @@
+//! Terminal output: whether to use colour and graphics, rendering diagnostics, and small
+//! tables. Commands print through this; the engine below never prints.
+
+use std::io::{IsTerminal, Write};
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NarratableReportHandler};
+
+use crate::config::{Findings, Sources};
+
+/// How output should look on this terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub color: bool,
+    /// Box-drawing graphics and source snippets (off with `NO_GRAPHICS=1`: narrated form).
+    pub graphics: bool,
+    pub stdout_tty: bool,
+    pub stderr_tty: bool,
+}
+
+impl Ui {
+    /// Reads `NO_COLOR`, `NO_GRAPHICS` and whether stdout/stderr are terminals.
+    pub fn from_env() -> Self {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let no_graphics =
+            std::env::var_os("NO_GRAPHICS").is_some_and(|v| !v.is_empty() && v != "0");
+        Ui {
+            color: stderr_tty && !no_color,
+            graphics: !no_graphics,
+            stdout_tty: std::io::stdout().is_terminal(),
+            stderr_tty,
+        }
+    }
+
+    /// Renders one diagnostic to a string.
+    pub fn render(&self, diagnostic: &dyn Diagnostic) -> String {
+        let mut out = String::new();
+        if self.graphics {
+            let theme = if self.color {
+                GraphicalTheme::unicode()
+            } else if self.stderr_tty {
+                GraphicalTheme::unicode_nocolor()
+            } else {
+                GraphicalTheme {
+                    characters: miette::ThemeCharacters::ascii(),
+                    styles: miette::ThemeStyles::none(),
+                }
+            };
+            let _ = GraphicalReportHandler::new_themed(theme)
+                .with_width(100)
+                .render_report(&mut out, diagnostic);
+        } else {
+            let _ = NarratableReportHandler::new().render_report(&mut out, diagnostic);
+        }
+        out
+    }
+
+    /// Prints config findings to stderr.
+    pub fn print_findings(&self, findings: &Findings, sources: &Sources) {
+        let mut err = std::io::stderr().lock();
+        for finding in findings.iter() {
+            let _ = writeln!(err, "{}", self.render(&finding.render(sources)));
+        }
+    }
+
+    /// Prints a diagnostic to stderr.
+    pub fn eprint(&self, diagnostic: &dyn Diagnostic) {
+        let _ = write!(std::io::stderr().lock(), "{}", self.render(diagnostic));
+    }
+
+    /// `text` in bold when colour is on.
+    pub fn bold(&self, text: &str) -> String {
+        self.paint(text, "1")
+    }
+
+    pub fn green(&self, text: &str) -> String {
+        self.paint(text, "32")
+    }
+
+    pub fn yellow(&self, text: &str) -> String {
+        self.paint(text, "33")
+    }
+
+    pub fn red(&self, text: &str) -> String {
+        self.paint(text, "31")
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint(text, "2")
+    }
+
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color && self.stdout_tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// Left-aligned columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,7 @@
+//! One module per command: each turns parsed arguments into calls on the engine and prints the
+//! result through `cli::ui`.
+
+pub mod fmt;
+pub mod graph;
+pub mod inspect;
+pub mod validate;

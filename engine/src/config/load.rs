@@ -1,0 +1,564 @@
+//! Loading a config directory: read every `*.hcl` file, parse it with hcl-edit, resolve
+//! variables, decode every block, then run the cross-block checks. All findings of all files are
+//! collected in one pass; nothing here touches a host or the state.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use hcl_edit::Span as _;
+use hcl_edit::structure::{Body, Structure};
+
+use super::decode::{Decoder, TOP_LEVEL_BLOCKS};
+use super::diagnostic::{Code, Finding, Findings, did_you_mean};
+use super::schema::*;
+use super::source::{FileId, Sources, Span, Spanned};
+use super::vars::{VarInputs, coerce};
+use super::{functions, validate};
+
+/// A config that loaded with no errors (it may have warnings).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Findings,
+}
+
+/// A config with errors: every finding, and the sources to show them against.
+#[derive(Debug)]
+pub struct Invalid {
+    pub sources: Sources,
+    pub findings: Findings,
+}
+
+/// Loads and checks the config in `dir`.
+pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Loaded, Invalid> {
+    let mut sources = Sources::default();
+    let mut findings = Findings::default();
+    let files = read_files(dir, &mut sources, &mut findings);
+    let mut bodies = Vec::new();
+    for file in files {
+        match hcl_edit::parser::parse_body(&sources.get(file).text) {
+            Ok(body) => bodies.push((file, body)),
+            Err(err) => findings.push(syntax_finding(&sources, file, &err)),
+        }
+    }
+    let syntax_ok = !findings.has_errors();
+    let (config, declared) = decode_all(dir, inputs, &mut sources, &mut findings, &bodies);
+    if syntax_ok {
+        validate::check(&config, &declared, &mut findings);
+    }
+    findings.sort();
+    if findings.has_errors() {
+        Err(Invalid {
+            sources: config.sources,
+            findings,
+        })
+    } else {
+        Ok(Loaded {
+            config,
+            warnings: findings,
+        })
+    }
+}
+
+fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec<FileId> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            findings.push(
+                Finding::unlocated(
+                    Code::NoConfig,
+                    format!("cannot read config directory {}: {err}", dir.display()),
+                )
+                .with_help("run berth in a directory of *.hcl files, or pass -C DIR"),
+            );
+            return Vec::new();
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hcl") && p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        findings.push(
+            Finding::unlocated(
+                Code::NoConfig,
+                format!("no *.hcl files in {}", dir.display()),
+            )
+            .with_help("run berth in a directory of *.hcl files, or pass -C DIR"),
+        );
+    }
+    let mut ids = Vec::new();
+    for path in paths {
+        match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => ids.push(sources.add(display_name(&path), path, text)),
+                Err(_) => findings.push(
+                    Finding::unlocated(
+                        Code::Unreadable,
+                        format!("{} is not UTF-8 text", path.display()),
+                    )
+                    .with_help("config files must be UTF-8"),
+                ),
+            },
+            Err(err) => findings.push(
+                Finding::unlocated(
+                    Code::Unreadable,
+                    format!("cannot read {}: {err}", path.display()),
+                )
+                .with_help("check the file's permissions"),
+            ),
+        }
+    }
+    ids
+}
+
+/// A path as the user would like to see it: relative to the working directory when inside it.
+pub fn display_name(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd
+        .as_deref()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path);
+    shown.display().to_string()
+}
+
+fn syntax_finding(sources: &Sources, file: FileId, err: &hcl_edit::parser::Error) -> Finding {
+    let loc = err.location();
+    let start = sources.offset_of(file, loc.line(), loc.column());
+    let text = &sources.get(file).text;
+    let end = text[start..]
+        .chars()
+        .next()
+        .map_or(start, |c| start + c.len_utf8());
+    let message = err.message();
+    let help = if message.contains("redefined attribute") {
+        "each attribute may appear once per block: remove or rename the second one"
+    } else if message.contains("expected `}`") {
+        "a block may be missing its closing `}`, or an attribute its `=`"
+    } else if message.contains("newline or eof") {
+        "put each attribute on its own line: `key = value`"
+    } else {
+        "attributes are `key = value`, blocks are `name \"id\" { ... }`, strings are in double quotes"
+    };
+    Finding::error(
+        Code::Syntax,
+        Span::new(file, start..end),
+        message.to_string(),
+        format!("syntax error: {message}"),
+    )
+    .with_help(help)
+}
+
+struct Resolved {
+    variables: Vec<Variable>,
+    names: Vec<String>,
+    sensitive: HashSet<String>,
+    unset: HashSet<String>,
+}
+
+fn decode_all(
+    dir: &Path,
+    inputs: &VarInputs,
+    sources: &mut Sources,
+    findings: &mut Findings,
+    bodies: &[(FileId, Body)],
+) -> (Config, validate::Declared) {
+    let base_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut base_ctx = hcl::eval::Context::new();
+    functions::declare(&mut base_ctx);
+    base_ctx.declare_var("var", hcl::Value::Object(hcl::Map::new()));
+    let nothing = HashSet::new();
+    let no_run_dir = |_: &str| String::new();
+
+    // Pass 1: settings and variable blocks, which every other block depends on.
+    let mut settings: Option<(Settings, Span)> = None;
+    let mut variables: Vec<Variable> = Vec::new();
+    for (file, body) in bodies {
+        let text = sources.get(*file).text.clone();
+        let mut d = Decoder {
+            file: *file,
+            text: &text,
+            findings,
+            ctx: &base_ctx,
+            variables: &[],
+            sensitive: &nothing,
+            unset: &nothing,
+            local_run_dir: &no_run_dir,
+        };
+        for block in body.blocks() {
+            match block.ident.as_str() {
+                "settings" => {
+                    let span = d.header_span(block);
+                    let decoded = d.settings(block);
+                    match &settings {
+                        Some((_, first)) => d.findings.push(
+                            Finding::error(
+                                Code::DuplicateBlock,
+                                span,
+                                "second settings block",
+                                "only one `settings` block is allowed",
+                            )
+                            .with_secondary(*first, "first defined here")
+                            .with_help("merge the two settings blocks"),
+                        ),
+                        None => settings = Some((decoded, span)),
+                    }
+                }
+                "variable" => {
+                    if let Some(var) = decode_variable(&mut d, block) {
+                        if let Some(first) =
+                            variables.iter().find(|v| v.name.value == var.name.value)
+                        {
+                            d.findings
+                                .push(duplicate("variable", &var.name, first.name.span));
+                        } else {
+                            variables.push(var);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let settings = settings.map(|(s, _)| s).unwrap_or(Settings {
+        state_dir: Settings::DEFAULT_STATE_DIR.into(),
+        parallelism: Settings::DEFAULT_PARALLELISM,
+    });
+    let resolved = resolve_variables(variables, inputs, sources, findings, &base_ctx);
+
+    let mut ctx = hcl::eval::Context::new();
+    functions::declare(&mut ctx);
+    let mut var_obj = hcl::Map::new();
+    for v in &resolved.variables {
+        if let Some(value) = &v.value {
+            var_obj.insert(v.name.value.clone(), value.clone());
+        }
+    }
+    ctx.declare_var("var", hcl::Value::Object(var_obj));
+    let state_dir = base_dir.join(&settings.state_dir);
+    let local_run_dir = |host: &str| state_dir.join("run").join(host).display().to_string();
+
+    // Pass 2: hosts, backends and models.
+    let mut declared = validate::Declared::default();
+    let (mut hosts, mut backends, mut models) = (
+        Vec::<Host>::new(),
+        Vec::<Backend>::new(),
+        Vec::<Model>::new(),
+    );
+    for (file, body) in bodies {
+        let text = sources.get(*file).text.clone();
+        let mut d = Decoder {
+            file: *file,
+            text: &text,
+            findings,
+            ctx: &ctx,
+            variables: &resolved.names,
+            sensitive: &resolved.sensitive,
+            unset: &resolved.unset,
+            local_run_dir: &local_run_dir,
+        };
+        for structure in body.iter() {
+            let block = match structure {
+                Structure::Block(block) => block,
+                Structure::Attribute(attr) => {
+                    let span = Span::new(*file, attr.key.span().unwrap_or(0..0));
+                    d.findings.push(
+                        Finding::error(Code::UnknownKey, span, "attribute outside any block", format!("`{}` is not allowed at the top level", attr.key.as_str()))
+                            .with_help("attributes belong inside a block: settings, variable, host, backend or model"),
+                    );
+                    continue;
+                }
+            };
+            if let Some(label) = block.labels.first() {
+                let id = label.as_str().to_string();
+                match block.ident.as_str() {
+                    "host" => declared.hosts.insert(id),
+                    "backend" => declared.backends.insert(id),
+                    "model" => declared.models.insert(id),
+                    _ => false,
+                };
+            }
+            match block.ident.as_str() {
+                "settings" | "variable" => {}
+                "host" => {
+                    if let Some(host) = d.host(block) {
+                        match hosts.iter().find(|h| h.id.value == host.id.value) {
+                            Some(first) => {
+                                d.findings.push(duplicate("host", &host.id, first.id.span))
+                            }
+                            None => hosts.push(host),
+                        }
+                    }
+                }
+                "backend" => {
+                    if let Some(backend) = d.backend(block) {
+                        match backends.iter().find(|b| b.id.value == backend.id.value) {
+                            Some(first) => {
+                                d.findings
+                                    .push(duplicate("backend", &backend.id, first.id.span))
+                            }
+                            None => backends.push(backend),
+                        }
+                    }
+                }
+                "model" => {
+                    if let Some(model) = d.model(block) {
+                        match models.iter().find(|m| m.id.value == model.id.value) {
+                            Some(first) => {
+                                d.findings
+                                    .push(duplicate("model", &model.id, first.id.span))
+                            }
+                            None => models.push(model),
+                        }
+                    }
+                }
+                other => {
+                    let span = Span::new(*file, block.ident.span().unwrap_or(0..0));
+                    let mut f = Finding::error(
+                        Code::UnknownBlock,
+                        span,
+                        "unknown block",
+                        format!("unknown block type `{other}`"),
+                    );
+                    f = match did_you_mean(other, TOP_LEVEL_BLOCKS.iter().copied()) {
+                        Some(s) => f.with_help(format!("did you mean `{s}`?")),
+                        None => f.with_help(format!(
+                            "the block types are {}",
+                            TOP_LEVEL_BLOCKS.join(", ")
+                        )),
+                    };
+                    d.findings.push(f);
+                }
+            }
+        }
+    }
+    let config = Config {
+        dir: base_dir,
+        sources: std::mem::take(sources),
+        settings,
+        variables: resolved.variables,
+        hosts,
+        backends,
+        models,
+    };
+    (config, declared)
+}
+
+fn duplicate(kind: &str, id: &Spanned<String>, first: Span) -> Finding {
+    Finding::error(
+        Code::DuplicateId,
+        id.span,
+        "defined again here",
+        format!("{kind} `{}` is defined more than once", id.value),
+    )
+    .with_secondary(first, "first defined here")
+    .with_help(format!("rename one of them; {kind} ids must be unique"))
+}
+
+fn decode_variable(d: &mut Decoder<'_>, block: &hcl_edit::structure::Block) -> Option<Variable> {
+    let name = d.single_label(block, "variable");
+    let body = &block.body;
+    let allowed = ["default", "description", "sensitive"];
+    for structure in body.iter() {
+        let (key, range) = match structure {
+            Structure::Attribute(a) => (a.key.as_str(), a.key.span()),
+            Structure::Block(b) => (b.ident.as_str(), b.ident.span()),
+        };
+        if !allowed.contains(&key) || structure.is_block() {
+            let span = Span::new(d.file, range.unwrap_or(0..0));
+            let mut f = Finding::error(
+                Code::UnknownKey,
+                span,
+                "unknown key",
+                format!("variable has no attribute `{key}`"),
+            );
+            f = match did_you_mean(key, allowed) {
+                Some(s) => f.with_help(format!("did you mean `{s}`?")),
+                None => f.with_help("a variable takes default, description and sensitive"),
+            };
+            d.findings.push(f);
+        }
+    }
+    let default = body
+        .get_attribute("default")
+        .and_then(|a| d.eval(a))
+        .map(|e| e.value);
+    let description = d.string(body, "description").map(|(s, _)| s.value);
+    let sensitive = match body
+        .get_attribute("sensitive")
+        .and_then(|a| d.eval(a).map(|e| (a, e.value)))
+    {
+        Some((_, hcl::Value::Bool(b))) => b,
+        Some((attr, other)) => {
+            let span = Span::new(d.file, attr.value.span().unwrap_or(0..0));
+            d.findings.push(
+                Finding::error(
+                    Code::WrongType,
+                    span,
+                    "expected a bool",
+                    format!(
+                        "`sensitive` must be a bool, found {}",
+                        functions::type_name(&other)
+                    ),
+                )
+                .with_help("write `sensitive = true`"),
+            );
+            false
+        }
+        None => false,
+    };
+    Some(Variable {
+        name: name?,
+        description,
+        sensitive,
+        default,
+        value: None,
+        origin: VarOrigin::Unset,
+    })
+}
+
+fn resolve_variables(
+    mut variables: Vec<Variable>,
+    inputs: &VarInputs,
+    sources: &mut Sources,
+    findings: &mut Findings,
+    base_ctx: &hcl::eval::Context<'_>,
+) -> Resolved {
+    let names: Vec<String> = variables.iter().map(|v| v.name.value.clone()).collect();
+    let unknown = |name: &str| {
+        let mut f = format!("no variable named `{name}` is declared");
+        if let Some(s) = did_you_mean(name, names.iter().map(String::as_str)) {
+            f.push_str(&format!(" (did you mean `{s}`?)"));
+        }
+        f
+    };
+    for v in variables.iter_mut() {
+        if let Some(default) = &v.default {
+            v.value = Some(default.clone());
+            v.origin = VarOrigin::Default;
+        }
+    }
+    for (name, text) in &inputs.env {
+        if let Some(v) = variables.iter_mut().find(|v| &v.name.value == name) {
+            match coerce(text, v.default.as_ref()) {
+                Ok(value) => {
+                    v.value = Some(value);
+                    v.origin = VarOrigin::Environment;
+                }
+                Err(why) => findings.push(
+                    Finding::unlocated(Code::WrongType, format!("BERTH_VAR_{name}: {why}"))
+                        .with_help("fix the environment variable's value"),
+                ),
+            }
+        }
+    }
+    for path in &inputs.files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(err) => {
+                findings.push(
+                    Finding::unlocated(
+                        Code::Unreadable,
+                        format!("cannot read var file {}: {err}", path.display()),
+                    )
+                    .with_help("check the --var-file path"),
+                );
+                continue;
+            }
+        };
+        let file = sources.add(display_name(path), path.clone(), text);
+        let body = match hcl_edit::parser::parse_body(&sources.get(file).text) {
+            Ok(body) => body,
+            Err(err) => {
+                findings.push(syntax_finding(sources, file, &err));
+                continue;
+            }
+        };
+        let text = sources.get(file).text.clone();
+        let nothing = HashSet::new();
+        let no_run_dir = |_: &str| String::new();
+        let mut d = Decoder {
+            file,
+            text: &text,
+            findings,
+            ctx: base_ctx,
+            variables: &[],
+            sensitive: &nothing,
+            unset: &nothing,
+            local_run_dir: &no_run_dir,
+        };
+        for structure in body.iter() {
+            match structure {
+                Structure::Attribute(attr) => {
+                    let name = attr.key.as_str();
+                    let span = Span::new(file, attr.key.span().unwrap_or(0..0));
+                    let Some(v) = variables.iter_mut().find(|v| v.name.value == name) else {
+                        d.findings.push(Finding::error(Code::UndefinedVariable, span, "not declared", unknown(name)).with_help("declare it with a `variable` block, or remove it from the var file"));
+                        continue;
+                    };
+                    if let Some(ev) = d.eval(attr) {
+                        v.value = Some(ev.value);
+                        v.origin = VarOrigin::VarFile;
+                    }
+                }
+                Structure::Block(block) => {
+                    let span = Span::new(file, block.ident.span().unwrap_or(0..0));
+                    d.findings.push(
+                        Finding::error(
+                            Code::UnknownBlock,
+                            span,
+                            "block in a var file",
+                            "a var file holds only `name = value` lines",
+                        )
+                        .with_help("move blocks into the config directory"),
+                    );
+                }
+            }
+        }
+    }
+    for (name, text) in &inputs.cli {
+        let Some(v) = variables.iter_mut().find(|v| &v.name.value == name) else {
+            findings.push(
+                Finding::unlocated(
+                    Code::UndefinedVariable,
+                    format!("--var {name}=...: {}", unknown(name)),
+                )
+                .with_help("declare it with a `variable` block, or fix the name"),
+            );
+            continue;
+        };
+        match coerce(text, v.default.as_ref()) {
+            Ok(value) => {
+                v.value = Some(value);
+                v.origin = VarOrigin::CommandLine;
+            }
+            Err(why) => findings.push(
+                Finding::unlocated(Code::WrongType, format!("--var {name}: {why}"))
+                    .with_help("fix the value on the command line"),
+            ),
+        }
+    }
+    let mut unset = HashSet::new();
+    for v in &variables {
+        if v.value.is_none() {
+            unset.insert(v.name.value.clone());
+            let n = &v.name.value;
+            findings.push(
+                Finding::error(Code::MissingVariableValue, v.name.span, "no value", format!("variable `{n}` has no value"))
+                    .with_help(format!("set it with --var {n}=..., BERTH_VAR_{n}=..., a --var-file, or give it a default")),
+            );
+        }
+    }
+    Resolved {
+        sensitive: variables
+            .iter()
+            .filter(|v| v.sensitive)
+            .map(|v| v.name.value.clone())
+            .collect(),
+        names,
+        unset,
+        variables,
+    }
+}

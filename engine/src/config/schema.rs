@@ -1,0 +1,301 @@
+//! The typed config: what `settings`, `variable`, `host`, `backend` and `model` blocks mean once
+//! decoded and evaluated. Plain data with spans; decoding lives in `decode`, checks in `validate`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::source::{Sources, Span, Spanned};
+use super::template::Template;
+
+/// A whole config: every `*.hcl` file of one directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config directory.
+    pub dir: PathBuf,
+    pub sources: Sources,
+    pub settings: Settings,
+    pub variables: Vec<Variable>,
+    pub hosts: Vec<Host>,
+    pub backends: Vec<Backend>,
+    pub models: Vec<Model>,
+}
+
+impl Config {
+    pub fn host(&self, id: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.id.value == id)
+    }
+
+    pub fn backend(&self, id: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.id.value == id)
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id.value == id)
+    }
+
+    /// Values of sensitive variables, so output can be scrubbed of them.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.variables
+            .iter()
+            .filter(|v| v.sensitive)
+            .filter_map(|v| v.value.as_ref())
+            .filter_map(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// The `settings` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Where the state store and its lock live (relative to the config directory).
+    pub state_dir: PathBuf,
+    /// Resource operations in flight at once.
+    pub parallelism: usize,
+}
+
+impl Settings {
+    pub const DEFAULT_STATE_DIR: &str = ".berth";
+    pub const DEFAULT_PARALLELISM: usize = 10;
+}
+
+/// A `variable` block and the value it ended up with.
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    pub sensitive: bool,
+    pub default: Option<hcl::Value>,
+    /// The value after `--var`, `--var-file`, `BERTH_VAR_*` and the default.
+    pub value: Option<hcl::Value>,
+    /// Where the value came from, for `berth validate` and error messages.
+    pub origin: VarOrigin,
+}
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarOrigin {
+    CommandLine,
+    VarFile,
+    Environment,
+    Default,
+    Unset,
+}
+
+/// A string that may hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaybeSecret {
+    pub value: String,
+    /// Derived from a `sensitive` variable: never shown, stored or logged in plaintext.
+    pub sensitive: bool,
+}
+
+/// The placeholder shown instead of a sensitive value.
+pub const REDACTED: &str = "(sensitive)";
+
+impl MaybeSecret {
+    /// The value as it may be shown.
+    pub fn display(&self) -> &str {
+        if self.sensitive {
+            REDACTED
+        } else {
+            &self.value
+        }
+    }
+}
+
+/// A `host` block.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub id: Spanned<String>,
+    pub span: Span,
+    pub connection: Connection,
+    pub capabilities: Capabilities,
+    pub labels: BTreeMap<String, String>,
+    /// Pid files, logs and metadata of the process runtime; the host lock.
+    pub run_dir: String,
+    pub enabled: bool,
+}
+
+/// How berth reaches a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Ssh,
+    Local,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Ssh => "ssh",
+            TransportKind::Local => "local",
+        }
+    }
+}
+
+/// A host's `connection` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub transport: TransportKind,
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: Option<String>,
+    pub key_path: Option<String>,
+    pub host_key: Option<String>,
+    pub known_hosts: Option<String>,
+    pub connect_timeout_sec: u64,
+}
+
+impl Connection {
+    pub const DEFAULT_PORT: u16 = 22;
+    pub const DEFAULT_CONNECT_TIMEOUT_SEC: u64 = 10;
+
+    /// A local connection (no `connection` block on a local host).
+    pub fn local() -> Self {
+        Connection {
+            transport: TransportKind::Local,
+            host: None,
+            port: Self::DEFAULT_PORT,
+            user: None,
+            key_path: None,
+            host_key: None,
+            known_hosts: None,
+            connect_timeout_sec: Self::DEFAULT_CONNECT_TIMEOUT_SEC,
+        }
+    }
+}
+
+/// A host's `capabilities` block.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Capabilities {
+    /// Backend ids this host can run.
+    pub backends: Vec<Spanned<String>>,
+    pub gpus: u32,
+    pub vram_gib: Option<f64>,
+}
+
+/// How a backend runs services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    Process,
+    Systemd,
+    Docker,
+    Podman,
+}
+
+impl RuntimeKind {
+    pub const ALL: [&str; 4] = ["process", "systemd", "docker", "podman"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Systemd => "systemd",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Podman => "podman",
+        }
+    }
+
+    pub fn is_container(self) -> bool {
+        matches!(self, RuntimeKind::Docker | RuntimeKind::Podman)
+    }
+}
+
+/// A `backend` block.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    pub id: Spanned<String>,
+    pub span: Span,
+    pub runtime: RuntimeKind,
+    /// Host ids or globs this backend may run on; empty means every host.
+    pub host_filters: Option<Spanned<Vec<Spanned<String>>>>,
+    pub verify_cmd: Option<Command>,
+    pub env: BTreeMap<String, MaybeSecret>,
+    pub args: Vec<String>,
+    pub container: Option<Container>,
+}
+
+/// A backend's `container` block (docker and podman).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub span: Span,
+    pub image: Option<String>,
+    pub image_archive: Option<String>,
+    pub gpus: Option<String>,
+    pub volumes: Vec<String>,
+}
+
+/// A `*_cmd` attribute: its template and where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub template: Template,
+    /// The attribute value's span.
+    pub span: Span,
+    /// The command mentions a sensitive variable.
+    pub sensitive: bool,
+}
+
+/// A `model` block.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: Spanned<String>,
+    pub span: Span,
+    pub enabled: bool,
+    pub source: MaybeSecret,
+    pub source_span: Span,
+    pub size_gib: Option<f64>,
+    pub host_policy: HostPolicy,
+    pub backend_policy: BackendPolicy,
+    pub port: u16,
+    /// Span of `runtime_defaults.port`, or of the block when it was defaulted.
+    pub port_span: Span,
+    pub launch: Launch,
+    pub env: BTreeMap<String, MaybeSecret>,
+    pub group: Option<Spanned<String>>,
+    pub default: Option<Spanned<bool>>,
+    /// Ids of models this one depends on.
+    pub depends_on: Vec<Spanned<String>>,
+}
+
+impl Model {
+    pub const DEFAULT_PORT: u16 = 8080;
+}
+
+/// A model's `host_policy` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPolicy {
+    /// Host ids or globs; `None` means every host.
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
+    pub replicas: usize,
+    pub span: Span,
+}
+
+/// A model's `backend_policy` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendPolicy {
+    /// Backend ids in order of preference; empty means every backend in declaration order.
+    pub prefer: Vec<Spanned<String>>,
+}
+
+/// A model's `launch` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub start_cmd: Command,
+    pub probe: Probe,
+    pub probe_timeout_sec: Option<u64>,
+    pub probe_interval_ms: Option<u64>,
+}
+
+/// How readiness is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// Exit 0 means ready.
+    Cmd(Command),
+    /// HTTP GET of this path on the model's port: 200 ready, 503 loading. When a model sets
+    /// neither probe, `GET /health`.
+    Http(String),
+}
+
+impl Probe {
+    pub const DEFAULT_HTTP_PATH: &str = "/health";
+}

@@ -1,0 +1,56 @@
+//! The one error type of berth-engine: every way a command can fail, as a miette diagnostic
+//! with a code and a way forward.
+
+use std::path::PathBuf;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::config::Invalid;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way a berth command can fail.
+#[derive(Debug, Error, Diagnostic)]
+pub enum Error {
+    /// The config has errors; each finding is rendered on its own.
+    #[error("the config has {} error{}", .0.findings.error_count(), if .0.findings.error_count() == 1 { "" } else { "s" })]
+    #[diagnostic(
+        code(berth::config::invalid),
+        help("fix the errors above, then run `berth validate` again")
+    )]
+    InvalidConfig(Box<Invalid>),
+
+    #[error("cannot {what} {}: {source}", path.display())]
+    #[diagnostic(code(berth::io))]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("no {kind} `{id}` in the config")]
+    #[diagnostic(code(berth::not_found), help("{help}"))]
+    NotFound {
+        kind: &'static str,
+        id: String,
+        help: String,
+    },
+
+    #[error("{message}")]
+    #[diagnostic(code(berth::usage), help("{help}"))]
+    Usage { message: String, help: String },
+
+    #[error("the resource graph has a cycle: {}", .0.join(" -> "))]
+    #[diagnostic(
+        code(berth::graph::cycle),
+        help("remove one of the depends_on entries on this path")
+    )]
+    Cycle(Vec<String>),
+
+    #[error("{} file(s) are not formatted: {}", .0.len(), .0.join(", "))]
+    #[diagnostic(code(berth::fmt::unformatted), help("run `berth fmt` to rewrite them"))]
+    Unformatted(Vec<String>),
+}

@@ -1,0 +1,474 @@
+//! Placement: which models run on which hosts with which backend. Deterministic for a given
+//! config and state: hosts are ranked by rendezvous hashing, hosts a model already runs on (per
+//! state) come first, and a host is skipped when the model would not fit its VRAM or would take
+//! a port already in use there. Pure: no I/O.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use globset::GlobBuilder;
+use serde::Serialize;
+
+use crate::config::{Code, Config, Finding, Model};
+
+/// One model on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    pub model: String,
+    pub host: String,
+    pub backend: String,
+    pub port: u16,
+    /// False for a group member that is placed (its port and VRAM are reserved) but is not the
+    /// group's running member on this host.
+    pub active: bool,
+}
+
+impl Placement {
+    /// The resource address, e.g. `model.qwen2.5-7b@gpu-a`.
+    pub fn address(&self) -> String {
+        format!("model.{}@{}", self.model, self.host)
+    }
+}
+
+/// What the state says about earlier placements, so that they are kept (no churn).
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    /// Model id -> hosts it was placed on.
+    pub hosts: HashMap<String, Vec<String>>,
+    /// (group, host) -> the member selected with `berth select`.
+    pub selections: HashMap<(String, String), String>,
+}
+
+/// Resolves host ids and globs to enabled hosts, caching each pattern.
+pub struct HostMatcher<'c> {
+    config: &'c Config,
+    by_id: HashMap<&'c str, usize>,
+    cache: RefCell<HashMap<String, Rc<[usize]>>>,
+}
+
+impl<'c> HostMatcher<'c> {
+    pub fn new(config: &'c Config) -> Self {
+        let by_id = config
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.enabled)
+            .map(|(i, h)| (h.id.value.as_str(), i))
+            .collect();
+        HostMatcher {
+            config,
+            by_id,
+            cache: RefCell::default(),
+        }
+    }
+
+    /// True when `pattern` is a glob rather than a host id.
+    pub fn is_glob(pattern: &str) -> bool {
+        pattern.contains(['*', '?', '[', '{'])
+    }
+
+    /// Indices (into `config.hosts`) of the enabled hosts `pattern` matches, in config order.
+    pub fn matches(&self, pattern: &str) -> Result<Rc<[usize]>, String> {
+        if let Some(hit) = self.cache.borrow().get(pattern) {
+            return Ok(hit.clone());
+        }
+        let hosts: Rc<[usize]> = if Self::is_glob(pattern) {
+            let glob = GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| e.kind().to_string())?
+                .compile_matcher();
+            self.config
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.enabled && glob.is_match(&h.id.value))
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            self.by_id
+                .get(pattern)
+                .map(|&i| vec![i])
+                .unwrap_or_default()
+                .into()
+        };
+        self.cache
+            .borrow_mut()
+            .insert(pattern.to_string(), hosts.clone());
+        Ok(hosts)
+    }
+
+    /// Indices of the enabled hosts carrying every one of `labels`.
+    pub fn with_labels(&self, labels: &BTreeMap<String, String>) -> Vec<usize> {
+        self.config
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.enabled && labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// A membership mask over `config.hosts` for a list of patterns (invalid ones match nothing).
+    fn mask<'p>(&self, patterns: impl IntoIterator<Item = &'p str>) -> Vec<bool> {
+        let mut mask = vec![false; self.config.hosts.len()];
+        for p in patterns {
+            if let Ok(hits) = self.matches(p) {
+                for &i in hits.iter() {
+                    mask[i] = true;
+                }
+            }
+        }
+        mask
+    }
+}
+
+/// What is already placed on one host.
+#[derive(Default)]
+struct HostLoad {
+    /// (port, group, model index)
+    ports: Vec<(u16, Option<String>, usize)>,
+    /// VRAM of models outside groups, and the largest member of each group.
+    vram_single: f64,
+    vram_groups: HashMap<String, f64>,
+    models: Vec<usize>,
+}
+
+impl HostLoad {
+    fn vram_used(&self) -> f64 {
+        self.vram_single + self.vram_groups.values().sum::<f64>()
+    }
+
+    fn vram_with(&self, model: &Model) -> f64 {
+        let size = model.size_gib.unwrap_or(0.0);
+        match &model.group {
+            Some(g) => {
+                let current = self.vram_groups.get(&g.value).copied().unwrap_or(0.0);
+                self.vram_used() - current + current.max(size)
+            }
+            None => self.vram_used() + size,
+        }
+    }
+
+    fn port_holder(&self, model: &Model) -> Option<usize> {
+        let group = model.group.as_ref().map(|g| &g.value);
+        self.ports
+            .iter()
+            .find(|(port, g, _)| *port == model.port && (group.is_none() || g.as_ref() != group))
+            .map(|(_, _, m)| *m)
+    }
+
+    fn add(&mut self, index: usize, model: &Model) {
+        let size = model.size_gib.unwrap_or(0.0);
+        match &model.group {
+            Some(g) => {
+                let entry = self.vram_groups.entry(g.value.clone()).or_insert(0.0);
+                *entry = entry.max(size);
+            }
+            None => self.vram_single += size,
+        }
+        self.ports.push((
+            model.port,
+            model.group.as_ref().map(|g| g.value.clone()),
+            index,
+        ));
+        self.models.push(index);
+    }
+}
+
+/// Places every enabled model, or explains why some cannot be placed.
+pub fn place(config: &Config, previous: &Previous) -> Result<Vec<Placement>, Vec<Finding>> {
+    let matcher = HostMatcher::new(config);
+    let backend_index: HashMap<&str, usize> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.id.value.as_str(), i))
+        .collect();
+    let admits: Vec<Vec<bool>> = config
+        .backends
+        .iter()
+        .map(|b| match &b.host_filters {
+            Some(f) => matcher.mask(f.value.iter().map(|s| s.value.as_str())),
+            None => vec![true; config.hosts.len()],
+        })
+        .collect();
+    let host_backends: Vec<Vec<usize>> = config
+        .hosts
+        .iter()
+        .map(|h| {
+            h.capabilities
+                .backends
+                .iter()
+                .filter_map(|b| backend_index.get(b.value.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let host_hash: Vec<u64> = config
+        .hosts
+        .iter()
+        .map(|h| fnv(h.id.value.as_bytes()))
+        .collect();
+    let all_hosts: Vec<bool> = config.hosts.iter().map(|h| h.enabled).collect();
+
+    let mut order: Vec<usize> = (0..config.models.len())
+        .filter(|&i| config.models[i].enabled)
+        .collect();
+    order.sort_by(|&a, &b| config.models[a].id.value.cmp(&config.models[b].id.value));
+
+    let mut loads: Vec<HostLoad> = config.hosts.iter().map(|_| HostLoad::default()).collect();
+    let mut placed: Vec<(usize, usize, usize)> = Vec::new(); // (model, host, backend)
+    let mut findings = Vec::new();
+
+    for &mi in &order {
+        let model = &config.models[mi];
+        let mut mask = match &model.host_policy.hosts {
+            Some(h) => matcher.mask(h.value.iter().map(|s| s.value.as_str())),
+            None => all_hosts.clone(),
+        };
+        if let Some(labels) = &model.host_policy.labels {
+            let keep = matcher.with_labels(&labels.value);
+            for (i, m) in mask.iter_mut().enumerate() {
+                *m = *m && keep.contains(&i);
+            }
+        }
+        let prefer: Vec<usize> = if model.backend_policy.prefer.is_empty() {
+            (0..config.backends.len()).collect()
+        } else {
+            model
+                .backend_policy
+                .prefer
+                .iter()
+                .filter_map(|b| backend_index.get(b.value.as_str()).copied())
+                .collect()
+        };
+        let key = fnv(model
+            .group
+            .as_ref()
+            .map_or(&model.id.value, |g| &g.value)
+            .as_bytes());
+        let prev_hosts = previous.hosts.get(&model.id.value);
+
+        let mut rejected: Vec<String> = Vec::new();
+        let mut candidates: Vec<(usize, usize, u64, usize)> = Vec::new(); // (rank, host, score, backend)
+        for (hi, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
+            let host = &config.hosts[hi];
+            let Some(&bi) = prefer
+                .iter()
+                .find(|&&bi| host_backends[hi].contains(&bi) && admits[bi][hi])
+            else {
+                if rejected.len() < 6 {
+                    rejected.push(backend_rejection(config, &prefer, hi, &host_backends[hi]));
+                }
+                continue;
+            };
+            let rank = prev_hosts
+                .and_then(|p| p.iter().position(|h| *h == host.id.value))
+                .unwrap_or(usize::MAX);
+            candidates.push((rank, hi, mix(key ^ host_hash[hi]), bi));
+        }
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+
+        let mut chosen = 0;
+        let mut port_clash: Option<(usize, usize)> = None; // (host, other model)
+        let mut vram_short: Option<(usize, f64)> = None; // (host, needed)
+        for &(_, hi, _, bi) in &candidates {
+            if chosen == model.host_policy.replicas {
+                break;
+            }
+            let load = &loads[hi];
+            if let Some(other) = load.port_holder(model) {
+                port_clash.get_or_insert((hi, other));
+                continue;
+            }
+            if let (Some(vram), Some(_)) = (config.hosts[hi].capabilities.vram_gib, model.size_gib)
+            {
+                let needed = load.vram_with(model);
+                if needed > vram + 1e-9 {
+                    vram_short.get_or_insert((hi, needed));
+                    continue;
+                }
+            }
+            loads[hi].add(mi, model);
+            placed.push((mi, hi, bi));
+            chosen += 1;
+        }
+        if chosen < model.host_policy.replicas {
+            findings.push(placement_failure(
+                config,
+                model,
+                chosen,
+                &candidates,
+                &rejected,
+                port_clash,
+                vram_short,
+                &loads,
+            ));
+        }
+    }
+    if !findings.is_empty() {
+        return Err(findings);
+    }
+
+    let mut out: Vec<Placement> = placed
+        .into_iter()
+        .map(|(mi, hi, bi)| {
+            let model = &config.models[mi];
+            let host = &config.hosts[hi].id.value;
+            let active = match &model.group {
+                None => true,
+                Some(g) => match previous.selections.get(&(g.value.clone(), host.clone())) {
+                    Some(selected) => *selected == model.id.value,
+                    None => model.default.as_ref().is_some_and(|d| d.value),
+                },
+            };
+            Placement {
+                model: model.id.value.clone(),
+                host: host.clone(),
+                backend: config.backends[bi].id.value.clone(),
+                port: model.port,
+                active,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.model, &a.host).cmp(&(&b.model, &b.host)));
+    Ok(out)
+}
+
+fn backend_rejection(config: &Config, prefer: &[usize], hi: usize, has: &[usize]) -> String {
+    let host = &config.hosts[hi].id.value;
+    let names = |ids: &[usize]| {
+        ids.iter()
+            .map(|&b| config.backends[b].id.value.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(&bi) = prefer.iter().find(|&&bi| has.contains(&bi)) {
+        return format!(
+            "{host}: backend `{}` does not admit it (host_filters)",
+            config.backends[bi].id.value
+        );
+    }
+    if has.is_empty() {
+        format!("{host}: lists no backends in capabilities")
+    } else {
+        format!(
+            "{host}: has backends [{}], none of [{}]",
+            names(has),
+            names(prefer)
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn placement_failure(
+    config: &Config,
+    model: &Model,
+    chosen: usize,
+    candidates: &[(usize, usize, u64, usize)],
+    rejected: &[String],
+    port_clash: Option<(usize, usize)>,
+    vram_short: Option<(usize, f64)>,
+    loads: &[HostLoad],
+) -> Finding {
+    let id = &model.id.value;
+    let wanted = model.host_policy.replicas;
+    let replicas = if wanted == 1 {
+        String::new()
+    } else {
+        format!(" ({chosen} of {wanted} replicas placed)")
+    };
+    if let Some((hi, other)) = port_clash {
+        let host = &config.hosts[hi].id.value;
+        let other_model = &config.models[other];
+        return Finding::error(
+            Code::PortConflict,
+            model.port_span,
+            format!("port {} is taken on {host}", model.port),
+            format!(
+                "models `{}` and `{id}` both use port {} on host `{host}`{replicas}",
+                other_model.id.value, model.port
+            ),
+        )
+        .with_help(
+            "give one of them another `runtime_defaults { port = ... }`, or put them in one group",
+        )
+        .with_secondary(
+            other_model.port_span,
+            format!("`{}` uses port {} too", other_model.id.value, model.port),
+        );
+    }
+    if let Some((hi, needed)) = vram_short {
+        let host = &config.hosts[hi];
+        let vram = host.capabilities.vram_gib.unwrap_or(0.0);
+        let others: Vec<&str> = loads[hi]
+            .models
+            .iter()
+            .map(|&m| config.models[m].id.value.as_str())
+            .collect();
+        let used = if others.is_empty() {
+            String::new()
+        } else {
+            format!(", already used by {}", others.join(", "))
+        };
+        return Finding::error(
+            Code::VramExceeded,
+            model.id.span,
+            format!("{} GiB does not fit", fmt_gib(model.size_gib.unwrap_or(0.0))),
+            format!("model `{id}` does not fit on host `{}`: {} GiB needed of {} GiB VRAM{used}{replicas}", host.id.value, fmt_gib(needed), fmt_gib(vram)),
+        )
+        .with_secondary(host.id.span, format!("{} GiB VRAM", fmt_gib(vram)))
+        .with_help("use a smaller quantisation, raise vram_gib if it is wrong, or allow more hosts in host_policy");
+    }
+    let span = model
+        .host_policy
+        .hosts
+        .as_ref()
+        .map_or(model.host_policy.span, |h| h.span);
+    if candidates.is_empty() {
+        let mut help = String::from(
+            "no host matched by host_policy can run any backend in backend_policy.prefer",
+        );
+        for r in rejected {
+            help.push_str("\n  ");
+            help.push_str(r);
+        }
+        return Finding::error(
+            Code::Unplaceable,
+            span,
+            "no host can run it",
+            format!("model `{id}` cannot be placed on any host"),
+        )
+        .with_help(help);
+    }
+    Finding::error(
+        Code::Unplaceable,
+        span,
+        format!("only {} host(s) can run it", candidates.len()),
+        format!("model `{id}` wants {wanted} replicas but only {chosen} host(s) can take it"),
+    )
+    .with_help("lower `replicas`, or widen host_policy")
+}
+
+fn fmt_gib(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+/// FNV-1a: a stable hash (std's hasher is randomly keyed per process).
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// splitmix64 finaliser: turns (model, host) key mixes into well-spread rendezvous scores.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
