@@ -320,3 +320,36 @@ impl<N, E> CycleGraph<N, E> for petgraph::graph::DiGraph<N, E> {
         self.neighbors(node).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petgraph::graph::DiGraph;
+
+    #[test]
+    fn cycle_path_is_the_whole_loop_from_its_smallest_node() {
+        // d -> b -> c -> d is the cycle; a feeds into it and e hangs off it.
+        let mut g: DiGraph<&str, ()> = DiGraph::new();
+        let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(|n| g.add_node(n));
+        g.extend_with_edges([(a, b), (d, b), (b, c), (c, d), (c, e)]);
+        let scc = tarjan_scc(&g).into_iter().find(|c| c.len() > 1).unwrap();
+        let path: Vec<&str> = cycle_path(&g, &scc, |n| g[n])
+            .into_iter()
+            .map(|n| g[n])
+            .collect();
+        assert_eq!(path, ["b", "c", "d", "b"]);
+    }
+
+    #[test]
+    fn cycle_path_takes_the_shortest_way_back() {
+        let mut g: DiGraph<&str, ()> = DiGraph::new();
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|n| g.add_node(n));
+        g.extend_with_edges([(a, b), (b, c), (c, d), (d, a), (b, a)]);
+        let scc = tarjan_scc(&g).into_iter().find(|c| c.len() > 1).unwrap();
+        let path: Vec<&str> = cycle_path(&g, &scc, |n| g[n])
+            .into_iter()
+            .map(|n| g[n])
+            .collect();
+        assert_eq!(path, ["a", "b", "a"]);
+    }
+}

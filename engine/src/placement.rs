@@ -472,3 +472,273 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{VarInputs, load_texts};
+
+    fn config(text: &str) -> Config {
+        match load_texts(
+            Path::new("/cfg"),
+            &[("main.hcl", text)],
+            &VarInputs::default(),
+        ) {
+            Ok(loaded) => loaded.config,
+            Err(invalid) => panic!("{:#?}", invalid.findings),
+        }
+    }
+
+    fn hosts(n: usize, backends: &str, vram: Option<u32>) -> String {
+        (1..=n)
+            .map(|i| {
+                let vram = vram.map(|v| format!("vram_gib = {v}")).unwrap_or_default();
+                format!(
+                    "host \"gpu-{i}\" {{\n connection {{\n host = \"10.0.0.{i}\"\n user = \"ops\"\n }}\n capabilities {{\n backends = [{backends}]\n {vram}\n }}\n labels = {{ rack = \"r{}\" }}\n}}\n",
+                    i % 2
+                )
+            })
+            .collect()
+    }
+
+    const BACKENDS: &str =
+        "backend \"cuda\" {\n host_filters = [\"gpu-*\"]\n}\nbackend \"cpu\" {}\n";
+
+    fn model(id: &str, port: u16, body: &str) -> String {
+        format!(
+            "model \"{id}\" {{\n source = \"/m/{id}.gguf\"\n runtime_defaults {{\n port = {port}\n }}\n launch {{\n start_cmd = \"srv --port {{port}}\"\n }}\n {body}\n}}\n"
+        )
+    }
+
+    /// The findings of a config that validation rejects (validation runs placement).
+    fn rejected(text: &str) -> Vec<Finding> {
+        match load_texts(
+            Path::new("/cfg"),
+            &[("main.hcl", text)],
+            &VarInputs::default(),
+        ) {
+            Ok(_) => panic!("config accepted"),
+            Err(invalid) => invalid.findings.into_iter().collect(),
+        }
+    }
+
+    fn placed(c: &Config, previous: &Previous) -> Vec<(String, String, String)> {
+        place(c, previous)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.model, p.host, p.backend))
+            .collect()
+    }
+
+    #[test]
+    fn host_policy_globs_and_labels_filter_hosts() {
+        let c = config(&format!(
+            "{}{BACKENDS}{}{}",
+            hosts(4, "\"cuda\", \"cpu\"", None),
+            model(
+                "a",
+                8080,
+                "host_policy {\n hosts = [\"gpu-1\", \"gpu-2\"]\n replicas = 2\n }"
+            ),
+            model(
+                "b",
+                8081,
+                "host_policy {\n labels = { rack = \"r0\" }\n replicas = 2\n }"
+            ),
+        ));
+        let p = placed(&c, &Previous::default());
+        let hosts_of = |m: &str| {
+            p.iter()
+                .filter(|x| x.0 == m)
+                .map(|x| x.1.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hosts_of("a"), ["gpu-1", "gpu-2"]);
+        assert_eq!(hosts_of("b"), ["gpu-2", "gpu-4"]);
+    }
+
+    #[test]
+    fn first_preferred_backend_the_host_has_and_admits_wins() {
+        let text = format!(
+            "{}{}{BACKENDS}{}",
+            hosts(1, "\"cuda\", \"cpu\"", None),
+            "host \"cpu-1\" {\n connection {\n transport = \"local\"\n }\n capabilities {\n backends = [\"cuda\", \"cpu\"]\n }\n}\n",
+            model(
+                "a",
+                8080,
+                "host_policy {\n replicas = 2\n }\n backend_policy {\n prefer = [\"cuda\", \"cpu\"]\n }"
+            ),
+        );
+        let p = placed(&config(&text), &Previous::default());
+        // cpu-1 lists cuda, but the cuda backend's host_filters only admit gpu-*.
+        assert_eq!(
+            p,
+            [
+                ("a".into(), "cpu-1".into(), "cpu".into()),
+                ("a".into(), "gpu-1".into(), "cuda".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn replicas_are_deterministic_and_spread() {
+        let text = format!(
+            "{}{BACKENDS}{}{}",
+            hosts(8, "\"cpu\"", None),
+            model("a", 8080, "host_policy {\n replicas = 3\n }"),
+            model("b", 8080, "host_policy {\n replicas = 3\n }"),
+        );
+        let c = config(&text);
+        let first = placed(&c, &Previous::default());
+        assert_eq!(
+            first,
+            placed(&config(&text), &Previous::default()),
+            "same config, same placement"
+        );
+        let hosts_of = |m: &str| {
+            first
+                .iter()
+                .filter(|x| x.0 == m)
+                .map(|x| x.1.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hosts_of("a").len(), 3);
+        assert_eq!(hosts_of("b").len(), 3);
+        // Same port: the two models can never share a host.
+        assert!(hosts_of("a").iter().all(|h| !hosts_of("b").contains(h)));
+    }
+
+    #[test]
+    fn a_placement_from_state_is_kept_while_valid() {
+        let text = format!(
+            "{}{BACKENDS}{}",
+            hosts(6, "\"cpu\"", None),
+            model("a", 8080, "")
+        );
+        let c = config(&text);
+        let natural = placed(&c, &Previous::default())[0].1.clone();
+        let other = if natural == "gpu-1" { "gpu-2" } else { "gpu-1" };
+        let previous = Previous {
+            hosts: HashMap::from([("a".to_string(), vec![other.to_string()])]),
+            ..Previous::default()
+        };
+        assert_eq!(placed(&c, &previous)[0].1, other, "no churn");
+        let gone = Previous {
+            hosts: HashMap::from([("a".to_string(), vec!["gpu-99".to_string()])]),
+            ..Previous::default()
+        };
+        assert_eq!(
+            placed(&c, &gone)[0].1,
+            natural,
+            "an invalid previous host is dropped"
+        );
+    }
+
+    #[test]
+    fn vram_fit_moves_a_model_to_a_host_with_room() {
+        let text = format!(
+            "{}{BACKENDS}{}{}",
+            hosts(2, "\"cuda\"", Some(24)),
+            model(
+                "big",
+                8080,
+                "size_gib = 20\n host_policy {\n replicas = 1\n }"
+            ),
+            model(
+                "mid",
+                8081,
+                "size_gib = 10\n host_policy {\n replicas = 2\n }"
+            ),
+        );
+        let err = rejected(&text);
+        assert_eq!(err[0].code, Code::VramExceeded, "{err:?}");
+        assert!(
+            err[0].message.contains("30 GiB needed of 24 GiB"),
+            "{}",
+            err[0].message
+        );
+
+        let text = format!(
+            "{}{BACKENDS}{}{}",
+            hosts(2, "\"cuda\"", Some(24)),
+            model("big", 8080, "size_gib = 20"),
+            model("mid", 8081, "size_gib = 10"),
+        );
+        let p = placed(&config(&text), &Previous::default());
+        assert_ne!(
+            p[0].1, p[1].1,
+            "the two do not fit one 24 GiB host together: {p:?}"
+        );
+    }
+
+    #[test]
+    fn group_members_share_a_port_and_count_their_largest_vram() {
+        let text = format!(
+            "{}{BACKENDS}{}{}",
+            hosts(1, "\"cuda\"", Some(24)),
+            model(
+                "qwen",
+                8080,
+                "size_gib = 18\n group = \"chat\"\n default = true"
+            ),
+            model("llama", 8080, "size_gib = 20\n group = \"chat\""),
+        );
+        let all = place(&config(&text), &Previous::default()).unwrap();
+        assert_eq!(all.len(), 2);
+        let active: Vec<_> = all
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.model.as_str())
+            .collect();
+        assert_eq!(active, ["qwen"]);
+        let selected = Previous {
+            selections: HashMap::from([(
+                ("chat".to_string(), "gpu-1".to_string()),
+                "llama".to_string(),
+            )]),
+            ..Previous::default()
+        };
+        let all = place(&config(&text), &selected).unwrap();
+        let active: Vec<_> = all
+            .iter()
+            .filter(|p| p.active)
+            .map(|p| p.model.as_str())
+            .collect();
+        assert_eq!(active, ["llama"]);
+    }
+
+    #[test]
+    fn port_clash_on_a_pinned_host_names_both_models() {
+        let text = format!(
+            "{}{BACKENDS}{}{}",
+            hosts(2, "\"cpu\"", None),
+            model("a", 9000, "host_policy {\n hosts = [\"gpu-1\"]\n }"),
+            model("b", 9000, "host_policy {\n hosts = [\"gpu-1\"]\n }"),
+        );
+        let err = rejected(&text);
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].code, Code::PortConflict);
+        assert!(
+            err[0]
+                .message
+                .contains("`a` and `b` both use port 9000 on host `gpu-1`"),
+            "{}",
+            err[0].message
+        );
+        assert_eq!(err[0].secondary.len(), 1);
+    }
+
+    #[test]
+    fn disabled_models_and_hosts_are_not_placed() {
+        let text = format!(
+            "{}host \"off\" {{\n enabled = false\n connection {{\n transport = \"local\"\n }}\n capabilities {{\n backends = [\"cpu\"]\n }}\n}}\n{BACKENDS}{}{}",
+            hosts(1, "\"cpu\"", None),
+            model("a", 8080, "host_policy {\n replicas = 1\n }"),
+            model("b", 8081, "enabled = false"),
+        );
+        let p = placed(&config(&text), &Previous::default());
+        assert_eq!(p, [("a".into(), "gpu-1".into(), "cpu".into())]);
+    }
+}

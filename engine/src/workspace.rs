@@ -23,6 +23,11 @@ impl Workspace {
     pub fn open(dir: &Path, vars: &VarInputs, previous: &Previous) -> Result<Workspace> {
         let loaded =
             config::load(dir, vars).map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
+        Self::from_loaded(loaded, previous)
+    }
+
+    /// Places the models of an already loaded config and builds its graph.
+    pub fn from_loaded(loaded: config::Loaded, previous: &Previous) -> Result<Workspace> {
         let config = loaded.config;
         let placements = match placement::place(&config, previous) {
             Ok(p) => p,

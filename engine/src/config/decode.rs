@@ -214,7 +214,10 @@ impl Decoder<'_> {
         body.get_blocks(name).next()
     }
 
-    fn missing(&mut self, at: Span, what: &str, key: &str, example: &str) {
+    fn missing(&mut self, body: &Body, at: Span, what: &str, key: &str, example: &str) {
+        if mentions(body, key) {
+            return;
+        }
         self.push(
             Finding::error(
                 Code::MissingField,
@@ -558,7 +561,7 @@ impl Decoder<'_> {
             self.push(f);
             ok = false;
         }
-        ok.then(|| Command {
+        ok.then_some(Command {
             template,
             span: text.span,
             sensitive,
@@ -598,10 +601,12 @@ impl Decoder<'_> {
         let connection = match Self::block(body, "connection") {
             Some(b) => self.connection(b, &name),
             None => {
-                self.push(
+                if !mentions(body, "connection") {
+                    self.push(
                     Finding::error(Code::MissingField, header, "no connection block", format!("{name} has no `connection` block"))
                         .with_help("add `connection { host = \"10.0.0.11\"  user = \"ops\" }`, or `connection { transport = \"local\" }` for this machine"),
                 );
+                }
                 None
             }
         };
@@ -680,9 +685,10 @@ impl Decoder<'_> {
                 .map_or(Connection::DEFAULT_CONNECT_TIMEOUT_SEC, |n| n.value),
         };
         let header = self.header_span(block);
-        if conn.transport == TransportKind::Ssh {
+        if transport == Some(TransportKind::Ssh) {
             if conn.host.is_none() && !body.has_attribute("host") {
                 self.missing(
+                    body,
                     header,
                     &format!("the connection of {host}"),
                     "host",
@@ -691,6 +697,7 @@ impl Decoder<'_> {
             }
             if conn.user.is_none() && !body.has_attribute("user") {
                 self.missing(
+                    body,
                     header,
                     &format!("the connection of {host}"),
                     "user",
@@ -799,6 +806,7 @@ impl Decoder<'_> {
             && c.image.is_none()
         {
             self.missing(
+                body,
                 c.span,
                 "the container block",
                 "image",
@@ -865,7 +873,7 @@ impl Decoder<'_> {
         let enabled = self.bool(body, "enabled").is_none_or(|b| b.value);
         let source = self.string(body, "source");
         if source.is_none() && !body.has_attribute("source") {
-            self.missing(header, &name, "source", "\"/srv/models/model.gguf\"");
+            self.missing(body, header, &name, "source", "\"/srv/models/model.gguf\"");
         }
         let size_gib = self.size(body, "size_gib");
         let host_policy = match Self::block(body, "host_policy") {
@@ -904,7 +912,8 @@ impl Decoder<'_> {
         let launch = match Self::block(body, "launch") {
             Some(b) => self.launch(b, &name),
             None => {
-                self.push(
+                if !mentions(body, "launch") {
+                    self.push(
                     Finding::error(
                         Code::MissingField,
                         header,
@@ -915,6 +924,7 @@ impl Decoder<'_> {
                         "add `launch { start_cmd = \"llama-server -m {source} --port {port}\" }`",
                     ),
                 );
+                }
                 None
             }
         };
@@ -1023,6 +1033,7 @@ impl Decoder<'_> {
         let start_cmd = self.command(body, "start_cmd", placeholders);
         if start_cmd.is_none() && !body.has_attribute("start_cmd") {
             self.missing(
+                body,
                 self.header_span(block),
                 &format!("the launch block of {model}"),
                 "start_cmd",
@@ -1119,6 +1130,18 @@ impl Decoder<'_> {
         }
         out
     }
+}
+
+/// True when `body` has `key`, or a key close enough to be a misspelling of it, which is
+/// reported on its own: a "missing" finding on top would only repeat it.
+fn mentions(body: &Body, key: &str) -> bool {
+    body.iter().any(|s| {
+        let k = match s {
+            Structure::Attribute(a) => a.key.as_str(),
+            Structure::Block(b) => b.ident.as_str(),
+        };
+        k == key || did_you_mean(k, [key]).is_some()
+    })
 }
 
 /// Checks an id: 1-64 of letters, digits, `-`, `_` and `.`.

@@ -148,13 +148,22 @@ impl Finding {
         self.level == Level::Error
     }
 
-    /// Binds the finding to its source text so miette can render it.
+    /// Binds the finding to its source text so miette can render it. Secondary places near the
+    /// primary one share its snippet; others (another file, or far away) get a snippet each.
     pub fn render<'a>(&'a self, sources: &'a Sources) -> RenderedFinding<'a> {
-        let file = self.primary.as_ref().map(|(span, _)| span.file);
-        let related = self
-            .secondary
-            .iter()
-            .filter(|(span, _)| Some(span.file) != file)
+        const NEAR_LINES: usize = 3;
+        let primary = self
+            .primary
+            .as_ref()
+            .map(|(span, _)| (span.file, sources.line_col(span.file, span.start).0));
+        let (near, far): (Vec<_>, Vec<_>) = self.secondary.iter().partition(|(span, _)| {
+            primary.is_some_and(|(file, line)| {
+                span.file == file
+                    && sources.line_col(span.file, span.start).0.abs_diff(line) <= NEAR_LINES
+            })
+        });
+        let related = far
+            .into_iter()
             .map(|(span, label)| Related {
                 source: sources.named_source(span.file),
                 span: *span,
@@ -163,7 +172,8 @@ impl Finding {
             .collect();
         RenderedFinding {
             finding: self,
-            source: file.map(|f| sources.named_source(f)),
+            source: primary.map(|(f, _)| sources.named_source(f)),
+            near: near.into_iter().cloned().collect(),
             related,
         }
     }
@@ -211,6 +221,7 @@ pub struct FindingJson {
 pub struct RenderedFinding<'a> {
     finding: &'a Finding,
     source: Option<NamedSource<std::sync::Arc<String>>>,
+    near: Vec<(Span, String)>,
     related: Vec<Related>,
 }
 
@@ -257,15 +268,9 @@ impl Diagnostic for RenderedFinding<'_> {
             Some(label.clone()),
             primary.source_span(),
         )];
-        labels.extend(
-            self.finding
-                .secondary
-                .iter()
-                .filter(|(span, _)| span.file == primary.file)
-                .map(|(span, label)| {
-                    LabeledSpan::new_with_span(Some(label.clone()), span.source_span())
-                }),
-        );
+        labels.extend(self.near.iter().map(|(span, label)| {
+            LabeledSpan::new_with_span(Some(label.clone()), span.source_span())
+        }));
         Some(Box::new(labels.into_iter()))
     }
 

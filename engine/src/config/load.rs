@@ -34,6 +34,30 @@ pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Loaded, Invalid> {
     let mut sources = Sources::default();
     let mut findings = Findings::default();
     let files = read_files(dir, &mut sources, &mut findings);
+    check_sources(dir, sources, files, findings, inputs)
+}
+
+/// Loads and checks a config given as texts (name, text), as if they were the files of `dir`.
+pub fn load_texts(
+    dir: &Path,
+    texts: &[(&str, &str)],
+    inputs: &VarInputs,
+) -> Result<Loaded, Invalid> {
+    let mut sources = Sources::default();
+    let files = texts
+        .iter()
+        .map(|(name, text)| sources.add(name.to_string(), dir.join(name), text.to_string()))
+        .collect();
+    check_sources(dir, sources, files, Findings::default(), inputs)
+}
+
+fn check_sources(
+    dir: &Path,
+    mut sources: Sources,
+    files: Vec<FileId>,
+    mut findings: Findings,
+    inputs: &VarInputs,
+) -> Result<Loaded, Invalid> {
     let mut bodies = Vec::new();
     for file in files {
         match hcl_edit::parser::parse_body(&sources.get(file).text) {
@@ -128,12 +152,20 @@ fn syntax_finding(sources: &Sources, file: FileId, err: &hcl_edit::parser::Error
     let loc = err.location();
     let start = sources.offset_of(file, loc.line(), loc.column());
     let text = &sources.get(file).text;
-    let end = text[start..]
-        .chars()
-        .next()
-        .map_or(start, |c| start + c.len_utf8());
+    // A point at a line break is shown as a point, not as a span running into the next line.
+    let end = match text[start..].chars().next() {
+        Some(c) if c != '\n' && c != '\r' => start + c.len_utf8(),
+        _ => start,
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let unbalanced_quotes = line.replace("\\\"", "").matches('"').count() % 2 == 1;
     let message = err.message();
-    let help = if message.contains("redefined attribute") {
+    let help = if unbalanced_quotes {
+        "a string on this line is missing its closing `\"`"
+    } else if message.contains("expected `{`") {
+        "an attribute needs `=` between its key and value (`key = value`); a block needs `{ ... }`"
+    } else if message.contains("redefined attribute") {
         "each attribute may appear once per block: remove or rename the second one"
     } else if message.contains("expected `}`") {
         "a block may be missing its closing `}`, or an attribute its `=`"

@@ -189,7 +189,7 @@ mod tests {
         let t = Template::parse("srv -m {source} --port {port} {backend_args}").unwrap();
         assert_eq!(
             t.render(lookup).unwrap(),
-            r#"srv -m '/m/my model'"'"'s.gguf' --port 8080 --n-gpu-layers 999"#
+            r#"srv -m "/m/my model's.gguf" --port 8080 --n-gpu-layers 999"#
         );
     }
 

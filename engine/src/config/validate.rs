@@ -31,11 +31,12 @@ pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
     check_model_refs(config, declared, findings);
     check_groups(config, findings);
     let cycles = check_cycles(config, findings);
-    if !findings.has_errors() && !cycles {
-        if let Err(placement_findings) = placement::place(config, &placement::Previous::default()) {
-            for f in placement_findings {
-                findings.push(f);
-            }
+    if !findings.has_errors()
+        && !cycles
+        && let Err(placement_findings) = placement::place(config, &placement::Previous::default())
+    {
+        for f in placement_findings {
+            findings.push(f);
         }
     }
 }

@@ -1,0 +1,271 @@
+//! The `berth` binary as a user runs it: exit codes, `--json` output, variables and messages.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `berth -C DIR ARGS...` with a clean environment for variables and colour.
+fn berth(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    let mut cmd = Command::cargo_bin("berth").unwrap();
+    cmd.arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("BERTH_VAR_api_key");
+    cmd.assert()
+}
+
+fn stdout_json(assert: &assert_cmd::assert::Assert) -> Value {
+    serde_json::from_slice(&assert.get_output().stdout).expect("stdout is JSON")
+}
+
+#[test]
+fn validate_exits_0_on_a_valid_config() {
+    let out = berth(&repo().join("examples/local"), &["validate"]).success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains("The config is valid: 1 host, 1 backend, 3 models, 3 placements."),
+        "{text}"
+    );
+}
+
+#[test]
+fn validate_exits_1_and_names_the_code_and_place() {
+    let out = berth(
+        &repo().join("testdata/invalid/unknown_key__host"),
+        &["validate"],
+    )
+    .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("berth::config::unknown_key"), "{err}");
+    assert!(err.contains("main.hcl:8:3"), "{err}");
+    assert!(err.contains("did you mean `labels`?"), "{err}");
+}
+
+#[test]
+fn validate_json_lists_file_line_column_code_message() {
+    let out = berth(
+        &repo().join("testdata/invalid/unknown_key__with_more_across_files"),
+        &["validate", "--json"],
+    )
+    .code(1);
+    let json = stdout_json(&out);
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["error_count"], 4);
+    let first = &json["findings"][0];
+    assert!(
+        first["file"].as_str().unwrap().ends_with("backends.hcl"),
+        "{first}"
+    );
+    assert_eq!(first["line"], 3);
+    assert_eq!(first["column"], 3);
+    assert_eq!(first["code"], "berth::config::unknown_key");
+    assert_eq!(first["message"], "backend has no attribute `verfy_cmd`");
+
+    let ok = berth(&repo().join("examples/gpu-fleet"), &["validate", "--json"]).success();
+    let json = stdout_json(&ok);
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["findings"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_missing_directory_is_a_clear_error() {
+    let out = berth(Path::new("/nonexistent/berth-config"), &["validate"]).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains("cannot read config directory /nonexistent/berth-config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    berth(
+        &repo().join("examples/local"),
+        &["validate", "--no-such-flag"],
+    )
+    .code(64);
+    berth(&repo().join("examples/local"), &["no-such-command"]).code(64);
+}
+
+#[test]
+fn graph_json_and_dot() {
+    let out = berth(
+        &repo().join("examples/local"),
+        &["graph", "--format", "json"],
+    )
+    .success();
+    let json = stdout_json(&out);
+    let nodes: Vec<&str> = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "backend.cpu@local",
+            "host.local",
+            "model.llama3.2-1b@local",
+            "model.nomic-embed@local",
+            "model.qwen2.5-0.5b@local"
+        ]
+    );
+    let edges = json["edges"].as_array().unwrap();
+    assert!(edges.iter().any(|e| e["from"] == "model.nomic-embed@local"
+        && e["to"] == "model.llama3.2-1b@local"
+        && e["kind"] == "depends_on"));
+    let dot = berth(&repo().join("examples/local"), &["graph"]).success();
+    let dot = String::from_utf8_lossy(&dot.get_output().stdout).to_string();
+    assert!(dot.starts_with("digraph berth {"));
+    assert!(
+        dot.contains("\"host.local\" -> \"backend.cpu@local\""),
+        "{dot}"
+    );
+}
+
+#[test]
+fn show_of_an_unknown_id_suggests_the_right_one() {
+    let out = berth(
+        &repo().join("examples/gpu-fleet"),
+        &["hosts", "show", "gpu-c"],
+    )
+    .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("no host `gpu-c` in the config"), "{err}");
+    assert!(err.contains("did you mean `gpu-"), "{err}");
+    berth(
+        &repo().join("examples/gpu-fleet"),
+        &["models", "show", "qwen2.5-7b"],
+    )
+    .success();
+    berth(
+        &repo().join("examples/gpu-fleet"),
+        &["backends", "show", "cuda"],
+    )
+    .success();
+}
+
+fn var_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"
+variable "dir" {
+  default = "/from/default"
+}
+variable "api_key" {
+  sensitive = true
+}
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+backend "cpu" {}
+model "m" {
+  source = "${var.dir}/m.gguf"
+  env    = { KEY = var.api_key, PLAIN = "visible" }
+  launch {
+    start_cmd = "srv --key ${var.api_key} --port {port}"
+  }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("vars.hcl.in"),
+        "dir = \"/from/file\"\napi_key = \"from-file-secret\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn source_of(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::cargo_bin("berth").unwrap();
+    cmd.arg("-C")
+        .arg(dir)
+        .args(["models", "show", "m", "--json"])
+        .args(extra)
+        .env_remove("BERTH_VAR_dir")
+        .env_remove("BERTH_VAR_api_key");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.assert().success();
+    stdout_json(&out)["source"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn variables_come_from_cli_then_file_then_env_then_default() {
+    let dir = var_config();
+    let file = dir.path().join("vars.hcl.in");
+    let file = file.to_str().unwrap();
+    let key = ("BERTH_VAR_api_key", "k");
+    assert_eq!(source_of(dir.path(), &[], &[key]), "/from/default/m.gguf");
+    assert_eq!(
+        source_of(dir.path(), &[], &[key, ("BERTH_VAR_dir", "/from/env")]),
+        "/from/env/m.gguf"
+    );
+    assert_eq!(
+        source_of(
+            dir.path(),
+            &["--var-file", file],
+            &[("BERTH_VAR_dir", "/from/env")]
+        ),
+        "/from/file/m.gguf"
+    );
+    assert_eq!(
+        source_of(
+            dir.path(),
+            &["--var-file", file, "--var", "dir=/from/cli"],
+            &[("BERTH_VAR_dir", "/from/env")]
+        ),
+        "/from/cli/m.gguf"
+    );
+}
+
+#[test]
+fn a_variable_without_value_is_named() {
+    let dir = var_config();
+    let out = berth(dir.path(), &["validate"]).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("variable `api_key` has no value"), "{err}");
+    assert!(err.contains("--var api_key=..."), "{err}");
+}
+
+#[test]
+fn sensitive_values_are_never_printed() {
+    let dir = var_config();
+    let secret = "hunter2-very-secret";
+    for args in [
+        vec!["models", "show", "m"],
+        vec!["models", "show", "m", "--json"],
+        vec!["models", "--json"],
+        vec!["validate", "--json"],
+    ] {
+        let mut full = args.clone();
+        let var = format!("api_key={secret}");
+        full.extend(["--var", &var]);
+        let out = berth(dir.path(), &full).success();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.get_output().stdout),
+            String::from_utf8_lossy(&out.get_output().stderr)
+        );
+        assert!(!all.contains(secret), "{args:?} printed the secret:\n{all}");
+        if args.contains(&"show") {
+            assert!(all.contains("(sensitive)"), "{args:?}:\n{all}");
+            assert!(all.contains("visible"), "non-secret env is shown: {all}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+settings {
+  parallelism = 4
+}
+
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

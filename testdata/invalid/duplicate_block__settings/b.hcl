@@ -1,0 +1,3 @@
+settings {
+  state_dir = ".state"
+}

@@ -1,0 +1,21 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

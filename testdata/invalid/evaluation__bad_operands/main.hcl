@@ -1,0 +1,27 @@
+variable "dir" {
+  default = "/srv"
+}
+
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "a" {
+  source = "/srv/models/m.gguf"
+  size_gib = var.dir + 1
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}

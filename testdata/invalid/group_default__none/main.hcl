@@ -1,0 +1,34 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "qwen" {
+  source = "/srv/models/m.gguf"
+  group = "chat"
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}
+
+model "llama" {
+  source = "/srv/models/m.gguf"
+  group = "chat"
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}

@@ -1,0 +1,36 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "qwen" {
+  source = "/srv/models/m.gguf"
+  group   = "chat"
+  default = true
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}
+
+model "llama" {
+  source = "/srv/models/m.gguf"
+  group   = "chat"
+  default = true
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}

@@ -1,0 +1,22 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm" {
+  source = "/srv/models/m.gguf"
+  runtime_defaults {
+    port = 8080
+  }
+  launch {
+    start_cmd = "srv --port {port}"
+  }
+}

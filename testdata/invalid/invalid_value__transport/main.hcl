@@ -1,0 +1,9 @@
+host "local" {
+  connection {
+    transport = "telnet"
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

@@ -1,0 +1,9 @@
+host "gpu-a" {
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

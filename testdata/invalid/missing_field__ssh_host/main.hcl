@@ -1,0 +1,12 @@
+host "gpu-a" {
+  connection {
+    user = "ops"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

@@ -1,0 +1,9 @@
+host {
+  connection {
+    transport = "local"
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

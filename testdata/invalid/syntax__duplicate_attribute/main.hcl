@@ -1,0 +1,17 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "a" {
+  source = "/m.gguf"
+  source = "/n.gguf"
+}

@@ -1,0 +1,6 @@
+model "a" {
+  source = "/m.gguf"
+  launch {
+    start_cmd = "srv"
+  }
+}}

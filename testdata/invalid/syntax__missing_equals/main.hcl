@@ -1,0 +1,16 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "a" {
+  source "/m.gguf"
+}

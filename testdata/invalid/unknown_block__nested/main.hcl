@@ -1,0 +1,5 @@
+host "local" {
+  conection {
+    transport = "local"
+  }
+}

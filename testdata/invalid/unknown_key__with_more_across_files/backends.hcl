@@ -1,0 +1,4 @@
+backend "cpu" {
+  runtime = "process"
+  verfy_cmd = "true"
+}

@@ -1,0 +1,9 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+    gpus     = "two"
+  }
+}

@@ -1,0 +1,19 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
+
+model "a" {
+  source = "/m.gguf"
+  launch = {
+    start_cmd = "srv"
+  }
+}
