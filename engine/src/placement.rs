@@ -99,15 +99,30 @@ impl<'c> HostMatcher<'c> {
         Ok(hosts)
     }
 
-    /// Indices of the enabled hosts carrying every one of `labels`.
-    pub fn with_labels(&self, labels: &BTreeMap<String, String>) -> Vec<usize> {
-        self.config
+    /// Indices of the enabled hosts carrying every one of `labels`, cached per label set.
+    pub fn with_labels(&self, labels: &BTreeMap<String, String>) -> Rc<[usize]> {
+        let key = labels
+            .iter()
+            .fold(String::from("\0labels"), |mut k, (n, v)| {
+                k.push('\0');
+                k.push_str(n);
+                k.push('=');
+                k.push_str(v);
+                k
+            });
+        if let Some(hit) = self.cache.borrow().get(&key) {
+            return hit.clone();
+        }
+        let hosts: Rc<[usize]> = self
+            .config
             .hosts
             .iter()
             .enumerate()
             .filter(|(_, h)| h.enabled && labels.iter().all(|(k, v)| h.labels.get(k) == Some(v)))
             .map(|(i, _)| i)
-            .collect()
+            .collect();
+        self.cache.borrow_mut().insert(key, hosts.clone());
+        hosts
     }
 
     /// A membership mask over `config.hosts` for a list of patterns (invalid ones match nothing).
@@ -229,8 +244,12 @@ pub fn place(config: &Config, previous: &Previous) -> Result<Vec<Placement>, Vec
         };
         if let Some(labels) = &model.host_policy.labels {
             let keep = matcher.with_labels(&labels.value);
-            for (i, m) in mask.iter_mut().enumerate() {
-                *m = *m && keep.contains(&i);
+            let mut keep_mask = vec![false; mask.len()];
+            for &i in keep.iter() {
+                keep_mask[i] = true;
+            }
+            for (m, k) in mask.iter_mut().zip(keep_mask) {
+                *m = *m && k;
             }
         }
         let prefer: Vec<usize> = if model.backend_policy.prefer.is_empty() {
@@ -512,16 +531,9 @@ mod tests {
         )
     }
 
-    /// The findings of a config that validation rejects (validation runs placement).
+    /// The findings of a config that loads but cannot be placed.
     fn rejected(text: &str) -> Vec<Finding> {
-        match load_texts(
-            Path::new("/cfg"),
-            &[("main.hcl", text)],
-            &VarInputs::default(),
-        ) {
-            Ok(_) => panic!("config accepted"),
-            Err(invalid) => invalid.findings.into_iter().collect(),
-        }
+        place(&config(text), &Previous::default()).expect_err("placement should fail")
     }
 
     fn placed(c: &Config, previous: &Previous) -> Vec<(String, String, String)> {

@@ -269,3 +269,56 @@ fn sensitive_values_are_never_printed() {
         }
     }
 }
+
+#[test]
+fn fmt_check_lists_unformatted_files_and_fmt_rewrites_them_keeping_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = "# the only host\nhost \"a\" {\n connection {\n   transport=\"local\" # this machine\n  }\n  labels = {x=\"1\",yy = \"2\"}\n}\nbackend \"cpu\"{\n}\n";
+    std::fs::write(dir.path().join("main.hcl"), messy).unwrap();
+    std::fs::write(
+        dir.path().join("tidy.hcl"),
+        "variable \"x\" {\n  default = 1\n}\n",
+    )
+    .unwrap();
+    let out = berth(dir.path(), &["fmt", "--check"]).code(1);
+    let listed = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        listed.contains("main.hcl") && !listed.contains("tidy.hcl"),
+        "{listed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("main.hcl")).unwrap(),
+        messy,
+        "--check writes nothing"
+    );
+
+    berth(dir.path(), &["fmt"]).success();
+    let formatted = std::fs::read_to_string(dir.path().join("main.hcl")).unwrap();
+    assert_eq!(
+        formatted,
+        "# the only host\nhost \"a\" {\n  connection {\n    transport = \"local\" # this machine\n  }\n  labels = { x = \"1\", yy = \"2\" }\n}\n\nbackend \"cpu\" {}\n"
+    );
+    berth(dir.path(), &["fmt", "--check"]).success();
+}
+
+#[test]
+fn fmt_writes_nothing_when_a_file_does_not_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = "host \"a\" {\n connection {\n transport=\"local\"\n }\n}\n";
+    std::fs::write(dir.path().join("a.hcl"), messy).unwrap();
+    std::fs::write(dir.path().join("b.hcl"), "model \"x\" {\n  source = \n}\n").unwrap();
+    let out = berth(dir.path(), &["fmt"]).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("b.hcl:2"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a.hcl")).unwrap(),
+        messy
+    );
+}
+
+#[test]
+fn the_examples_are_formatted() {
+    for example in ["examples/local", "examples/gpu-fleet"] {
+        berth(&repo().join(example), &["fmt", "--check"]).success();
+    }
+}

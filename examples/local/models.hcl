@@ -12,8 +12,8 @@ model "qwen2.5-0.5b" {
 
 model "llama3.2-1b" {
   depends_on = ["model.nomic-embed"]
-  source   = "/srv/models/llama-3.2-1b-instruct-q4_k_m.gguf"
-  size_gib = 0.8
+  source     = "/srv/models/llama-3.2-1b-instruct-q4_k_m.gguf"
+  size_gib   = 0.8
   runtime_defaults {
     port = 18081
   }

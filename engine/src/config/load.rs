@@ -2,7 +2,7 @@
 //! variables, decode every block, then run the cross-block checks. All findings of all files are
 //! collected in one pass; nothing here touches a host or the state.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use hcl_edit::Span as _;
@@ -274,6 +274,11 @@ fn decode_all(
 
     // Pass 2: hosts, backends and models.
     let mut declared = validate::Declared::default();
+    let (mut seen_hosts, mut seen_backends, mut seen_models): (
+        HashMap<String, usize>,
+        HashMap<String, usize>,
+        HashMap<String, usize>,
+    ) = Default::default();
     let (mut hosts, mut backends, mut models) = (
         Vec::<Host>::new(),
         Vec::<Backend>::new(),
@@ -316,33 +321,48 @@ fn decode_all(
                 "settings" | "variable" => {}
                 "host" => {
                     if let Some(host) = d.host(block) {
-                        match hosts.iter().find(|h| h.id.value == host.id.value) {
+                        match seen_hosts.get(&host.id.value).map(|&i: &usize| &hosts[i]) {
                             Some(first) => {
                                 d.findings.push(duplicate("host", &host.id, first.id.span))
                             }
-                            None => hosts.push(host),
+                            None => {
+                                seen_hosts.insert(host.id.value.clone(), hosts.len());
+                                hosts.push(host)
+                            }
                         }
                     }
                 }
                 "backend" => {
                     if let Some(backend) = d.backend(block) {
-                        match backends.iter().find(|b| b.id.value == backend.id.value) {
+                        match seen_backends
+                            .get(&backend.id.value)
+                            .map(|&i: &usize| &backends[i])
+                        {
                             Some(first) => {
                                 d.findings
                                     .push(duplicate("backend", &backend.id, first.id.span))
                             }
-                            None => backends.push(backend),
+                            None => {
+                                seen_backends.insert(backend.id.value.clone(), backends.len());
+                                backends.push(backend)
+                            }
                         }
                     }
                 }
                 "model" => {
                     if let Some(model) = d.model(block) {
-                        match models.iter().find(|m| m.id.value == model.id.value) {
+                        match seen_models
+                            .get(&model.id.value)
+                            .map(|&i: &usize| &models[i])
+                        {
                             Some(first) => {
                                 d.findings
                                     .push(duplicate("model", &model.id, first.id.span))
                             }
-                            None => models.push(model),
+                            None => {
+                                seen_models.insert(model.id.value.clone(), models.len());
+                                models.push(model)
+                            }
                         }
                     }
                 }
@@ -366,7 +386,9 @@ fn decode_all(
             }
         }
     }
+    let index = super::schema::Index::build(&hosts, &backends, &models);
     let config = Config {
+        index,
         dir: base_dir,
         sources: std::mem::take(sources),
         settings,

@@ -1,7 +1,7 @@
 //! The typed config: what `settings`, `variable`, `host`, `backend` and `model` blocks mean once
 //! decoded and evaluated. Plain data with spans; decoding lives in `decode`, checks in `validate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::source::{Sources, Span, Spanned};
@@ -18,19 +18,52 @@ pub struct Config {
     pub hosts: Vec<Host>,
     pub backends: Vec<Backend>,
     pub models: Vec<Model>,
+    /// Id -> position in `hosts`, `backends` and `models`: lookups by id are hot in placement
+    /// and planning of large fleets.
+    pub(crate) index: Index,
+}
+
+/// Positions of hosts, backends and models by id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Index {
+    hosts: HashMap<String, usize>,
+    backends: HashMap<String, usize>,
+    models: HashMap<String, usize>,
+}
+
+impl Index {
+    pub(crate) fn build(hosts: &[Host], backends: &[Backend], models: &[Model]) -> Index {
+        Index {
+            hosts: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.id.value.clone(), i))
+                .collect(),
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (b.id.value.clone(), i))
+                .collect(),
+            models: models
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id.value.clone(), i))
+                .collect(),
+        }
+    }
 }
 
 impl Config {
     pub fn host(&self, id: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.id.value == id)
+        self.index.hosts.get(id).map(|&i| &self.hosts[i])
     }
 
     pub fn backend(&self, id: &str) -> Option<&Backend> {
-        self.backends.iter().find(|b| b.id.value == id)
+        self.index.backends.get(id).map(|&i| &self.backends[i])
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.models.iter().find(|m| m.id.value == id)
+        self.index.models.get(id).map(|&i| &self.models[i])
     }
 
     /// Values of sensitive variables, so output can be scrubbed of them.

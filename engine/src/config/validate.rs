@@ -11,7 +11,7 @@ use super::diagnostic::{Code, Finding, Findings, did_you_mean};
 use super::schema::Config;
 use super::source::{Span, Spanned};
 use crate::graph::cycle_path;
-use crate::placement::{self, HostMatcher};
+use crate::placement::HostMatcher;
 
 /// The ids of every host, backend and model block, including blocks that failed to decode, so
 /// that a reference to a broken block is not reported as undefined as well.
@@ -22,23 +22,15 @@ pub struct Declared {
     pub models: HashSet<String>,
 }
 
-/// Runs every cross-block check, adding findings. Placement runs only on an otherwise clean
-/// config, since it would trip over what is already reported.
+/// Runs every cross-block check, adding findings. Whether models fit (ports, VRAM, replicas)
+/// is placement's finding, made once the config is otherwise clean (`Workspace::open`).
 pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
     check_backend_refs(config, declared, findings);
     let matcher = HostMatcher::new(config);
     check_host_patterns(config, declared, &matcher, findings);
     check_model_refs(config, declared, findings);
     check_groups(config, findings);
-    let cycles = check_cycles(config, findings);
-    if !findings.has_errors()
-        && !cycles
-        && let Err(placement_findings) = placement::place(config, &placement::Previous::default())
-    {
-        for f in placement_findings {
-            findings.push(f);
-        }
-    }
+    check_cycles(config, findings);
 }
 
 fn undefined(code: Code, kind: &str, id: &Spanned<String>, known: &[&str]) -> Finding {
@@ -262,8 +254,8 @@ fn check_groups(config: &Config, findings: &mut Findings) {
     }
 }
 
-/// Reports every `depends_on` cycle with its whole path; true when there was one.
-fn check_cycles(config: &Config, findings: &mut Findings) -> bool {
+/// Reports every `depends_on` cycle with its whole path.
+fn check_cycles(config: &Config, findings: &mut Findings) {
     let mut graph: DiGraph<usize, Span> = DiGraph::new();
     let index: HashMap<&str, NodeIndex> = config
         .models
@@ -280,12 +272,10 @@ fn check_cycles(config: &Config, findings: &mut Findings) -> bool {
             }
         }
     }
-    let mut found = false;
     for component in tarjan_scc(&graph) {
         if component.len() < 2 {
             continue;
         }
-        found = true;
         let path = cycle_path(&graph, &component, |n| graph[n]);
         let names: Vec<String> = path
             .iter()
@@ -315,5 +305,4 @@ fn check_cycles(config: &Config, findings: &mut Findings) -> bool {
         }
         findings.push(f);
     }
-    found
 }
