@@ -1,0 +1,253 @@
+//! The one error type of berth-state, with its diagnostic codes and help lines; holds no logic
+//! beyond wording.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::ids::format_unix;
+use crate::lock::LockInfo;
+
+/// Result alias for this crate.
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with the state store, its lock or a saved plan.
+#[derive(Debug, Error, Diagnostic)]
+pub enum StateError {
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    #[diagnostic(
+        code(berth::state::io),
+        help("check that the path exists and that this user may read and write it")
+    )]
+    Io {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// sled reported an error.
+    #[error("state store at {}: {source}", path.display())]
+    #[diagnostic(
+        code(berth::state::store),
+        help(
+            "the store may be damaged; the hosts still carry every deployment, so a fresh state directory re-adopts them on the next plan"
+        )
+    )]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+
+    /// Another handle (this process or another one) has the sled database open.
+    #[error("state store at {} is already open in another process or handle", path.display())]
+    #[diagnostic(
+        code(berth::state::in_use),
+        help(
+            "berth's lock normally prevents this: is another tool or an older berth using this state directory?"
+        )
+    )]
+    StoreInUse { path: PathBuf },
+
+    /// The state was written by a newer berth.
+    #[error(
+        "state at {} was written by a newer berth (format {found}; this berth reads {supported})",
+        path.display()
+    )]
+    #[diagnostic(
+        code(berth::state::newer_format),
+        help(
+            "upgrade berth to the version that wrote this state; an older berth must not rewrite it"
+        )
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// A stored record cannot be decoded.
+    #[error("state record `{key}` in {tree} is unreadable: {detail}")]
+    #[diagnostic(code(berth::state::corrupt_record))]
+    CorruptRecord {
+        tree: &'static str,
+        key: String,
+        detail: String,
+        #[help]
+        help: String,
+    },
+
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what}: {detail}")]
+    #[diagnostic(
+        code(berth::state::encode),
+        help("this is a bug in berth; please report it")
+    )]
+    Encode { what: String, detail: String },
+
+    /// The operating system's random source failed.
+    #[error("cannot read random bytes from the operating system: {detail}")]
+    #[diagnostic(
+        code(berth::state::random),
+        help("berth needs getrandom(2) or /dev/urandom to make lock ids and state keys")
+    )]
+    Random { detail: String },
+
+    /// Another berth holds the state lock.
+    #[error(
+        "state is locked: lock {} held by {}@{} pid {} ({}), held for {}",
+        .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation,
+        humantime::format_duration(Duration::from_secs(.held_for.as_secs()))
+    )]
+    #[diagnostic(
+        code(berth::state::locked),
+        help("wait for it to finish, or pass --lock-timeout 60s to wait; if you are sure it is gone: berth force-unlock {}", holder.id)
+    )]
+    Locked {
+        holder: Box<LockInfo>,
+        held_for: Duration,
+    },
+
+    /// Another process holds the state lock, but its lock file does not say who.
+    #[error("state is locked by another process; its lock file {} does not say who ({detail})", path.display())]
+    #[diagnostic(
+        code(berth::state::locked),
+        help("wait for it to finish, or pass --lock-timeout 60s to wait")
+    )]
+    LockedByUnknown { path: PathBuf, detail: String },
+
+    /// The lock file names a berth on this host whose process is gone.
+    #[error(
+        "lock {} held by {}@{} pid {} ({}, since {}) is stale: that process is gone",
+        .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation,
+        format_unix(.holder.started_at)
+    )]
+    #[diagnostic(
+        code(berth::state::stale_lock),
+        help("rerun with --force to take it over, or berth force-unlock {}", holder.id)
+    )]
+    StaleLock { holder: Box<LockInfo> },
+
+    /// No process holds the lock, but its file holds something berth cannot read.
+    #[error("lock file {} is unreadable ({detail}) and no berth on this host holds it", path.display())]
+    #[diagnostic(
+        code(berth::state::unreadable_lock),
+        help(
+            "if no berth on another machine uses this state directory, rerun with --force to take the lock over"
+        )
+    )]
+    UnreadableLock { path: PathBuf, detail: String },
+
+    /// `force-unlock` found no lock to remove.
+    #[error("there is no lock to remove: {} is empty or missing", path.display())]
+    #[diagnostic(code(berth::state::not_locked), help("nothing to do"))]
+    NotLocked { path: PathBuf },
+
+    /// `force-unlock` was given an id other than the current lock's.
+    #[error(
+        "lock id {given} does not match the current lock {} (held by {}@{} pid {}, {})",
+        .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation
+    )]
+    #[diagnostic(
+        code(berth::state::lock_id_mismatch),
+        help("check the holder, then: berth force-unlock {}", holder.id)
+    )]
+    LockIdMismatch {
+        given: String,
+        holder: Box<LockInfo>,
+    },
+
+    /// `force-unlock` refused because the holder is still running.
+    #[error(
+        "lock {} is held by a running berth (pid {} on {}, {}); stop it first",
+        .holder.id, .holder.pid, .holder.hostname, .holder.operation
+    )]
+    #[diagnostic(
+        code(berth::state::lock_in_use),
+        help("force-unlock only removes locks whose berth is gone; wait for it or stop it")
+    )]
+    LockInUse { holder: Box<LockInfo> },
+
+    /// The file given as a saved plan is not one.
+    #[error("{} is not a berth plan file: {detail}", path.display())]
+    #[diagnostic(
+        code(berth::state::not_a_plan),
+        help("pass a file written by `berth plan --out FILE`")
+    )]
+    NotAPlan { path: PathBuf, detail: String },
+
+    /// The saved plan was written by a newer berth.
+    #[error(
+        "plan file {} was written by a newer berth (plan format {found}; this berth reads {supported})",
+        path.display()
+    )]
+    #[diagnostic(
+        code(berth::state::newer_plan_format),
+        help("apply it with the berth that wrote it, or run berth plan again with this one")
+    )]
+    NewerPlanFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// The saved plan was made against a different state.
+    #[error(
+        "this plan was made for another state (lineage {plan_lineage}, current {state_lineage})"
+    )]
+    #[diagnostic(
+        code(berth::state::plan_other_state),
+        help("run berth plan again against this state directory")
+    )]
+    PlanForOtherState {
+        plan_lineage: String,
+        state_lineage: String,
+    },
+
+    /// The state moved on since the saved plan was made.
+    #[error(
+        "the state changed since this plan was made (serial {plan_serial}, now {state_serial}): run berth plan again"
+    )]
+    #[diagnostic(
+        code(berth::state::stale_plan),
+        help(
+            "a saved plan is only valid for the state it was made from; make a new one and review it"
+        )
+    )]
+    StalePlan { plan_serial: u64, state_serial: u64 },
+}
+
+impl StateError {
+    pub(crate) fn corrupt(
+        tree: &'static str,
+        key: impl Into<String>,
+        detail: impl ToString,
+    ) -> Self {
+        let key = key.into();
+        let help = if tree == "resources" {
+            format!(
+                "`berth state rm {key}` removes the damaged record; the next plan re-adopts what runs on the host"
+            )
+        } else {
+            "the state store is damaged; the hosts still carry every deployment, so a fresh state directory re-adopts them on the next plan".to_owned()
+        };
+        StateError::CorruptRecord {
+            tree,
+            key,
+            detail: detail.to_string(),
+            help,
+        }
+    }
+
+    pub(crate) fn io(action: &str, path: &Path, source: std::io::Error) -> Self {
+        StateError::Io {
+            action: action.to_owned(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
