@@ -10,5 +10,7 @@ pub mod runtime;
 pub mod transport;
 
 pub use error::{ProviderError, Result};
-pub use runtime::{Instance, LaunchSpec, Liveness, Observed, Runtime};
-pub use transport::{Command, Output, Transport};
+pub use probe::{GateFailure, GateReady, GateTick, GateTiming, Probe, ProbeOutcome};
+pub use runtime::{Instance, LaunchSpec, Liveness, Observed, ProcessRuntime, Runtime};
+pub use transport::{Command, LocalTransport, Output, Transport};
+pub use transport::{HostLock, SshConfig, SshTransport};

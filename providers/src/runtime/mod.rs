@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, Transport};
 
+mod process;
+
+pub use process::ProcessRuntime;
+
 /// Everything a runtime needs to start one service; rendered by the engine, opaque here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -75,6 +79,19 @@ pub trait Runtime: Send + Sync {
 
     /// Every instance recorded under `run_dir`, in one round trip.
     async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>>;
+
+    /// The instance recorded for `address`, if any, in one round trip. The probe gate calls
+    /// this between polls; runtimes override it when one instance is cheaper to look at than
+    /// all of them.
+    async fn observe(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+    ) -> Result<Option<Observed>> {
+        let all = self.observe_all(transport, run_dir).await?;
+        Ok(all.into_iter().find(|o| o.instance.address == address))
+    }
 
     /// Stops the instance of `address` (TERM, then KILL after `grace`) and removes its record.
     /// Stopping something that is not running is not an error.

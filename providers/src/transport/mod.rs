@@ -9,6 +9,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Result;
 
+mod local;
+mod ssh;
+
+pub use local::LocalTransport;
+pub use ssh::{HostLock, SshConfig, SshTransport};
+
 /// A byte stream to a port on the host's loopback interface.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -41,6 +47,23 @@ impl Command {
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = bytes.into();
         self
+    }
+
+    /// A short name for the command in messages: its first non-empty line without a leading
+    /// `#`, cut to 80 characters. berth's own scripts start with a `# berth: ...` comment line
+    /// so that a timeout names the step rather than the first line of code.
+    pub fn summary(&self) -> String {
+        let line = self
+            .script
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        let line = line.strip_prefix('#').map(str::trim_start).unwrap_or(line);
+        match line.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}...", &line[..cut]),
+            None => line.to_string(),
+        }
     }
 }
 

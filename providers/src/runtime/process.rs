@@ -1,0 +1,518 @@
+//! `ProcessRuntime`: runs a service as a detached process group, recorded in a directory on
+//! the host. It works only through [`Transport::exec`] and POSIX `sh` scripts, so it behaves
+//! the same locally and over SSH; it must never put an env value into a script or an argv, and
+//! never signal a process it did not start.
+//!
+//! Layout on the host, one directory per berth address:
+//!
+//! ```text
+//! {run_dir}/deployments/{dir_name(address)}/
+//!     meta.json   the Instance (address, fingerprint, port, pid, start_ticks, started_at)
+//!     env         `export K='v'` lines, mode 0600, sourced by the launcher
+//!     log         stdout and stderr of the service, appended
+//! ```
+//!
+//! The recorded pid leads the service's own session and process group: it is the `sh -c` that
+//! runs the command (or the command itself, where the shell execs a simple command), and the
+//! whole group is the service. Liveness and pid reuse are read from `/proc/PID/stat` (Linux).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::runtime::{Instance, LaunchSpec, Liveness, Observed, Runtime};
+use crate::transport::{Command, Output, Transport, quote};
+use crate::{ProviderError, Result};
+
+/// Deadline of each script the runtime runs (stop adds its grace period on top).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a previous instance of the same address gets to stop when `start` replaces it.
+const RESTART_GRACE: Duration = Duration::from_secs(10);
+
+/// Longest directory name taken from an address as is; longer ones are cut and hashed.
+const MAX_DIR_NAME: usize = 100;
+
+/// Shell functions shared by the scripts below. They read `/proc/PID/stat`, whose second field
+/// (the command name) may hold spaces and parentheses: fields are taken after the last ") ".
+const SH_FUNCTIONS: &str = r#"
+berth_stat() {
+  case $1 in ''|*[!0-9]*) return 1;; esac
+  { read -r berth_s < "/proc/$1/stat"; } 2>/dev/null || return 1
+  berth_s=${berth_s##*") "}
+  set -f; set -- $berth_s; set +f
+  st_state=$1 st_pgrp=$3 st_ticks=${20:-}
+}
+berth_live() {
+  berth_stat "$1" || return 1
+  case $st_state in Z|X|x) return 1;; esac
+}
+berth_group_alive() {
+  berth_g=$1
+  case $berth_g in ''|*[!0-9]*|0|1) return 1;; esac
+  kill -0 -"$berth_g" 2>/dev/null || return 1
+  for berth_f in /proc/[0-9]*/stat; do
+    berth_p=${berth_f#/proc/}
+    berth_p=${berth_p%/stat}
+    if berth_live "$berth_p" && [ "$st_pgrp" = "$berth_g" ]; then return 0; fi
+  done
+  return 1
+}
+berth_nap() { sleep "$1" 2>/dev/null || sleep 1; }
+"#;
+
+/// Runs services as plain processes, each the leader of its own session and process group.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    timeout: Duration,
+}
+
+impl Default for ProcessRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessRuntime {
+    /// A process runtime with the default script deadline (30 s).
+    pub fn new() -> Self {
+        ProcessRuntime {
+            timeout: SCRIPT_TIMEOUT,
+        }
+    }
+
+    /// Sets the deadline of each script the runtime runs on the host.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The directory on the host that holds the instance of `address` under `run_dir`.
+    pub fn deployment_dir(run_dir: &str, address: &str) -> String {
+        let base = run_dir.trim_end_matches('/');
+        format!("{base}/deployments/{}", dir_name(address))
+    }
+
+    async fn run(&self, transport: &dyn Transport, script: String, what: String) -> Result<Output> {
+        let out = transport.exec(Command::new(script, self.timeout)).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(ProviderError::CommandFailed {
+                host: transport.host().to_string(),
+                what,
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+            })
+        }
+    }
+
+    /// Observes the deployments whose `meta.json` files match `pattern` (a quoted prefix and
+    /// an unquoted glob) in one script.
+    async fn observe_pattern(
+        &self,
+        transport: &dyn Transport,
+        pattern: &str,
+        what: String,
+    ) -> Result<Vec<Observed>> {
+        // One line per deployment: D <tab> pid <tab> live start ticks or "-" <tab> meta.json
+        // with its newlines dropped (JSON needs none) and tabs made spaces.
+        let script = format!(
+            r#"# berth: process observe
+{SH_FUNCTIONS}
+for m in {pattern}; do
+  [ -f "$m" ] || continue
+  pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$m")
+  ticks=-
+  if berth_live "$pid"; then ticks=${{st_ticks:--}}; fi
+  meta=$(tr -d '\n\r' < "$m" | tr '\t' ' ')
+  printf 'D\t%s\t%s\t%s\n' "$pid" "$ticks" "$meta"
+done
+"#
+        );
+        let out = self.run(transport, script, what.clone()).await?;
+        Ok(parse_observed(transport.host(), &what, &out.stdout_text()))
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn render(&self, spec: &LaunchSpec) -> String {
+        let keys: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        let env = if keys.is_empty() {
+            "(none)".to_string()
+        } else {
+            format!("{} (values not shown)", keys.join(", "))
+        };
+        format!(
+            "command: {}\nenv:     {env}\nport:    {}\ndir:     {}\n",
+            spec.command,
+            spec.port,
+            Self::deployment_dir(&spec.run_dir, &spec.address)
+        )
+    }
+
+    async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance> {
+        let env = env_file(spec)?;
+        let dir = Self::deployment_dir(&spec.run_dir, &spec.address);
+        // Whatever is recorded for this address goes first: a running instance is stopped,
+        // the record and log of a dead one are removed.
+        self.stop(transport, &spec.run_dir, &spec.address, RESTART_GRACE)
+            .await?;
+        // Values travel on the command's stdin into a file created mode 0600, never in argv.
+        transport
+            .write_file(&format!("{dir}/env"), env.as_bytes(), 0o600, self.timeout)
+            .await?;
+
+        let meta_prefix = format!(
+            "{{\"address\":{},\"fingerprint\":{},\"port\":{}",
+            serde_json::Value::String(spec.address.clone()),
+            serde_json::Value::String(spec.fingerprint.clone()),
+            spec.port
+        );
+        let script = format!(
+            r#"# berth: process start
+{SH_FUNCTIONS}
+dir={qdir}
+command -v setsid >/dev/null 2>&1 || {{ echo 'setsid not found on this host (util-linux or busybox provides it)' >&2; exit 4; }}
+[ -f "$dir/env" ] || {{ echo "env file missing in $dir" >&2; exit 5; }}
+umask 077
+# The service becomes the leader of a new session and process group (so berth, the SSH
+# channel and this script can all go away), sources its env file and replaces itself with the
+# command: the pid recorded below stays the group leader, and env values never reach an argv.
+setsid sh -c '. "$1" && exec sh -c "$2"' berth-service "$dir/env" {qcmd} >>"$dir/log" 2>&1 </dev/null &
+pid=$!
+ticks=0
+n=0
+# setsid runs a moment after the fork: wait until the service leads its own group, so that
+# stop can signal the group and this script's group (which may be killed when it ends) no
+# longer holds it. A service that already died is recorded anyway; the probe gate notices.
+while berth_stat "$pid"; do
+  ticks=${{st_ticks:-0}}
+  case $st_state in Z|X|x) break;; esac
+  [ "$st_pgrp" = "$pid" ] && break
+  n=$((n + 1))
+  [ "$n" -ge 250 ] && break
+  berth_nap 0.02
+done
+now=$(date +%s)
+printf '%s,"pid":%s,"start_ticks":%s,"started_at":%s}}\n' {qprefix} "$pid" "$ticks" "$now" >"$dir/meta.json.tmp" &&
+  mv -f -- "$dir/meta.json.tmp" "$dir/meta.json" || exit 6
+printf '%s %s %s\n' "$pid" "$ticks" "$now"
+"#,
+            qdir = quote(&dir)?,
+            qcmd = quote(&spec.command)?,
+            qprefix = quote(&meta_prefix)?,
+        );
+        let what = format!("start {}", spec.address);
+        let out = self.run(transport, script, what.clone()).await?;
+        let text = out.stdout_text();
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| malformed(transport, &what, &text))?;
+        let [pid, start_ticks, started_at] = fields[..] else {
+            return Err(malformed(transport, &what, &text));
+        };
+        let pid = u32::try_from(pid).map_err(|_| malformed(transport, &what, &text))?;
+        Ok(Instance {
+            address: spec.address.clone(),
+            fingerprint: spec.fingerprint.clone(),
+            port: spec.port,
+            pid,
+            start_ticks,
+            started_at,
+        })
+    }
+
+    async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>> {
+        let base = run_dir.trim_end_matches('/');
+        let pattern = format!("{}/deployments/*/meta.json", quote(base)?);
+        let mut all = self
+            .observe_pattern(transport, &pattern, format!("observe {run_dir}"))
+            .await?;
+        all.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
+        Ok(all)
+    }
+
+    async fn observe(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+    ) -> Result<Option<Observed>> {
+        let dir = Self::deployment_dir(run_dir, address);
+        let pattern = format!("{}/meta.json", quote(&dir)?);
+        let found = self
+            .observe_pattern(transport, &pattern, format!("observe {address}"))
+            .await?;
+        Ok(found.into_iter().find(|o| o.instance.address == address))
+    }
+
+    async fn stop(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        grace: Duration,
+    ) -> Result<()> {
+        let dir = Self::deployment_dir(run_dir, address);
+        // Counted in naps of 0.1 s rather than by the clock: `date +%s` has whole seconds only.
+        let grace_naps = grace.as_millis().div_ceil(100);
+        let script = format!(
+            r#"# berth: process stop
+{SH_FUNCTIONS}
+dir={qdir}
+grace_naps={grace_naps}
+[ -e "$dir" ] || exit 0
+pid=
+want=
+if [ -f "$dir/meta.json" ]; then
+  pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
+  want=$(sed -n 's/.*"start_ticks"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
+fi
+case $pid in ''|*[!0-9]*|0|1) pid=;; esac
+# Ours: the recorded process with its recorded start time, or, once that leader is gone, what
+# is left of its group (the kernel never reuses an id while a group of that id exists). A
+# live process with the pid but another start time is someone else's and is left alone.
+berth_ours() {{
+  if berth_live "$pid"; then [ "$st_ticks" = "$want" ]; return; fi
+  berth_group_alive "$pid"
+}}
+if [ -n "$pid" ] && berth_ours; then
+  kill -TERM -"$pid" 2>/dev/null
+  if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -TERM "$pid" 2>/dev/null; fi
+  n=0
+  while berth_ours && [ "$n" -lt "$grace_naps" ]; do berth_nap 0.1; n=$((n + 1)); done
+  if berth_ours; then
+    kill -KILL -"$pid" 2>/dev/null
+    if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -KILL "$pid" 2>/dev/null; fi
+    n=0
+    while berth_ours && [ "$n" -lt 50 ]; do berth_nap 0.1; n=$((n + 1)); done
+    if berth_ours; then echo "process group $pid survived SIGKILL" >&2; exit 7; fi
+  fi
+fi
+rm -rf -- "$dir"
+"#,
+            qdir = quote(&dir)?,
+        );
+        let out = transport
+            .exec(Command::new(script, self.timeout + grace))
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ProviderError::CommandFailed {
+                host: transport.host().to_string(),
+                what: format!("stop {address}"),
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+            })
+        }
+    }
+
+    async fn logs(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        lines: usize,
+    ) -> Result<String> {
+        let dir = Self::deployment_dir(run_dir, address);
+        let script = format!(
+            "# berth: process logs\nf={}/log\n[ -f \"$f\" ] || exit 0\ntail -n {lines} -- \"$f\"\n",
+            quote(&dir)?
+        );
+        let out = self
+            .run(transport, script, format!("logs {address}"))
+            .await?;
+        Ok(out.stdout_text())
+    }
+}
+
+/// The env file: one `export K='v'` line per variable. Keys must be shell names (they are not
+/// quoted); values are quoted. Errors name the key, never the value.
+fn env_file(spec: &LaunchSpec) -> Result<String> {
+    let mut text = String::from("# berth: environment of one service, sourced by its launcher\n");
+    for (key, value) in &spec.env {
+        let valid_key = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: format!("env key {key:?} is not a shell variable name"),
+            });
+        }
+        let quoted = quote(value).map_err(|_| ProviderError::InvalidSpec {
+            address: spec.address.clone(),
+            message: format!("the value of env {key} holds a NUL byte"),
+        })?;
+        let _ = writeln!(text, "export {key}={quoted}");
+    }
+    Ok(text)
+}
+
+/// The directory name for an address: the address itself when it only holds `[A-Za-z0-9.-]`
+/// (and does not start with a dot), otherwise every other character mapped to `_`, followed by
+/// `_` and a hash of the whole address. Names without a hash never hold `_`, so two addresses
+/// never share a directory (short of a 48-bit hash collision).
+pub(crate) fn dir_name(address: &str) -> String {
+    let mut name = String::with_capacity(address.len().min(MAX_DIR_NAME) + 13);
+    let mut mapped = address.is_empty() || address.len() > MAX_DIR_NAME;
+    for (i, c) in address.chars().enumerate() {
+        let keep = c.is_ascii_alphanumeric() || c == '-' || (c == '.' && i > 0);
+        if !keep {
+            mapped = true;
+        }
+        if name.len() < MAX_DIR_NAME {
+            name.push(if keep { c } else { '_' });
+        }
+    }
+    if mapped {
+        let _ = write!(name, "_{:012x}", fnv1a(address.as_bytes()) >> 16);
+    }
+    name
+}
+
+/// FNV-1a, 64 bits: stable across versions and platforms, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
+    ProviderError::Malformed {
+        host: transport.host().to_string(),
+        what: what.to_string(),
+        message: format!("{:?}", output.trim()),
+    }
+}
+
+/// Parses the observe script's lines. A record that cannot be read is skipped with a warning
+/// rather than hiding every other deployment on the host.
+fn parse_observed(host: &str, what: &str, stdout: &str) -> Vec<Observed> {
+    let mut found = Vec::new();
+    for line in stdout.lines() {
+        let Some(rest) = line.strip_prefix("D\t") else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '\t');
+        let (Some(pid), Some(ticks), Some(meta)) = (parts.next(), parts.next(), parts.next())
+        else {
+            tracing::warn!(host, what, line, "skipping a truncated deployment record");
+            continue;
+        };
+        let instance: Instance = match serde_json::from_str(meta) {
+            Ok(instance) => instance,
+            Err(error) => {
+                tracing::warn!(host, what, %error, "skipping an unreadable meta.json");
+                continue;
+            }
+        };
+        if pid != instance.pid.to_string() {
+            tracing::warn!(
+                host,
+                what,
+                pid,
+                "skipping a meta.json whose pid cannot be read"
+            );
+            continue;
+        }
+        let liveness = match ticks.parse::<u64>() {
+            Err(_) => Liveness::Exited,
+            Ok(t) if t == instance.start_ticks => Liveness::Running,
+            Ok(_) => Liveness::PidReused,
+        };
+        found.push(Observed { instance, liveness });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_addresses_keep_their_name() {
+        assert_eq!(dir_name("model.qwen-7b"), "model.qwen-7b");
+    }
+
+    #[test]
+    fn mapped_addresses_get_a_hash_and_never_collide() {
+        let a = dir_name("model.x@gpu-a");
+        assert!(a.starts_with("model.x_gpu-a_"), "{a}");
+        assert_eq!(a.len(), "model.x_gpu-a_".len() + 12);
+        // Same mapped text, different addresses.
+        assert_ne!(dir_name("a@b"), dir_name("a b"));
+        assert_ne!(dir_name("a_b"), dir_name("a@b"));
+        // An unmapped name can never look like a mapped one: it holds no '_'.
+        assert!(!dir_name("a-b").contains('_'));
+        assert_eq!(dir_name("a@b"), dir_name("a@b"));
+    }
+
+    #[test]
+    fn dots_and_slashes_cannot_escape() {
+        for bad in ["", ".", "..", "../x", "a/../../b", ".hidden"] {
+            let name = dir_name(bad);
+            assert!(!name.starts_with('.'), "{bad:?} -> {name}");
+            assert!(!name.contains('/'), "{bad:?} -> {name}");
+            assert!(!name.is_empty());
+        }
+    }
+
+    #[test]
+    fn long_addresses_are_cut() {
+        let long = "m".repeat(300);
+        assert!(dir_name(&long).len() <= MAX_DIR_NAME + 13);
+    }
+
+    #[test]
+    fn env_file_quotes_values_and_checks_keys() {
+        let mut spec = LaunchSpec {
+            address: "m@h".into(),
+            run_dir: "/r".into(),
+            command: "true".into(),
+            env: vec![("A".into(), "it's $HOME".into())],
+            port: 1,
+            fingerprint: "f".into(),
+        };
+        let text = env_file(&spec).unwrap();
+        // Sourced by a real shell, the value comes back byte for byte.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{text}printf %s \"$A\""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's $HOME");
+        spec.env = vec![("BAD-KEY".into(), "s3cret".into())];
+        let err = env_file(&spec).unwrap_err().to_string();
+        assert!(err.contains("BAD-KEY") && !err.contains("s3cret"), "{err}");
+        spec.env = vec![("K".into(), "s3cret\0".into())];
+        let err = env_file(&spec).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn observe_lines_are_classified() {
+        let meta =
+            r#"{"address":"a","fingerprint":"f","port":1,"pid":42,"start_ticks":7,"started_at":0}"#;
+        let out =
+            format!("D\t42\t7\t{meta}\nD\t42\t8\t{meta}\nD\t42\t-\t{meta}\nD\t42\t-\tnot json\n");
+        let found = parse_observed("h", "observe", &out);
+        let kinds: Vec<Liveness> = found.iter().map(|o| o.liveness).collect();
+        assert_eq!(
+            kinds,
+            [Liveness::Running, Liveness::PidReused, Liveness::Exited]
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The SSH transport: one russh connection per host, strict host key checking (pin or
+//! known_hosts, never trust on first use), key-file or ssh-agent login, commands, loopback
+//! tunnels and the host lock. It must not know what runs on the host; runtimes decide that.
+
+mod auth;
+mod config;
+mod host_key;
+mod host_lock;
+mod remote_process;
+mod ssh_transport;
+
+pub use config::SshConfig;
+pub use host_lock::HostLock;
+pub use ssh_transport::SshTransport;

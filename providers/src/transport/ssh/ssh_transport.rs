@@ -1,0 +1,513 @@
+//! `SshTransport`: the [`Transport`] for a remote host, over one russh connection per host that
+//! all operations share, with at most `max_channels` channels open at once. It runs what it is
+//! given and decides nothing about what to run; it never re-runs a command whose connection
+//! died (only the next operation reconnects).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, Handle, Msg};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf, Disconnect};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::SshConfig;
+use super::auth::authenticate;
+use super::config::secs;
+use super::host_key::{ClientHandler, HandlerError, parse_pinned};
+use super::host_lock::{BUSY_STATUS, HostLock, READY, busy_holder, lock_script};
+use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
+use crate::transport::{BoxStream, Command, Output, Transport};
+use crate::{ProviderError, Result};
+
+type SshHandle = Handle<ClientHandler>;
+
+/// How long taking a host lock may take (it never waits for the holder: `flock -n`).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a released lock waits for the host to confirm before closing the channel anyway.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// Keepalives that may go unanswered before the connection counts as dead.
+const KEEPALIVE_MAX: usize = 3;
+
+/// A host reached over SSH: one connection, shared by every concurrent operation.
+pub struct SshTransport {
+    config: SshConfig,
+    endpoint: String,
+    /// The live connection; replaced by a new one when an operation finds it closed.
+    conn: Mutex<Arc<SshHandle>>,
+    /// One permit per open channel, so the host's MaxSessions is never exceeded.
+    channels: Arc<Semaphore>,
+}
+
+impl fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshTransport")
+            .field("host", &self.config.host_id)
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.config.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to open a channel for.
+#[derive(Clone, Copy)]
+enum ChannelKind {
+    /// A session, to run a command.
+    Session,
+    /// A `direct-tcpip` stream to this port on the host's 127.0.0.1.
+    Loopback(u16),
+}
+
+impl SshTransport {
+    /// Connects to the host, verifies its key strictly (pin or known_hosts) and authenticates.
+    pub async fn connect(config: SshConfig) -> Result<SshTransport> {
+        if config.max_channels == 0 {
+            return Err(ProviderError::InvalidConnection {
+                host: config.host_id.clone(),
+                message: "max_channels must be at least 1".to_string(),
+            });
+        }
+        if let Some(pinned) = &config.host_key {
+            // A malformed pin is a config error: say so before touching the network.
+            parse_pinned(&config, pinned)?;
+        }
+        let handle = open(&config).await?;
+        Ok(SshTransport {
+            endpoint: config.endpoint(),
+            channels: Arc::new(Semaphore::new(config.max_channels)),
+            conn: Mutex::new(Arc::new(handle)),
+            config,
+        })
+    }
+
+    /// The settings this transport was made with.
+    pub fn config(&self) -> &SshConfig {
+        &self.config
+    }
+
+    /// Closes the connection politely. Open channels and held locks end with it; a later
+    /// operation connects again.
+    pub async fn disconnect(&self) {
+        let handle = Arc::clone(&*self.conn.lock().await);
+        let _ = handle
+            .disconnect(Disconnect::ByApplication, "berth disconnects", "en")
+            .await;
+    }
+
+    /// Takes the host lock at `path` (DESIGN.md section 7) with `flock -n`, writing `holder`
+    /// (one line naming the lock id, user@hostname, pid and operation) into the lock file.
+    /// Fails with [`ProviderError::HostLocked`] naming the current holder when it is taken.
+    /// The lock lasts until the returned [`HostLock`] is dropped or released, or until this
+    /// connection ends, even if berth is killed.
+    pub async fn hold_lock(&self, path: &str, holder: &str) -> Result<HostLock> {
+        let script = lock_script(path, holder)?;
+        let what = format!("take host lock {path}");
+        let timed_out = || ProviderError::Timeout {
+            host: self.config.host_id.clone(),
+            what: what.clone(),
+            secs: LOCK_TIMEOUT.as_secs(),
+        };
+        let deadline = Instant::now() + LOCK_TIMEOUT;
+        let (channel, permit, handle) =
+            timeout_at(deadline, self.open_channel(&what, ChannelKind::Session))
+                .await
+                .map_err(|_| timed_out())??;
+        let (mut rx, tx) = channel.split();
+        let tx = Arc::new(tx);
+        let mut state = Collected::default();
+        // Until the lock is handed over, giving up (timeout, or this future dropped) must end
+        // the script, or it would hold the lock until the connection closes.
+        let mut guard = AbandonGuard::new(Arc::clone(&handle), Arc::clone(&tx), &state);
+        tx.exec(true, remote_command(&script)?)
+            .await
+            .map_err(|e| self.channel_error(&handle, &what, e))?;
+
+        let waited = timeout_at(deadline, async {
+            while let Some(msg) = rx.wait().await {
+                state.absorb(msg);
+                if String::from_utf8_lossy(&state.stdout)
+                    .lines()
+                    .any(|l| l == READY)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        match waited {
+            Ok(true) => {
+                guard.disarm();
+                let (release_tx, release_rx) = oneshot::channel();
+                let (held_tx, held_rx) = watch::channel(true);
+                let keeper = tokio::spawn(keep_lock(
+                    rx,
+                    tx,
+                    permit,
+                    handle,
+                    release_rx,
+                    held_tx,
+                    self.config.host_id.clone(),
+                ));
+                Ok(HostLock::new(
+                    self.config.host_id.clone(),
+                    path.to_string(),
+                    release_tx,
+                    held_rx,
+                    keeper,
+                ))
+            }
+            Ok(false) => {
+                // The script has ended: nothing left to stop.
+                guard.disarm();
+                state.finish();
+                let text = String::from_utf8_lossy(&state.stdout);
+                if state.status == Some(BUSY_STATUS)
+                    && let Some(holder) = busy_holder(&text)
+                {
+                    return Err(ProviderError::HostLocked {
+                        host: self.config.host_id.clone(),
+                        holder,
+                    });
+                }
+                if !state.ended() {
+                    return Err(self.lost(&what, "the connection closed"));
+                }
+                Err(ProviderError::CommandFailed {
+                    host: self.config.host_id.clone(),
+                    what,
+                    status: state.status.and_then(|s| i32::try_from(s).ok()),
+                    stderr: String::from_utf8_lossy(&state.stderr).trim().to_string(),
+                })
+            }
+            // `flock -n` never waits, so only a stuck host gets here; the guard stops it.
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// The live connection, reconnecting first if the last one has closed.
+    async fn handle(&self) -> Result<Arc<SshHandle>> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_closed() {
+            tracing::info!(host = %self.config.host_id, "SSH connection closed; reconnecting");
+            *conn = Arc::new(open(&self.config).await?);
+        }
+        Ok(Arc::clone(&conn))
+    }
+
+    /// Waits for a channel slot, then opens a channel of `kind` on the live connection. The
+    /// returned handle keeps the connection alive as long as the channel is used.
+    async fn open_channel(
+        &self,
+        what: &str,
+        kind: ChannelKind,
+    ) -> Result<(Channel<Msg>, OwnedSemaphorePermit, Arc<SshHandle>)> {
+        let permit = Arc::clone(&self.channels)
+            .acquire_owned()
+            .await
+            .map_err(|_| self.lost(what, "the transport was shut down"))?;
+        let handle = self.handle().await?;
+        let opened = match kind {
+            ChannelKind::Session => handle.channel_open_session().await,
+            ChannelKind::Loopback(port) => {
+                handle
+                    .channel_open_direct_tcpip("127.0.0.1", u32::from(port), "127.0.0.1", 0)
+                    .await
+            }
+        };
+        match opened {
+            Ok(channel) => Ok((channel, permit, handle)),
+            Err(russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed))
+                if matches!(kind, ChannelKind::Loopback(_)) =>
+            {
+                // The same error a local connect gives, so probes read "refused" as "down".
+                let port = match kind {
+                    ChannelKind::Loopback(port) => port,
+                    ChannelKind::Session => 0,
+                };
+                Err(ProviderError::Io {
+                    host: self.config.host_id.clone(),
+                    message: format!("connect to 127.0.0.1:{port} on the host"),
+                    source: io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "connection refused (through the SSH tunnel)",
+                    ),
+                })
+            }
+            Err(e) => Err(self.channel_error(&handle, what, e)),
+        }
+    }
+
+    fn channel_error(&self, handle: &SshHandle, what: &str, e: russh::Error) -> ProviderError {
+        match e {
+            russh::Error::ChannelOpenFailure(reason) => ProviderError::Ssh {
+                host: self.config.host_id.clone(),
+                address: self.endpoint.clone(),
+                what: what.to_string(),
+                message: format!(
+                    "the host refused to open a channel ({reason:?}); if its sshd limits \
+                     sessions per connection (MaxSessions), set max_channels below that limit"
+                ),
+            },
+            e if handle.is_closed() => self.lost(what, &e.to_string()),
+            e => ProviderError::Ssh {
+                host: self.config.host_id.clone(),
+                address: self.endpoint.clone(),
+                what: what.to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn lost(&self, what: &str, reason: &str) -> ProviderError {
+        ProviderError::ConnectionLost {
+            host: self.config.host_id.clone(),
+            address: self.endpoint.clone(),
+            what: what.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn host(&self) -> &str {
+        &self.config.host_id
+    }
+
+    async fn exec(&self, cmd: Command) -> Result<Output> {
+        let what = cmd.summary();
+        let timed_out = || ProviderError::Timeout {
+            host: self.config.host_id.clone(),
+            what: what.clone(),
+            secs: ceil_secs(cmd.timeout),
+        };
+        // The deadline covers waiting for a channel slot too: a caller's timeout is a promise
+        // about when it gets an answer.
+        let deadline = Instant::now() + cmd.timeout;
+        let remote = remote_command(&cmd.script)?;
+        let (channel, _permit, handle) =
+            timeout_at(deadline, self.open_channel(&what, ChannelKind::Session))
+                .await
+                .map_err(|_| timed_out())??;
+        let (mut rx, tx) = channel.split();
+        let tx = Arc::new(tx);
+        let mut state = Collected::default();
+        let mut guard = AbandonGuard::new(Arc::clone(&handle), Arc::clone(&tx), &state);
+        tx.exec(true, remote)
+            .await
+            .map_err(|e| self.channel_error(&handle, &what, e))?;
+
+        let finished = timeout_at(deadline, drive(&mut rx, &tx, &cmd.stdin, &mut state)).await;
+        guard.disarm();
+        if finished.is_err() {
+            stop(&handle, &tx, &mut rx, &mut state).await;
+            return Err(timed_out());
+        }
+        state.finish();
+        if state.ended() {
+            Ok(Output {
+                // An exit-signal instead of an exit status: ended by a signal.
+                status: state.status.and_then(|s| i32::try_from(s).ok()),
+                stdout: state.stdout,
+                stderr: state.stderr,
+            })
+        } else if state.refused {
+            Err(ProviderError::Ssh {
+                host: self.config.host_id.clone(),
+                address: self.endpoint.clone(),
+                what,
+                message: "the host refused to run the command (exec request denied)".to_string(),
+            })
+        } else {
+            Err(self.lost(&what, "the connection closed before the command finished"))
+        }
+    }
+
+    async fn connect_loopback(&self, port: u16) -> Result<BoxStream> {
+        let what = format!("tunnel to 127.0.0.1:{port}");
+        let opened = timeout(
+            self.config.connect_timeout,
+            self.open_channel(&what, ChannelKind::Loopback(port)),
+        )
+        .await;
+        let (channel, permit, handle) = match opened {
+            Ok(opened) => opened?,
+            Err(_) => {
+                return Err(ProviderError::Io {
+                    host: self.config.host_id.clone(),
+                    message: format!(
+                        "{what}: no channel within {}",
+                        secs(self.config.connect_timeout)
+                    ),
+                    source: io::ErrorKind::TimedOut.into(),
+                });
+            }
+        };
+        Ok(Box::new(TunnelStream {
+            inner: channel.into_stream(),
+            _permit: permit,
+            _handle: handle,
+        }))
+    }
+}
+
+/// Connects, checks the host key and authenticates, each step within `connect_timeout`.
+async fn open(config: &SshConfig) -> Result<SshHandle> {
+    let unreachable = |reason: String| ProviderError::Unreachable {
+        host: config.host_id.clone(),
+        address: config.endpoint(),
+        reason,
+    };
+    let connecting = TcpStream::connect((config.address.as_str(), config.port));
+    let tcp = match timeout(config.connect_timeout, connecting).await {
+        Err(_) => {
+            return Err(unreachable(format!(
+                "connection timed out after {}",
+                secs(config.connect_timeout)
+            )));
+        }
+        Ok(Err(e)) => return Err(unreachable(io_reason(&e))),
+        Ok(Ok(tcp)) => tcp,
+    };
+    // Commands are small request/response exchanges: Nagle's algorithm would delay each.
+    let _ = tcp.set_nodelay(true);
+    let ssh_config = Arc::new(client::Config {
+        keepalive_interval: (!config.keepalive.is_zero()).then_some(config.keepalive),
+        keepalive_max: KEEPALIVE_MAX,
+        nodelay: true,
+        ..Default::default()
+    });
+    let login = async {
+        let mut handle =
+            client::connect_stream(ssh_config, tcp, ClientHandler::new(config.clone()))
+                .await
+                .map_err(|e| match e {
+                    HandlerError::Refused(e) => *e,
+                    HandlerError::Ssh(e) => ProviderError::Ssh {
+                        host: config.host_id.clone(),
+                        address: config.endpoint(),
+                        what: "SSH handshake".to_string(),
+                        message: e.to_string(),
+                    },
+                })?;
+        authenticate(&mut handle, config).await?;
+        Ok(handle)
+    };
+    match timeout(config.connect_timeout, login).await {
+        Ok(result) => result,
+        Err(_) => Err(ProviderError::Ssh {
+            host: config.host_id.clone(),
+            address: config.endpoint(),
+            what: "SSH handshake".to_string(),
+            message: format!(
+                "the host accepted the TCP connection but did not complete the handshake and \
+                 login within {}",
+                secs(config.connect_timeout)
+            ),
+        }),
+    }
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        io::ErrorKind::HostUnreachable => "no route to host".to_string(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
+        io::ErrorKind::TimedOut => "connection timed out".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Holds a taken lock's channel until the lock is released (or its [`HostLock`] dropped),
+/// then sends EOF so the script lets go; or notices that the script or connection ended.
+async fn keep_lock(
+    mut rx: ChannelReadHalf,
+    tx: Arc<ChannelWriteHalf<Msg>>,
+    _permit: OwnedSemaphorePermit,
+    _handle: Arc<SshHandle>,
+    mut release: oneshot::Receiver<()>,
+    held: watch::Sender<bool>,
+    host: String,
+) {
+    let released = loop {
+        tokio::select! {
+            // Sent, or the HostLock was dropped: either way, let go.
+            _ = &mut release => break true,
+            msg = rx.wait() => match msg {
+                None
+                | Some(ChannelMsg::Close)
+                | Some(ChannelMsg::Eof)
+                | Some(ChannelMsg::ExitStatus { .. })
+                | Some(ChannelMsg::ExitSignal { .. }) => break false,
+                Some(_) => {}
+            },
+        }
+    };
+    if released {
+        // EOF ends the script's `cat`; it empties the lock file and exits, dropping the flock.
+        let _ = tx.eof().await;
+        let _ = timeout(RELEASE_WAIT, async { while rx.wait().await.is_some() {} }).await;
+    } else {
+        tracing::warn!(host = %host, "host lock lost: its channel ended");
+    }
+    let _ = tx.close().await;
+    let _ = held.send(false);
+}
+
+/// A `direct-tcpip` channel as a byte stream; it holds a channel slot and the connection.
+struct TunnelStream {
+    inner: ChannelStream<Msg>,
+    _permit: OwnedSemaphorePermit,
+    _handle: Arc<SshHandle>,
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TunnelStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up() {
+        assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(3)), 3);
+    }
+}

@@ -1,0 +1,457 @@
+//! ProcessRuntime over LocalTransport against the real model-server stand-in: start, observe,
+//! secrets, stop, pid reuse, restarts and hostile names.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use berth_providers::probe::{GateTiming, Probe, gate};
+use berth_providers::{Liveness, LocalTransport, ProcessRuntime, Runtime};
+use common::{
+    KillOnDrop, alive, all_command_lines, free_port, group_members, stand_in, start_ticks,
+    wait_until,
+};
+use tokio_util::sync::CancellationToken;
+
+const GRACE: Duration = Duration::from_secs(5);
+
+fn local() -> LocalTransport {
+    LocalTransport::new("local-test")
+}
+
+fn fast(timeout_secs: u64) -> GateTiming {
+    GateTiming {
+        timeout: Duration::from_secs(timeout_secs),
+        interval: Duration::from_millis(200),
+    }
+}
+
+#[tokio::test]
+async fn start_observe_secrets_stop() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let port = free_port();
+    let secret = "s3cr3t-value-4f9a1c";
+    let mut spec = stand_in(run_dir, "model.qwen@local", port, "--load-secs 1");
+    spec.env = vec![
+        ("HF_TOKEN".to_string(), secret.to_string()),
+        ("QUOTED".to_string(), "it's \"$HOME\" `x`".to_string()),
+    ];
+
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    assert_eq!(inst.address, "model.qwen@local");
+    assert_eq!(inst.fingerprint, spec.fingerprint);
+    assert_eq!(inst.port, port);
+    assert_eq!(Some(inst.start_ticks), start_ticks(inst.pid));
+    // The recorded pid leads its own process group (and session), apart from berth's.
+    let fields = common::stat_fields(inst.pid).unwrap();
+    assert_eq!(fields[2], inst.pid.to_string(), "pgrp");
+    assert_eq!(fields[3], inst.pid.to_string(), "session");
+
+    let observed = rt.observe_all(&t, run_dir).await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].instance, inst);
+    assert_eq!(observed[0].liveness, Liveness::Running);
+    let one = rt
+        .observe(&t, run_dir, &inst.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one, observed[0]);
+    assert_eq!(
+        rt.observe(&t, run_dir, "model.other@local").await.unwrap(),
+        None
+    );
+
+    let ready = gate(
+        &t,
+        &rt,
+        run_dir,
+        &inst,
+        &Probe::Http {
+            path: "/v1/models".into(),
+        },
+        fast(30),
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(ready.elapsed >= Duration::from_millis(500), "{ready:?}");
+
+    // The service got the env, exactly.
+    let environ = std::fs::read(format!("/proc/{}/environ", inst.pid)).unwrap();
+    let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    assert!(environ.contains(&format!("HF_TOKEN={secret}").as_bytes()));
+    assert!(environ.contains(&b"QUOTED=it's \"$HOME\" `x`".as_slice()));
+
+    // The secret is in the mode-0600 env file and nowhere else.
+    let dir = ProcessRuntime::deployment_dir(run_dir, &inst.address);
+    let env_file = std::path::Path::new(&dir).join("env");
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(std::fs::read_to_string(&env_file).unwrap().contains(secret));
+    assert!(
+        !all_command_lines().contains(secret),
+        "secret in a command line"
+    );
+    let log = std::fs::read_to_string(format!("{dir}/log")).unwrap();
+    assert!(
+        log.contains("listening on") && log.contains("loaded after 1 s"),
+        "{log}"
+    );
+    assert!(!log.contains(secret));
+    let meta = std::fs::read_to_string(format!("{dir}/meta.json")).unwrap();
+    assert!(!meta.contains(secret));
+    let rendered = rt.render(&spec);
+    assert!(
+        rendered.contains("HF_TOKEN") && !rendered.contains(secret),
+        "{rendered}"
+    );
+    let tail = rt.logs(&t, run_dir, &inst.address, 1).await.unwrap();
+    assert_eq!(tail.lines().count(), 1, "{tail:?}");
+
+    rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap();
+    assert!(!alive(inst.pid), "the service survived stop");
+    assert!(
+        group_members(inst.pid).is_empty(),
+        "its group survived stop"
+    );
+    assert!(!std::path::Path::new(&dir).exists());
+    assert!(rt.observe_all(&t, run_dir).await.unwrap().is_empty());
+    // Stopping again, or stopping what never existed, is fine.
+    rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_reaches_children_and_escalates_to_kill() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    // A service that ignores SIGTERM and has a child in its group.
+    let spec = berth_providers::LaunchSpec {
+        address: "svc.stubborn@local".into(),
+        run_dir: run_dir.into(),
+        command: "trap '' TERM; sleep 300 & while :; do sleep 1; done".into(),
+        env: vec![],
+        port: 1,
+        fingerprint: "f".into(),
+    };
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    assert!(wait_until(Duration::from_secs(2), || group_members(
+        inst.pid
+    )
+    .len()
+        >= 2));
+    let begun = std::time::Instant::now();
+    rt.stop(&t, run_dir, &spec.address, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        begun.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert!(group_members(inst.pid).is_empty());
+}
+
+#[tokio::test]
+async fn stop_gives_the_service_its_grace_period() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let marker = run.path().join("shut down");
+    let q = berth_providers::transport::quote(marker.to_str().unwrap()).unwrap();
+    // Takes 0.5 s to shut down after SIGTERM, well within the grace period.
+    let spec = berth_providers::LaunchSpec {
+        address: "svc.graceful@local".into(),
+        run_dir: run_dir.into(),
+        command: format!(
+            "trap \"sleep 0.5; echo cleanly > {q}; exit 0\" TERM; while :; do sleep 0.1; done"
+        ),
+        env: vec![],
+        port: 1,
+        fingerprint: "f".into(),
+    };
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let begun = std::time::Instant::now();
+    rt.stop(&t, run_dir, &spec.address, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let took = begun.elapsed();
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleanly\n");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(group_members(inst.pid).is_empty());
+}
+
+#[tokio::test]
+async fn kill_9_is_observed_as_exited() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = stand_in(run_dir, "model.a@local", free_port(), "");
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    assert_eq!(
+        rt.observe_all(&t, run_dir).await.unwrap()[0].liveness,
+        Liveness::Running
+    );
+
+    // Kill the server itself: depending on the shell, the recorded group leader is the server
+    // or the `sh -c` running it, which then exits with it.
+    let server = server_pid(inst.pid);
+    // SAFETY: plain syscall on a process this test started.
+    unsafe { libc::kill(server as i32, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    let observed = rt.observe_all(&t, run_dir).await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].liveness, Liveness::Exited);
+    assert_eq!(observed[0].instance, inst);
+
+    rt.stop(&t, run_dir, &spec.address, GRACE).await.unwrap();
+    assert!(rt.observe_all(&t, run_dir).await.unwrap().is_empty());
+}
+
+/// The stand-in process in the group led by `leader`.
+fn server_pid(leader: u32) -> u32 {
+    let mut found = None;
+    assert!(wait_until(Duration::from_secs(2), || {
+        found = group_members(leader).into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("berth-model"))
+        });
+        found.is_some()
+    }));
+    found.unwrap()
+}
+
+#[tokio::test]
+async fn killing_the_group_leader_leaves_nothing_for_the_next_start() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let port = free_port();
+    let spec = stand_in(run_dir, "model.a@local", port, "");
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let server = server_pid(inst.pid);
+    // SAFETY: plain syscall on a process this test started.
+    unsafe { libc::kill(inst.pid as i32, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    let observed = rt
+        .observe(&t, run_dir, &spec.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(observed.liveness, Liveness::Exited);
+    // Restarting on the same port works: what was left of the old group is stopped first.
+    let again = rt.start(&t, &spec).await.unwrap();
+    let _guard2 = KillOnDrop(vec![again.pid]);
+    assert!(!alive(server), "the old server survived the restart");
+    let ready = gate(
+        &t,
+        &rt,
+        run_dir,
+        &again,
+        &Probe::Http {
+            path: "/health".into(),
+        },
+        fast(10),
+        CancellationToken::new(),
+        |_| {},
+    )
+    .await;
+    assert!(ready.is_ok(), "{ready:?}");
+    rt.stop(&t, run_dir, &spec.address, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reused_pid_is_reported_and_spared() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    // An unrelated process, leader of its own group, that happens to have the recorded pid.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("100")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    let ticks = start_ticks(pid).unwrap();
+    let address = "model.old@local";
+    let dir = ProcessRuntime::deployment_dir(run_dir, address);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Written by hand, the way an older berth would have left it (with spaces, across lines).
+    std::fs::write(
+        format!("{dir}/meta.json"),
+        format!(
+            "{{\n  \"address\": \"{address}\",\n  \"fingerprint\": \"old\",\n  \"port\": 9,\n  \
+             \"pid\": {pid},\n  \"start_ticks\": {},\n  \"started_at\": 1\n}}\n",
+            ticks + 1
+        ),
+    )
+    .unwrap();
+
+    let observed = rt.observe_all(&t, run_dir).await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].instance.pid, pid);
+    assert_eq!(observed[0].liveness, Liveness::PidReused);
+
+    rt.stop(&t, run_dir, address, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(alive(pid), "stop killed a process berth did not start");
+    assert!(bystander.try_wait().unwrap().is_none());
+    assert!(!std::path::Path::new(&dir).exists());
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+}
+
+#[tokio::test]
+async fn missing_run_dir_observes_nothing() {
+    let run = tempfile::tempdir().unwrap();
+    let missing = run.path().join("nope");
+    let rt = ProcessRuntime::new();
+    let all = rt
+        .observe_all(&local(), missing.to_str().unwrap())
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+}
+
+#[tokio::test]
+async fn start_replaces_what_runs_for_the_address() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let first = rt
+        .start(&t, &stand_in(run_dir, "model.a@local", free_port(), ""))
+        .await
+        .unwrap();
+    let _g1 = KillOnDrop(vec![first.pid]);
+    let other = rt
+        .start(&t, &stand_in(run_dir, "model.b@local", free_port(), ""))
+        .await
+        .unwrap();
+    let _g2 = KillOnDrop(vec![other.pid]);
+    let second = rt
+        .start(&t, &stand_in(run_dir, "model.a@local", free_port(), ""))
+        .await
+        .unwrap();
+    let _g3 = KillOnDrop(vec![second.pid]);
+    assert!(!alive(first.pid), "the first instance still runs");
+    let all = rt.observe_all(&t, run_dir).await.unwrap();
+    let summary: Vec<(&str, u32, Liveness)> = all
+        .iter()
+        .map(|o| (o.instance.address.as_str(), o.instance.pid, o.liveness))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("model.a@local", second.pid, Liveness::Running),
+            ("model.b@local", other.pid, Liveness::Running),
+        ]
+    );
+    for address in ["model.a@local", "model.b@local"] {
+        rt.stop(&t, run_dir, address, GRACE).await.unwrap();
+    }
+    assert!(!alive(second.pid) && !alive(other.pid));
+}
+
+#[tokio::test]
+async fn a_command_that_dies_at_once_still_starts() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = berth_providers::LaunchSpec {
+        address: "model.broken@local".into(),
+        run_dir: run_dir.into(),
+        command: "echo 'no such model' >&2; exit 7".into(),
+        env: vec![],
+        port: free_port(),
+        fingerprint: "f".into(),
+    };
+    let inst = rt.start(&t, &spec).await.unwrap();
+    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    let observed = rt
+        .observe(&t, run_dir, &spec.address)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(observed.liveness, Liveness::Exited);
+    let log = rt.logs(&t, run_dir, &spec.address, 20).await.unwrap();
+    assert_eq!(log, "no such model\n");
+    rt.stop(&t, run_dir, &spec.address, GRACE).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_names_are_quoted() {
+    let run = tempfile::tempdir().unwrap();
+    // A run dir and an address full of shell syntax; nothing must run but the service.
+    let run_dir = run.path().join("run dir 'x' $(touch pwned-a)");
+    let run_dir = run_dir.to_str().unwrap();
+    let address = "model.x@h;touch pwned-b;$(touch pwned-c)`touch pwned-d`\"'\n..";
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let mut spec = stand_in(run_dir, address, free_port(), "--model 'it'\"'\"'s'");
+    spec.fingerprint = "fp \"quoted\" 'x'".into();
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let observed = rt.observe_all(&t, run_dir).await.unwrap();
+    assert_eq!(observed.len(), 1);
+    assert_eq!(observed[0].instance, inst);
+    assert_eq!(observed[0].instance.address, address);
+    assert_eq!(observed[0].liveness, Liveness::Running);
+    // The deployment directory stays inside the run dir.
+    let dir = ProcessRuntime::deployment_dir(run_dir, address);
+    assert!(
+        std::path::Path::new(&dir)
+            .parent()
+            .unwrap()
+            .ends_with("deployments")
+    );
+    rt.stop(&t, run_dir, address, GRACE).await.unwrap();
+    assert!(!alive(inst.pid));
+    for name in ["pwned-a", "pwned-b", "pwned-c", "pwned-d"] {
+        assert!(!std::path::Path::new(name).exists(), "{name} was created");
+        assert!(!run.path().join(name).exists(), "{name} was created");
+    }
+}
+
+#[tokio::test]
+async fn render_shows_command_and_env_keys_only() {
+    let rt = ProcessRuntime::new();
+    let spec = berth_providers::LaunchSpec {
+        address: "model.a@h".into(),
+        run_dir: "/var/lib/berth".into(),
+        command: "llama-server --port 8080".into(),
+        env: vec![
+            ("HF_TOKEN".into(), "hunter2".into()),
+            ("CUDA_VISIBLE_DEVICES".into(), "0".into()),
+        ],
+        port: 8080,
+        fingerprint: "f".into(),
+    };
+    let text = rt.render(&spec);
+    assert!(text.contains("llama-server --port 8080"), "{text}");
+    assert!(text.contains("HF_TOKEN, CUDA_VISIBLE_DEVICES"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert_eq!(rt.name(), "process");
+}
+
+#[tokio::test]
+async fn an_invalid_env_key_is_refused_without_its_value() {
+    let run = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new();
+    let mut spec = stand_in(run.path().to_str().unwrap(), "m@h", 1, "");
+    spec.env = vec![("BAD KEY".into(), "hunter2".into())];
+    let err = rt.start(&local(), &spec).await.unwrap_err().to_string();
+    assert!(err.contains("BAD KEY") && !err.contains("hunter2"), "{err}");
+}
