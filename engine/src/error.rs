@@ -50,6 +50,21 @@ pub enum Error {
     )]
     Cycle(Vec<String>),
 
+    #[error(transparent)]
+    #[diagnostic(
+        code(berth::render),
+        help("check the template values of this placement")
+    )]
+    Render(crate::launch::RenderError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    State(#[from] berth_state::StateError),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Provider(#[from] berth_providers::ProviderError),
+
     #[error("{} file(s) are not formatted: {}", .0.len(), .0.join(", "))]
     #[diagnostic(code(berth::fmt::unformatted), help("run `berth fmt` to rewrite them"))]
     Unformatted(Vec<String>),

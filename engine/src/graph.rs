@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::placement::Placement;
 
 /// What a graph node stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
     Host,

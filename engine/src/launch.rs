@@ -228,6 +228,46 @@ impl Rendered {
         format!("sha256:{}", hex::encode(Sha256::digest(&json)))
     }
 
+    /// What berth records about this launch in state and shows in plans; secrets appear only
+    /// as `(sensitive)`.
+    pub fn attributes(&self, secrets: &[&str]) -> BTreeMap<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut attrs = BTreeMap::from([
+            ("model".to_string(), Value::from(self.model.clone())),
+            ("backend".to_string(), Value::from(self.backend.clone())),
+            ("runtime".to_string(), Value::from(self.runtime.as_str())),
+            ("port".to_string(), Value::from(self.port)),
+            ("run_dir".to_string(), Value::from(self.run_dir.clone())),
+            (
+                "source".to_string(),
+                Value::from(scrub(self.source.display(), secrets)),
+            ),
+            (
+                "command".to_string(),
+                Value::from(self.command_display(secrets)),
+            ),
+            (
+                "probe".to_string(),
+                Value::from(self.probe.display(secrets)),
+            ),
+        ]);
+        if !self.env.is_empty() {
+            let env: serde_json::Map<String, Value> = self
+                .env_display()
+                .into_iter()
+                .map(|(k, v)| (k, Value::from(v)))
+                .collect();
+            attrs.insert("env".to_string(), Value::Object(env));
+        }
+        if let Some(t) = self.probe_timeout_sec {
+            attrs.insert("probe_timeout_sec".to_string(), Value::from(t));
+        }
+        if let Some(i) = self.probe_interval_ms {
+            attrs.insert("probe_interval_ms".to_string(), Value::from(i));
+        }
+        attrs
+    }
+
     /// The start command as it may be shown (secrets replaced).
     pub fn command_display(&self, secrets: &[&str]) -> String {
         scrub(&self.command.value, secrets)

@@ -1,12 +1,24 @@
 //! berth-engine: the config language, placement, the resource graph, plans and the apply
 //! executor, and the command-line interface built on them.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod exit_codes;
 pub mod graph;
 pub mod launch;
 pub mod placement;
+pub mod plan;
+pub mod refresh;
+pub mod session;
 pub mod workspace;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -52,8 +52,156 @@ pub enum Command {
     Backends(BackendsArgs),
     /// List models and their placements, or inspect one
     Models(ModelsArgs),
+    /// Show what apply would change, and why
+    Plan(PlanArgs),
+    /// Make the hosts match the config (or carry out a saved plan)
+    Apply(ApplyArgs),
+    /// Stop and remove everything berth manages
+    Destroy(DestroyArgs),
+    /// Check whether the hosts still match what was applied (read-only)
+    Drift(DriftArgs),
+    /// Inspect and edit the state
+    State(StateArgs),
+    /// Remove berth's lock after checking its holder
+    ForceUnlock(ForceUnlockArgs),
+    /// The OpenAI-compatible base URL of every ready model
+    Endpoints(EndpointsArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+}
+
+/// How to wait for berth's lock.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Wait this long for a lock held by another berth (e.g. 30s, 2m); 0 fails at once
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Take over a stale lock (its holder's process is gone)
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl LockArgs {
+    pub fn options(&self) -> berth_state::LockOptions {
+        berth_state::LockOptions {
+            timeout: self.lock_timeout,
+            force: self.force,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// What to plan.
+#[derive(Debug, Clone, Args)]
+pub struct PlanScope {
+    /// Observe the hosts first (--refresh=false plans from the state alone)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+    /// Limit to these resources and what they need (address, model.ID or host.ID)
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
+    /// Replace these resources even if unchanged
+    #[arg(long, value_name = "ADDRESS")]
+    pub replace: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub scope: PlanScope,
+    /// Save the plan to apply it later with `berth apply FILE`
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlanFormat,
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `berth plan --out`
+    pub plan_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub scope: PlanScope,
+    /// Apply without asking (required when stdin is not a terminal)
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Resource operations in flight at once (default: settings.parallelism)
+    #[arg(long, value_name = "N")]
+    pub parallelism: Option<usize>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Destroy without asking (required when stdin is not a terminal)
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Only these resources (address, model.ID or host.ID)
+    #[arg(long, value_name = "ADDRESS")]
+    pub target: Vec<String>,
+    #[arg(long, value_name = "N")]
+    pub parallelism: Option<usize>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+    /// Print as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Every resource berth manages
+    List,
+    /// One resource's record
+    Show { address: String },
+    /// Forget a resource (what runs on the host is left alone)
+    Rm { address: Vec<String> },
+    /// One entry per apply: what changed, who, when
+    History,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// The lock id, as shown in the error that named the holder
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointsArgs {
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

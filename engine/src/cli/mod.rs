@@ -92,6 +92,13 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
             }
             None => commands::inspect::models(&cli, args.json, ui),
         },
+        Command::Plan(args) => commands::plan::run(&cli, args, ui),
+        Command::Apply(args) => commands::apply::apply(&cli, args, ui),
+        Command::Destroy(args) => commands::apply::destroy(&cli, args, ui),
+        Command::Drift(args) => commands::drift::run(&cli, args, ui),
+        Command::State(args) => commands::state::run(&cli, args, ui),
+        Command::ForceUnlock(args) => commands::state::force_unlock(&cli, &args.id),
+        Command::Endpoints(args) => commands::endpoints::run(&cli, args),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,

@@ -1,0 +1,153 @@
+//! Progress of an apply for people: on a terminal, a spinner per resource in flight with its
+//! phase ("probing 12s/120s: loading (503)"); elsewhere one plain line per event, with probe
+//! ticks only when their answer changes or every 10 s.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
+use crate::plan::Action;
+
+/// How often an unchanged probe answer is repeated in plain output.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// The apply's progress display.
+pub struct Display {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    last_tick: Mutex<HashMap<String, (String, Instant)>>,
+    color: bool,
+}
+
+impl Display {
+    /// Spinners when `tty`, plain lines otherwise.
+    pub fn new(tty: bool, color: bool) -> Self {
+        let multi = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Display {
+            multi,
+            bars: Mutex::default(),
+            last_tick: Mutex::default(),
+            color,
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn verb(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("creating", "created"),
+        Action::Replace => ("replacing", "replaced"),
+        Action::Update => ("updating", "updated"),
+        Action::Destroy => ("destroying", "destroyed"),
+        Action::Reuse => ("re-probing", "ready"),
+        Action::Verify => ("verifying", "verified"),
+        Action::NoOp => ("checking", "unchanged"),
+    }
+}
+
+impl Subscriber for Display {
+    fn on_event(&self, event: &ApplyEvent) -> Result<(), String> {
+        match event {
+            ApplyEvent::Started { address, action } => {
+                let (doing, _) = verb(*action);
+                match &self.multi {
+                    Some(m) => {
+                        let bar = m.add(ProgressBar::new_spinner());
+                        bar.set_style(
+                            ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                                .expect("valid template"),
+                        );
+                        bar.set_prefix(address.clone());
+                        bar.set_message(doing);
+                        bar.enable_steady_tick(Duration::from_millis(120));
+                        self.bars.lock().expect("lock").insert(address.clone(), bar);
+                    }
+                    None => self.line(format!("{address}: {doing}")),
+                }
+            }
+            ApplyEvent::Phase { address, phase } => {
+                if let Some(bar) = self.bars.lock().expect("lock").get(address) {
+                    bar.set_message(phase.to_string());
+                    return Ok(());
+                }
+                if self.multi.is_some() {
+                    return Ok(());
+                }
+                if let Phase::Probing(tick) = phase {
+                    let mut last = self.last_tick.lock().expect("lock");
+                    let now = Instant::now();
+                    let text = tick.outcome.to_string();
+                    let repeat = last
+                        .get(address)
+                        .is_some_and(|(t, at)| *t == text && now.duration_since(*at) < QUIET);
+                    if repeat {
+                        return Ok(());
+                    }
+                    last.insert(address.clone(), (text, now));
+                }
+                self.line(format!("{address}: {phase}"));
+            }
+            ApplyEvent::Finished {
+                address,
+                action,
+                outcome,
+            } => {
+                if let Some(bar) = self.bars.lock().expect("lock").remove(address) {
+                    bar.finish_and_clear();
+                }
+                let text = match outcome {
+                    Outcome::Done { elapsed } => format!(
+                        "{} {address}: {} in {:.1}s",
+                        self.paint("✓", "32"),
+                        verb(*action).1,
+                        elapsed.as_secs_f64()
+                    ),
+                    Outcome::Failed { step, reason, .. } => format!(
+                        "{} {address}: failed at {step}: {reason}",
+                        self.paint("✗", "31")
+                    ),
+                    Outcome::Skipped { because } => {
+                        format!("{} {address}: skipped ({because})", self.paint("-", "33"))
+                    }
+                    Outcome::Cancelled => format!("{} {address}: cancelled", self.paint("-", "33")),
+                };
+                self.line(text);
+            }
+            ApplyEvent::Interrupted { hard: false } => {
+                self.line("Interrupt: finishing what is running and starting nothing new (press Ctrl-C again to stop probes now)".into());
+            }
+            ApplyEvent::Interrupted { hard: true } => {
+                self.line("Second interrupt: cancelling probes; running commands end, then the state is saved".into());
+            }
+            ApplyEvent::Intent { .. }
+            | ApplyEvent::IntentDone { .. }
+            | ApplyEvent::Record(_)
+            | ApplyEvent::Forget { .. } => {}
+        }
+        Ok(())
+    }
+}

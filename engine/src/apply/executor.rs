@@ -1,0 +1,632 @@
+//! The executor: walks a plan's resources on tokio, at most `parallelism` at once, each after
+//! what it depends on, destroys before everything else. One dispatcher loop owns scheduling,
+//! results and Ctrl-C; the steps themselves only emit events. It never prints.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use berth_providers::probe::{self, GateTiming};
+use berth_providers::{Command, LaunchSpec, Liveness, Transport};
+use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
+use crate::connections::{Connections, error_text};
+use crate::launch::{self, Rendered};
+use crate::placement::Placement;
+use crate::plan::{Action, Kind, Plan, ResourceChange};
+use crate::refresh::provider_probe;
+use crate::workspace::Workspace;
+
+/// How an apply runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Resource operations in flight at once.
+    pub parallelism: usize,
+    /// How long a stopping service gets between TERM and KILL.
+    pub stop_grace: Duration,
+    /// How long a backend's verify_cmd may run.
+    pub verify_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallelism: 10,
+            stop_grace: Duration::from_secs(10),
+            verify_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How one resource's action ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeResult {
+    pub address: String,
+    pub host: String,
+    pub action: Action,
+    pub outcome: Outcome,
+}
+
+/// Every resource's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub results: Vec<NodeResult>,
+    /// The user pressed Ctrl-C.
+    pub interrupted: bool,
+}
+
+impl ApplyReport {
+    /// True when every action finished.
+    pub fn succeeded(&self) -> bool {
+        !self.interrupted
+            && self
+                .results
+                .iter()
+                .all(|r| matches!(r.outcome, Outcome::Done { .. }))
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = &NodeResult> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    }
+
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.results.iter().filter(|r| f(&r.outcome)).count()
+    }
+}
+
+/// What every step needs.
+struct Ctx<'a> {
+    ws: &'a Workspace,
+    conns: &'a Connections,
+    key: &'a [u8],
+    secrets: Vec<&'a str>,
+    subscribers: &'a [&'a dyn Subscriber],
+    placements: HashMap<String, &'a Placement>,
+    previous: &'a BTreeMap<String, ResourceRecord>,
+    options: &'a ApplyOptions,
+    cancel: CancellationToken,
+}
+
+impl Ctx<'_> {
+    /// Tells every subscriber; the first error (a state write that failed) is returned.
+    fn emit(&self, event: ApplyEvent) -> Result<(), String> {
+        for s in self.subscribers {
+            s.on_event(&event)?;
+        }
+        Ok(())
+    }
+
+    fn phase(&self, address: &str, phase: Phase) {
+        let _ = self.emit(ApplyEvent::Phase {
+            address: address.to_string(),
+            phase,
+        });
+    }
+}
+
+type Step<'a> = Pin<Box<dyn Future<Output = (usize, Outcome)> + 'a>>;
+
+/// Carries out `plan` and reports every resource's outcome.
+pub async fn execute(
+    ws: &Workspace,
+    plan: &Plan,
+    conns: &Connections,
+    hmac_key: &[u8],
+    previous: &BTreeMap<String, ResourceRecord>,
+    subscribers: &[&dyn Subscriber],
+    options: &ApplyOptions,
+) -> ApplyReport {
+    let ctx = Ctx {
+        ws,
+        conns,
+        key: hmac_key,
+        secrets: ws.config.secrets().collect(),
+        subscribers,
+        placements: ws.placements.iter().map(|p| (p.address(), p)).collect(),
+        previous,
+        options,
+        cancel: CancellationToken::new(),
+    };
+    let work: Vec<&ResourceChange> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action != Action::NoOp)
+        .collect();
+    let index: HashMap<&str, usize> = work
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.address.as_str(), i))
+        .collect();
+    let deps: Vec<Vec<usize>> = work
+        .iter()
+        .map(|r| {
+            r.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect()
+        })
+        .collect();
+    let destroys: HashSet<usize> = (0..work.len())
+        .filter(|&i| work[i].action == Action::Destroy)
+        .collect();
+
+    let mut outcome: Vec<Option<Outcome>> = vec![None; work.len()];
+    let mut started = vec![false; work.len()];
+    let mut running: FuturesUnordered<Step<'_>> = FuturesUnordered::new();
+    let mut interrupts = signal(SignalKind::interrupt()).ok();
+    let mut terms = signal(SignalKind::terminate()).ok();
+    let mut stopping = false;
+    let parallelism = options.parallelism.max(1);
+
+    loop {
+        // Skip what can no longer run, start what can.
+        let destroys_pending = destroys.iter().any(|&i| outcome[i].is_none());
+        for i in 0..work.len() {
+            if started[i] || outcome[i].is_some() {
+                continue;
+            }
+            if let Some(&bad) = deps[i].iter().find(|&&d| {
+                matches!(
+                    outcome[d],
+                    Some(Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled)
+                )
+            }) {
+                let because = format!("{} did not finish", work[bad].address);
+                let o = Outcome::Skipped { because };
+                let _ = ctx.emit(ApplyEvent::Finished {
+                    address: work[i].address.clone(),
+                    action: work[i].action,
+                    outcome: o.clone(),
+                });
+                outcome[i] = Some(o);
+                continue;
+            }
+            if stopping || running.len() >= parallelism {
+                continue;
+            }
+            let ready = deps[i]
+                .iter()
+                .all(|&d| matches!(outcome[d], Some(Outcome::Done { .. })));
+            let ordered = destroys.contains(&i) || !destroys_pending;
+            if ready && ordered {
+                started[i] = true;
+                let change = work[i];
+                let ctx = &ctx;
+                running.push(Box::pin(async move { (i, run(ctx, change).await) }));
+            }
+        }
+        if running.is_empty() {
+            let progress_possible =
+                !stopping && (0..work.len()).any(|i| !started[i] && outcome[i].is_none());
+            if !progress_possible {
+                break;
+            }
+        }
+        tokio::select! {
+            Some((i, o)) = running.next() => {
+                let _ = ctx.emit(ApplyEvent::Finished { address: work[i].address.clone(), action: work[i].action, outcome: o.clone() });
+                outcome[i] = Some(o);
+            }
+            Some(()) = recv(&mut interrupts), if interrupts.is_some() => interrupt(&ctx, &mut stopping),
+            Some(()) = recv(&mut terms), if terms.is_some() => interrupt(&ctx, &mut stopping),
+        }
+    }
+
+    let results = work
+        .iter()
+        .zip(outcome)
+        .map(|(r, o)| NodeResult {
+            address: r.address.clone(),
+            host: r.host.clone(),
+            action: r.action,
+            outcome: o.unwrap_or(Outcome::Cancelled),
+        })
+        .collect();
+    ApplyReport {
+        results,
+        interrupted: stopping,
+    }
+}
+
+async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match sig {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// First interrupt: start nothing new. Second: cancel probes now (running commands still end).
+fn interrupt(ctx: &Ctx<'_>, stopping: &mut bool) {
+    if *stopping {
+        ctx.cancel.cancel();
+        let _ = ctx.emit(ApplyEvent::Interrupted { hard: true });
+    } else {
+        *stopping = true;
+        let _ = ctx.emit(ApplyEvent::Interrupted { hard: false });
+    }
+}
+
+fn failed(step: &str, reason: impl Into<String>, log_tail: Option<String>) -> Outcome {
+    Outcome::Failed {
+        step: step.to_string(),
+        reason: reason.into(),
+        log_tail,
+    }
+}
+
+async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
+    let started = Instant::now();
+    let _ = ctx.emit(ApplyEvent::Started {
+        address: change.address.clone(),
+        action: change.action,
+    });
+    let result = match (change.kind, change.action) {
+        (Kind::Model, Action::Create | Action::Replace | Action::Reuse) => {
+            deploy(ctx, change).await
+        }
+        (Kind::Model, Action::Update) => update(ctx, change),
+        (Kind::Model, Action::Destroy) => destroy_model(ctx, change).await,
+        (Kind::Backend, Action::Verify) => verify(ctx, change).await,
+        (_, Action::Destroy) => ctx
+            .emit(ApplyEvent::Forget {
+                address: change.address.clone(),
+            })
+            .map_err(|e| failed("record", e, None)),
+        (kind, action) => Err(failed(
+            "plan",
+            format!("berth cannot {} a {kind:?} resource", action.as_str()),
+            None,
+        )),
+    };
+    match result {
+        Ok(()) => Outcome::Done {
+            elapsed: started.elapsed(),
+        },
+        Err(o) => o,
+    }
+}
+
+async fn connect(
+    ctx: &Ctx<'_>,
+    address: &str,
+    host: &str,
+) -> Result<std::sync::Arc<dyn Transport>, Outcome> {
+    ctx.phase(address, Phase::Connecting);
+    ctx.conns
+        .transport(host)
+        .await
+        .map_err(|e| failed("connect", e, None))
+}
+
+fn now() -> u64 {
+    crate::now()
+}
+
+/// Records a failure of a model so that the next plan replaces it.
+fn record_failure(
+    ctx: &Ctx<'_>,
+    change: &ResourceChange,
+    rendered: Option<&Rendered>,
+    outcome: Outcome,
+) -> Outcome {
+    if let Outcome::Failed { step, reason, .. } = &outcome {
+        let attributes = match rendered {
+            Some(r) => r.attributes(&ctx.secrets),
+            None => ctx
+                .previous
+                .get(&change.address)
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default(),
+        };
+        let record = ResourceRecord {
+            address: change.address.clone(),
+            kind: ResourceKind::Model,
+            host: change.host.clone(),
+            status: ResourceStatus::Failed {
+                step: step.clone(),
+                reason: reason.clone(),
+            },
+            fingerprint: change.fingerprint.clone(),
+            attributes,
+            updated_at: now(),
+        };
+        if let Err(e) = ctx.emit(ApplyEvent::Record(record)) {
+            return failed("record", e, None);
+        }
+    }
+    outcome
+}
+
+async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+    let address = change.address.as_str();
+    let transport = match connect(ctx, address, &change.host).await {
+        Ok(t) => t,
+        Err(o) => return Err(record_failure(ctx, change, None, o)),
+    };
+    let Some(placement) = ctx.placements.get(address) else {
+        return Err(failed(
+            "plan",
+            "the config no longer places this model here: plan again",
+            None,
+        ));
+    };
+    let rendered = launch::render(&ctx.ws.config, placement)
+        .map_err(|e| failed("render", e.to_string(), None))?;
+    if change.fingerprint.as_deref() != Some(rendered.fingerprint(ctx.key).as_str()) {
+        return Err(failed(
+            "plan",
+            "the launch changed since the plan was made (config or variables): plan again",
+            None,
+        ));
+    }
+    let runtime = ctx
+        .conns
+        .runtime(rendered.runtime)
+        .map_err(|e| failed("runtime", e, None))?;
+    let spec = LaunchSpec {
+        address: address.to_string(),
+        run_dir: rendered.run_dir.clone(),
+        command: rendered.command.value.clone(),
+        env: rendered
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect(),
+        port: rendered.port,
+        fingerprint: change.fingerprint.clone().unwrap_or_default(),
+    };
+    ctx.emit(ApplyEvent::Intent {
+        address: address.to_string(),
+        action: change.action,
+    })
+    .map_err(|e| failed("record", e, None))?;
+    let result = start_and_gate(
+        ctx,
+        change,
+        &rendered,
+        &spec,
+        transport.as_ref(),
+        runtime.as_ref(),
+    )
+    .await;
+    let outcome = match result {
+        Ok(attributes) => {
+            ctx.phase(address, Phase::Recording);
+            let record = ResourceRecord {
+                address: address.to_string(),
+                kind: ResourceKind::Model,
+                host: change.host.clone(),
+                status: ResourceStatus::Ready,
+                fingerprint: change.fingerprint.clone(),
+                attributes,
+                updated_at: now(),
+            };
+            ctx.emit(ApplyEvent::Record(record))
+                .map_err(|e| failed("record", e, None))
+        }
+        Err(o) => Err(record_failure(ctx, change, Some(&rendered), o)),
+    };
+    let _ = ctx.emit(ApplyEvent::IntentDone {
+        address: address.to_string(),
+    });
+    outcome
+}
+
+async fn start_and_gate(
+    ctx: &Ctx<'_>,
+    change: &ResourceChange,
+    rendered: &Rendered,
+    spec: &LaunchSpec,
+    transport: &dyn Transport,
+    runtime: &dyn berth_providers::Runtime,
+) -> Result<BTreeMap<String, Value>, Outcome> {
+    let address = change.address.as_str();
+    let text = |e: &berth_providers::ProviderError| error_text(e);
+    let mut instance = None;
+    if change.action == Action::Reuse {
+        let seen = runtime
+            .observe(transport, &spec.run_dir, address)
+            .await
+            .map_err(|e| failed("observe", text(&e), None))?;
+        instance = seen
+            .filter(|o| {
+                o.liveness == Liveness::Running && o.instance.fingerprint == spec.fingerprint
+            })
+            .map(|o| o.instance);
+    }
+    if change.action == Action::Replace {
+        ctx.phase(address, Phase::Stopping);
+        runtime
+            .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
+            .await
+            .map_err(|e| failed("stop", text(&e), None))?;
+    }
+    let instance = match instance {
+        Some(i) => i,
+        None => {
+            ctx.phase(address, Phase::Starting);
+            runtime
+                .start(transport, spec)
+                .await
+                .map_err(|e| failed("start", text(&e), None))?
+        }
+    };
+    let timing = match (rendered.probe_timeout_sec, rendered.probe_interval_ms) {
+        (Some(t), Some(i)) => GateTiming {
+            timeout: Duration::from_secs(t),
+            interval: Duration::from_millis(i),
+        },
+        (t, i) => {
+            let size = match rendered.size_gib {
+                Some(gib) => Some((gib * 1024.0 * 1024.0 * 1024.0) as u64),
+                None => {
+                    ctx.phase(address, Phase::Measuring);
+                    probe::source_size(transport, &rendered.source.value, Duration::from_secs(30))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            let d = probe::default_timing(size);
+            GateTiming {
+                timeout: t.map_or(d.timeout, Duration::from_secs),
+                interval: i.map_or(d.interval, Duration::from_millis),
+            }
+        }
+    };
+    let probe = provider_probe(&rendered.probe);
+    let ready = probe::gate(
+        transport,
+        runtime,
+        &spec.run_dir,
+        &instance,
+        &probe,
+        timing,
+        ctx.cancel.clone(),
+        |tick| {
+            ctx.phase(address, Phase::Probing(tick));
+        },
+    )
+    .await
+    .map_err(|e| {
+        let tail = e.log_tail().map(|t| launch::scrub(t, &ctx.secrets));
+        let step = if matches!(e, berth_providers::GateFailure::Cancelled) {
+            "probe (cancelled)"
+        } else {
+            "probe"
+        };
+        failed(step, error_text(&e), tail)
+    })?;
+    let mut attributes = rendered.attributes(&ctx.secrets);
+    attributes.insert("pid".into(), Value::from(instance.pid));
+    attributes.insert("started_at".into(), Value::from(instance.started_at));
+    attributes.insert(
+        "ready_after_ms".into(),
+        Value::from(ready.elapsed.as_millis() as u64),
+    );
+    Ok(attributes)
+}
+
+fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+    let Some(previous) = ctx.previous.get(&change.address) else {
+        return Err(failed("record", "no record to update: plan again", None));
+    };
+    let mut record = previous.clone();
+    for c in &change.changes {
+        match &c.after {
+            Some(v) => record.attributes.insert(c.field.clone(), v.clone()),
+            None => record.attributes.remove(&c.field),
+        };
+    }
+    record.updated_at = now();
+    ctx.emit(ApplyEvent::Record(record))
+        .map_err(|e| failed("record", e, None))
+}
+
+async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+    let address = change.address.as_str();
+    let transport = connect(ctx, address, &change.host).await?;
+    let recorded = ctx.previous.get(address);
+    let run_dir = recorded
+        .and_then(|r| r.attributes.get("run_dir"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| ctx.ws.config.host(&change.host).map(|h| h.run_dir.clone()))
+        .ok_or_else(|| failed("stop", "the host's run_dir is unknown", None))?;
+    let runtime = ctx
+        .conns
+        .runtime(crate::config::RuntimeKind::Process)
+        .map_err(|e| failed("runtime", e, None))?;
+    ctx.emit(ApplyEvent::Intent {
+        address: address.to_string(),
+        action: Action::Destroy,
+    })
+    .map_err(|e| failed("record", e, None))?;
+    ctx.phase(address, Phase::Stopping);
+    let stopped = runtime
+        .stop(
+            transport.as_ref(),
+            &run_dir,
+            address,
+            ctx.options.stop_grace,
+        )
+        .await;
+    let result = match stopped {
+        Ok(()) => ctx
+            .emit(ApplyEvent::Forget {
+                address: address.to_string(),
+            })
+            .map_err(|e| failed("record", e, None)),
+        Err(e) => Err(failed("stop", error_text(&e), None)),
+    };
+    let _ = ctx.emit(ApplyEvent::IntentDone {
+        address: address.to_string(),
+    });
+    result
+}
+
+async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+    let address = change.address.as_str();
+    let transport = connect(ctx, address, &change.host).await?;
+    let backend = address
+        .strip_prefix("backend.")
+        .and_then(|a| a.split_once('@'))
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    let Some(cmd) = launch::render_verify(&ctx.ws.config, backend, &change.host) else {
+        return Ok(());
+    };
+    let cmd = cmd.map_err(|e| failed("render", e.to_string(), None))?;
+    ctx.phase(address, Phase::Verifying);
+    let out = transport
+        .exec(Command::new(cmd.value.clone(), ctx.options.verify_timeout))
+        .await
+        .map_err(|e| failed("verify", error_text(&e), None))?;
+    if !out.success() {
+        let tail = tail(&format!("{}{}", out.stdout_text(), out.stderr_text()), 20);
+        let status = out
+            .status
+            .map_or("a signal".to_string(), |s| format!("status {s}"));
+        return Err(failed(
+            "verify",
+            format!(
+                "verify_cmd `{}` exited with {status}",
+                launch::scrub(&cmd.value, &ctx.secrets)
+            ),
+            Some(launch::scrub(&tail, &ctx.secrets)),
+        ));
+    }
+    let record = ResourceRecord {
+        address: address.to_string(),
+        kind: ResourceKind::Backend,
+        host: change.host.clone(),
+        status: ResourceStatus::Ready,
+        fingerprint: None,
+        attributes: BTreeMap::from([
+            ("backend".to_string(), Value::from(backend)),
+            (
+                "verify_cmd".to_string(),
+                Value::from(launch::scrub(&cmd.value, &ctx.secrets)),
+            ),
+            ("verified_at".to_string(), Value::from(now())),
+        ]),
+        updated_at: now(),
+    };
+    ctx.emit(ApplyEvent::Record(record))
+        .map_err(|e| failed("record", e, None))
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

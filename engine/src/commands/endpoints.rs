@@ -1,0 +1,73 @@
+//! `berth endpoints [--json]`: the OpenAI-compatible base URL of every model the state records
+//! as ready.
+
+use berth_state::{ResourceKind, ResourceStatus, StateStore};
+use serde_json::{Value, json};
+
+use crate::cli::args::{Cli, EndpointsArgs};
+use crate::cli::ui::table;
+use crate::cli::var_inputs;
+use crate::config::TransportKind;
+use crate::error::Result;
+use crate::exit_codes;
+use crate::session;
+
+pub fn run(cli: &Cli, args: &EndpointsArgs) -> Result<u8> {
+    let p = session::prepare(
+        &cli.dir,
+        &var_inputs(cli),
+        "endpoints",
+        &args.lock.options(),
+    )?;
+    let mut items = Vec::new();
+    for r in p.session.store.resources()? {
+        if r.kind != ResourceKind::Model || r.status != ResourceStatus::Ready {
+            continue;
+        }
+        let Some(host) = p.ws.config.host(&r.host) else {
+            continue;
+        };
+        let address = match host.connection.transport {
+            TransportKind::Local => "127.0.0.1".to_string(),
+            TransportKind::Ssh => host.connection.host.clone().unwrap_or_default(),
+        };
+        let port = r
+            .attributes
+            .get("port")
+            .and_then(Value::as_u64)
+            .unwrap_or_default();
+        let model = r
+            .attributes
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let host_part = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address
+        };
+        items.push(json!({"address": r.address, "model": model, "host": r.host, "url": format!("http://{host_part}:{port}/v1")}));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).expect("serialisable")
+        );
+    } else if items.is_empty() {
+        println!("No model is ready. Run `berth apply` first.");
+    } else {
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|i| {
+                vec![
+                    i["model"].as_str().unwrap_or("").into(),
+                    i["host"].as_str().unwrap_or("").into(),
+                    i["url"].as_str().unwrap_or("").into(),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["MODEL", "HOST", "URL"], &rows));
+    }
+    Ok(exit_codes::SUCCESS)
+}

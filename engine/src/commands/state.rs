@@ -1,0 +1,137 @@
+//! `berth state list | show A | rm A | history`: inspect and edit the state. `rm` forgets a
+//! resource without touching its host.
+
+use berth_state::{ResourceStatus, StateStore};
+use serde_json::json;
+
+use crate::cli::args::{Cli, StateArgs, StateCommand};
+use crate::cli::ui::{Ui, table};
+use crate::error::{Error, Result};
+use crate::exit_codes;
+use crate::session::Session;
+
+fn state_dir(cli: &Cli) -> Result<std::path::PathBuf> {
+    // The state directory comes from the settings block; a config with errors elsewhere must
+    // still let its state be inspected, so only the settings are needed here.
+    let loaded = crate::config::load(&cli.dir, &crate::cli::var_inputs(cli));
+    match loaded {
+        Ok(l) => Ok(l.config.dir.join(&l.config.settings.state_dir)),
+        Err(invalid) => Err(Error::InvalidConfig(Box::new(invalid))),
+    }
+}
+
+fn age(secs: u64) -> String {
+    let ago = crate::now().saturating_sub(secs);
+    humantime::format_duration(std::time::Duration::from_secs(ago)).to_string() + " ago"
+}
+
+pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
+    let operation = match &args.command {
+        StateCommand::Rm { .. } => "state rm",
+        StateCommand::List => "state list",
+        StateCommand::Show { .. } => "state show",
+        StateCommand::History => "state history",
+    };
+    let session = Session::open(state_dir(cli)?, operation, &args.lock.options())?;
+    let store = session.store.clone();
+    match &args.command {
+        StateCommand::List => {
+            let records = store.resources()?;
+            if args.json {
+                let items: Vec<_> = records.iter().map(|r| json!({"address": r.address, "kind": r.kind, "host": r.host, "status": r.status, "updated_at": r.updated_at})).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).expect("serialisable")
+                );
+            } else if records.is_empty() {
+                println!("The state is empty.");
+            } else {
+                let rows: Vec<Vec<String>> = records
+                    .iter()
+                    .map(|r| {
+                        let status = match &r.status {
+                            ResourceStatus::Ready => ui.green("ready"),
+                            ResourceStatus::Failed { step, .. } => {
+                                ui.red(&format!("failed at {step}"))
+                            }
+                        };
+                        vec![r.address.clone(), status, age(r.updated_at)]
+                    })
+                    .collect();
+                print!("{}", table(&["ADDRESS", "STATUS", "UPDATED"], &rows));
+            }
+        }
+        StateCommand::Show { address } => {
+            let Some(record) = store.resource(address)? else {
+                let known: Vec<String> =
+                    store.resources()?.into_iter().map(|r| r.address).collect();
+                let help = crate::config::did_you_mean(address, known.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "list them with `berth state list`".into());
+                return Err(Error::NotFound {
+                    kind: "resource",
+                    id: address.clone(),
+                    help,
+                });
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).expect("serialisable")
+            );
+        }
+        StateCommand::Rm { address } => {
+            for a in address {
+                if store.remove_resource(a)? {
+                    println!("Removed {a} from the state (what runs on its host was left alone).");
+                } else {
+                    return Err(Error::NotFound {
+                        kind: "resource",
+                        id: a.clone(),
+                        help: "list them with `berth state list`".into(),
+                    });
+                }
+            }
+        }
+        StateCommand::History => {
+            let history = store.history()?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&history).expect("serialisable")
+                );
+            } else if history.is_empty() {
+                println!("Nothing was applied yet.");
+            } else {
+                let rows: Vec<Vec<String>> = history
+                    .iter()
+                    .map(|h| {
+                        let failed = h
+                            .changes
+                            .iter()
+                            .filter(|c| c.outcome.starts_with("failed"))
+                            .count();
+                        vec![
+                            h.serial.to_string(),
+                            age(h.finished_at),
+                            h.operation.clone(),
+                            format!("{}@{}", h.user, h.hostname),
+                            format!("{} change(s), {failed} failed", h.changes.len()),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["SERIAL", "WHEN", "OPERATION", "WHO", "RESULT"], &rows)
+                );
+            }
+        }
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `berth force-unlock ID`
+pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
+    let info = berth_state::force_unlock(&state_dir(cli)?, id)?;
+    println!("Removed {info}.");
+    Ok(exit_codes::SUCCESS)
+}

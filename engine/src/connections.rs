@@ -1,0 +1,135 @@
+//! One connection per host for a whole command: created on first use, shared by every step on
+//! that host, and the runtime each backend uses. Owns the mapping from config to providers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_providers::{
+    LocalTransport, ProcessRuntime, Runtime, SshConfig, SshTransport, Transport,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, Host, RuntimeKind, TransportKind};
+
+/// How to reach one host.
+#[derive(Debug, Clone)]
+enum Target {
+    Local,
+    Ssh(SshConfig),
+}
+
+/// An open connection.
+#[derive(Clone)]
+enum Conn {
+    Local(Arc<LocalTransport>),
+    Ssh(Arc<SshTransport>),
+}
+
+/// The transports of one command, by host id.
+pub struct Connections {
+    targets: HashMap<String, Target>,
+    open: HashMap<String, OnceCell<Result<Conn, String>>>,
+    process: Arc<ProcessRuntime>,
+}
+
+/// Channels berth opens at once on one SSH connection (OpenSSH allows 10 by default; one is
+/// kept for the host lock and one for killing timed-out commands).
+pub const SSH_CHANNELS: usize = 8;
+
+impl Connections {
+    /// Prepares connections to every host of `config` (nothing is connected yet).
+    pub fn new(config: &Config) -> Self {
+        let mut targets = HashMap::new();
+        for host in &config.hosts {
+            targets.insert(host.id.value.clone(), target_of(host));
+        }
+        let open = targets
+            .keys()
+            .map(|k| (k.clone(), OnceCell::new()))
+            .collect();
+        Connections {
+            targets,
+            open,
+            process: Arc::new(ProcessRuntime::new()),
+        }
+    }
+
+    /// The transport of `host`, connecting on first use. A failed connection is remembered: every
+    /// step on that host fails with the same message instead of retrying.
+    pub async fn transport(&self, host: &str) -> Result<Arc<dyn Transport>, String> {
+        Ok(match self.conn(host).await? {
+            Conn::Local(t) => t as Arc<dyn Transport>,
+            Conn::Ssh(t) => t as Arc<dyn Transport>,
+        })
+    }
+
+    /// The SSH connection of `host`; `None` for a local host.
+    pub async fn ssh(&self, host: &str) -> Result<Option<Arc<SshTransport>>, String> {
+        Ok(match self.conn(host).await? {
+            Conn::Local(_) => None,
+            Conn::Ssh(t) => Some(t),
+        })
+    }
+
+    async fn conn(&self, host: &str) -> Result<Conn, String> {
+        let (Some(target), Some(cell)) = (self.targets.get(host), self.open.get(host)) else {
+            return Err(format!(
+                "host `{host}` is not in the config any more; put it back to manage what runs there, or `berth state rm` its resources"
+            ));
+        };
+        cell.get_or_init(|| async {
+            match target {
+                Target::Local => Ok(Conn::Local(Arc::new(LocalTransport::new(host)))),
+                Target::Ssh(cfg) => SshTransport::connect(cfg.clone())
+                    .await
+                    .map(|t| Conn::Ssh(Arc::new(t)))
+                    .map_err(|e| error_text(&e)),
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// The runtime that runs services of `kind`.
+    pub fn runtime(&self, kind: RuntimeKind) -> Result<Arc<dyn Runtime>, String> {
+        match kind {
+            RuntimeKind::Process => Ok(self.process.clone()),
+            other => Err(format!(
+                "runtime \"{}\" is accepted by the language but this berth cannot run it yet; use runtime = \"process\"",
+                other.as_str()
+            )),
+        }
+    }
+}
+
+/// An error with its help line, on one line, for step failures.
+pub fn error_text(err: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
+    match err.help() {
+        Some(help) => format!("{err} (help: {help})"),
+        None => err.to_string(),
+    }
+}
+
+fn target_of(host: &Host) -> Target {
+    let c = &host.connection;
+    match c.transport {
+        TransportKind::Local => Target::Local,
+        TransportKind::Ssh => {
+            let mut cfg = SshConfig::new(host.id.value.clone(), c.host.clone().unwrap_or_default());
+            cfg.port = c.port;
+            if let Some(user) = &c.user {
+                cfg.user = user.clone();
+            }
+            cfg.key_path = c.key_path.as_ref().map(PathBuf::from);
+            cfg.host_key = c.host_key.clone();
+            if let Some(k) = &c.known_hosts {
+                cfg.known_hosts = Some(PathBuf::from(k));
+            }
+            cfg.connect_timeout = Duration::from_secs(c.connect_timeout_sec);
+            cfg.max_channels = SSH_CHANNELS;
+            Target::Ssh(cfg)
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The planner: a pure function from (config, placements, state, observations) to a [`Plan`].
+//! It decides each resource's action and reason and separates drift from config changes; it
+//! performs no I/O (observing the hosts is `refresh`'s job).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_providers::{Liveness, ProbeOutcome};
+use berth_state::{Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus, Selection};
+use serde_json::Value;
+
+use super::{
+    Action, Cause, Drift, FieldChange, Kind, Operation, PLAN_JSON_VERSION, Plan, ResourceChange,
+};
+use crate::error::{Error, Result};
+use crate::launch::{self, Rendered};
+use crate::placement::Previous;
+use crate::workspace::Workspace;
+
+/// What the state holds, read once before planning.
+#[derive(Debug, Clone)]
+pub struct StateView {
+    pub meta: Meta,
+    pub records: BTreeMap<String, ResourceRecord>,
+    pub intents: Vec<Intent>,
+    pub selections: Vec<Selection>,
+}
+
+impl StateView {
+    /// Earlier placements and selections, so placement keeps them (no churn).
+    pub fn previous(&self) -> Previous {
+        let mut previous = Previous::default();
+        for r in self
+            .records
+            .values()
+            .filter(|r| r.kind == ResourceKind::Model)
+        {
+            if let Some(model) = r.attributes.get("model").and_then(Value::as_str) {
+                previous
+                    .hosts
+                    .entry(model.to_string())
+                    .or_default()
+                    .push(r.host.clone());
+            }
+        }
+        for s in &self.selections {
+            previous
+                .selections
+                .insert((s.group.clone(), s.host.clone()), s.model.clone());
+        }
+        previous
+    }
+
+    /// The HMAC key of this state, for fingerprints of secrets.
+    pub fn hmac_key(&self) -> Vec<u8> {
+        hex::decode(&self.meta.hmac_key).unwrap_or_else(|_| self.meta.hmac_key.as_bytes().to_vec())
+    }
+}
+
+/// What refresh found on the hosts.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    pub hosts: BTreeMap<String, HostObservation>,
+}
+
+/// One host's observation.
+#[derive(Debug, Clone)]
+pub enum HostObservation {
+    /// Every berth instance found in the host's run_dir, by address.
+    Reached(BTreeMap<String, ObservedInstance>),
+    /// The host could not be observed; holds why.
+    Unreachable(String),
+}
+
+/// One instance found on a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedInstance {
+    pub fingerprint: String,
+    pub liveness: Liveness,
+    pub port: u16,
+    /// The probe's answer, for running instances.
+    pub probe: Option<ProbeOutcome>,
+}
+
+/// How the plan was asked for.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub operation: Operation,
+    /// `--target`: limit the plan to these addresses (and what they need).
+    pub targets: Vec<String>,
+    /// `--replace`: force these to be replaced.
+    pub replace: Vec<String>,
+}
+
+/// Fields whose change means the instance must be restarted.
+const REPLACE_FIELDS: &[&str] = &[
+    "runtime", "backend", "port", "run_dir", "source", "command", "env",
+];
+/// Fields that only berth records.
+const UPDATE_FIELDS: &[&str] = &["probe", "probe_timeout_sec", "probe_interval_ms"];
+
+/// Whether `target` (an address, `model.ID`, `backend.ID` or `host.ID`) selects `address`.
+pub fn target_matches(target: &str, address: &str) -> bool {
+    if target == address {
+        return true;
+    }
+    if let Some(host) = target.strip_prefix("host.") {
+        return address.rsplit_once('@').is_some_and(|(_, h)| h == host);
+    }
+    !target.contains('@')
+        && address
+            .split_once('@')
+            .is_some_and(|(base, _)| base == target)
+}
+
+/// Plans `ws` against `state` and, when refreshed, what the hosts hold.
+pub fn plan(
+    ws: &Workspace,
+    state: &StateView,
+    observed: Option<&Observations>,
+    options: &PlanOptions,
+    config_hash: &str,
+) -> Result<Plan> {
+    let secrets: Vec<&str> = ws.config.secrets().collect();
+    let key = state.hmac_key();
+    let destroying = options.operation == Operation::Destroy;
+    let mut resources: BTreeMap<String, ResourceChange> = BTreeMap::new();
+    let mut drift = Vec::new();
+    let mut warnings = Vec::new();
+
+    let instance = |host: &str, address: &str| -> Option<Option<&ObservedInstance>> {
+        match observed?.hosts.get(host)? {
+            HostObservation::Reached(found) => Some(found.get(address)),
+            HostObservation::Unreachable(_) => None,
+        }
+    };
+    if let Some(obs) = observed {
+        for (host, o) in &obs.hosts {
+            if let HostObservation::Unreachable(why) = o {
+                warnings.push(format!("host {host} could not be observed: {why}"));
+            }
+        }
+    }
+
+    // Desired models.
+    let mut desired: BTreeMap<String, Rendered> = BTreeMap::new();
+    if !destroying {
+        for p in ws.placements.iter().filter(|p| p.active) {
+            let rendered = launch::render(&ws.config, p).map_err(Error::Render)?;
+            desired.insert(rendered.address.clone(), rendered);
+        }
+    }
+    for target in options.replace.iter() {
+        if !desired.keys().any(|a| target_matches(target, a)) {
+            return Err(Error::Usage {
+                message: format!("--replace {target}: no model placement has that address"),
+                help: "use an address from `berth plan`, e.g. model.qwen2.5-7b@gpu-a".into(),
+            });
+        }
+    }
+
+    for (address, r) in &desired {
+        let fingerprint = r.fingerprint(&key);
+        let attrs = r.attributes(&secrets);
+        let record = state.records.get(address);
+        let seen = instance(&r.host, address);
+        let requested = options.replace.iter().any(|t| target_matches(t, address));
+        let change = |action, cause, reason: String, changes| ResourceChange {
+            address: address.clone(),
+            kind: Kind::Model,
+            host: r.host.clone(),
+            action,
+            cause,
+            reason,
+            changes,
+            fingerprint: Some(fingerprint.clone()),
+            depends_on: Vec::new(),
+        };
+        let (action, cause, reason, changes) = if requested {
+            (
+                Action::Replace,
+                Cause::Requested,
+                "replacement requested with --replace".to_string(),
+                Vec::new(),
+            )
+        } else {
+            match record {
+                None => match seen {
+                    Some(Some(found)) if found.liveness == Liveness::Running && found.fingerprint == fingerprint => (
+                        Action::Reuse,
+                        Cause::Found,
+                        "found running on the host with this exact launch, but not in the state: adopt it after a probe".into(),
+                        all_fields(&attrs),
+                    ),
+                    Some(Some(found)) if found.liveness == Liveness::Running => (
+                        Action::Replace,
+                        Cause::Found,
+                        "an instance with another launch runs on the host under this address, not in the state".into(),
+                        all_fields(&attrs),
+                    ),
+                    _ => (Action::Create, Cause::Config, "not deployed yet".into(), all_fields(&attrs)),
+                },
+                Some(rec) => {
+                    let replace_changes = diff(&rec.attributes, &attrs, REPLACE_FIELDS);
+                    let update_changes = diff(&rec.attributes, &attrs, UPDATE_FIELDS);
+                    if let ResourceStatus::Failed { step, reason } = &rec.status {
+                        let mut changes = replace_changes;
+                        changes.extend(update_changes);
+                        (Action::Replace, Cause::Failed, format!("the last apply failed at {step}: {reason}"), changes)
+                    } else if rec.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+                        let reason = if replace_changes.is_empty() {
+                            "a sensitive value of its launch changed".to_string()
+                        } else {
+                            format!(
+                                "{} changed",
+                                replace_changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", ")
+                            )
+                        };
+                        let mut changes = replace_changes;
+                        changes.extend(update_changes);
+                        (Action::Replace, Cause::Config, reason, changes)
+                    } else {
+                        match drift_of(seen, rec) {
+                            Some((what, action)) => {
+                                drift.push(Drift { address: address.clone(), host: r.host.clone(), what: what.clone() });
+                                let mut changes = update_changes;
+                                changes.insert(0, FieldChange { field: "live".into(), before: None, after: Some(Value::from(what.clone())) });
+                                (action, Cause::Drift, format!("drift: {what}"), changes)
+                            }
+                            None if !update_changes.is_empty() => {
+                                let fields = update_changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", ");
+                                (Action::Update, Cause::Config, format!("{fields} changed (recorded only; nothing restarts)"), update_changes)
+                            }
+                            None => (Action::NoOp, Cause::Config, "unchanged".into(), Vec::new()),
+                        }
+                    }
+                }
+            }
+        };
+        resources.insert(address.clone(), change(action, cause, reason, changes));
+    }
+
+    // Recorded models that are no longer wanted.
+    for rec in state.records.values() {
+        if desired.contains_key(&rec.address) || resources.contains_key(&rec.address) {
+            continue;
+        }
+        let (kind, reason) = match rec.kind {
+            ResourceKind::Model => (Kind::Model, why_undesired(ws, rec, destroying)),
+            ResourceKind::Backend => {
+                if !destroying && ws.graph.node(&rec.address).is_some() {
+                    continue;
+                }
+                (
+                    Kind::Backend,
+                    if destroying {
+                        "berth destroy".into()
+                    } else {
+                        "no model on this host uses the backend any more".into()
+                    },
+                )
+            }
+            ResourceKind::Host => (Kind::Host, "no longer managed".into()),
+        };
+        if rec.kind == ResourceKind::Model
+            && let Some(Some(found)) = instance(&rec.host, &rec.address)
+            && found.liveness != Liveness::Running
+        {
+            drift.push(Drift {
+                address: rec.address.clone(),
+                host: rec.host.clone(),
+                what: format!("process {}", liveness_text(found.liveness)),
+            });
+        }
+        resources.insert(
+            rec.address.clone(),
+            ResourceChange {
+                address: rec.address.clone(),
+                kind,
+                host: rec.host.clone(),
+                action: Action::Destroy,
+                cause: if destroying {
+                    Cause::Destroy
+                } else {
+                    Cause::Config
+                },
+                reason,
+                changes: rec
+                    .attributes
+                    .iter()
+                    .filter(|(k, _)| REPLACE_FIELDS.contains(&k.as_str()))
+                    .map(|(k, v)| FieldChange {
+                        field: k.clone(),
+                        before: Some(v.clone()),
+                        after: None,
+                    })
+                    .collect(),
+                fingerprint: None,
+                depends_on: Vec::new(),
+            },
+        );
+    }
+
+    // Instances on hosts that neither the config nor the state knows: left by an interrupted
+    // apply, or by an operator's lost state. Hosts carry the truth, so they are removed.
+    if let Some(obs) = observed {
+        for (host, o) in &obs.hosts {
+            let HostObservation::Reached(found) = o else {
+                continue;
+            };
+            for (address, inst) in found {
+                if resources.contains_key(address) {
+                    continue;
+                }
+                let running = inst.liveness == Liveness::Running;
+                resources.insert(
+                    address.clone(),
+                    ResourceChange {
+                        address: address.clone(),
+                        kind: Kind::Model,
+                        host: host.clone(),
+                        action: Action::Destroy,
+                        cause: Cause::Found,
+                        reason: if running {
+                            "runs on the host with berth's marks but is in neither the config nor the state (left by an interrupted apply?)".into()
+                        } else {
+                            "a stale record of an exited instance is on the host".into()
+                        },
+                        changes: Vec::new(),
+                        fingerprint: None,
+                        depends_on: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    // Backends: verify_cmd runs on a host before models start there.
+    if !destroying {
+        for node in ws
+            .graph
+            .nodes()
+            .into_iter()
+            .filter(|n| n.kind == Kind::Backend)
+        {
+            let starting = ws.graph.dependents(&node.address).iter().any(|m| {
+                resources.get(*m).is_some_and(|r| {
+                    matches!(r.action, Action::Create | Action::Replace | Action::Reuse)
+                })
+            });
+            let has_verify = ws
+                .config
+                .backend(&node.id)
+                .is_some_and(|b| b.verify_cmd.is_some());
+            let (action, reason) = match (starting, has_verify) {
+                (true, true) => (
+                    Action::Verify,
+                    "verify_cmd runs before models start on this host".to_string(),
+                ),
+                (true, false) => (Action::NoOp, "no verify_cmd".to_string()),
+                (false, _) => (Action::NoOp, "no model starts here".to_string()),
+            };
+            resources.insert(
+                node.address.clone(),
+                ResourceChange {
+                    address: node.address.clone(),
+                    kind: Kind::Backend,
+                    host: node.host.clone(),
+                    action,
+                    cause: Cause::Config,
+                    reason,
+                    changes: Vec::new(),
+                    fingerprint: None,
+                    depends_on: Vec::new(),
+                },
+            );
+        }
+    }
+
+    // Dependencies, for apply's ordering.
+    let addresses: BTreeSet<String> = resources.keys().cloned().collect();
+    for r in resources.values_mut() {
+        r.depends_on = ws
+            .graph
+            .dependencies(&r.address)
+            .into_iter()
+            .filter(|a| addresses.contains(*a))
+            .map(str::to_string)
+            .collect();
+    }
+
+    // --target: keep what was asked for and what it needs.
+    if !options.targets.is_empty() {
+        let mut keep: BTreeSet<String> = resources
+            .keys()
+            .filter(|a| options.targets.iter().any(|t| target_matches(t, a)))
+            .cloned()
+            .collect();
+        if keep.is_empty() {
+            return Err(Error::Usage {
+                message: format!("--target {} matches no resource", options.targets.join(", ")),
+                help: "use addresses from `berth plan`, e.g. model.qwen2.5-7b@gpu-a, model.qwen2.5-7b or host.gpu-a".into(),
+            });
+        }
+        let mut stack: Vec<String> = keep.iter().cloned().collect();
+        while let Some(a) = stack.pop() {
+            for dep in resources
+                .get(&a)
+                .map(|r| r.depends_on.clone())
+                .unwrap_or_default()
+            {
+                if keep.insert(dep.clone()) {
+                    stack.push(dep);
+                }
+            }
+        }
+        resources.retain(|a, _| keep.contains(a));
+        drift.retain(|d| keep.contains(&d.address));
+        warnings.push("the plan is limited by --target: other changes may be pending".into());
+    }
+
+    if !state.intents.is_empty() {
+        let addresses: Vec<&str> = state.intents.iter().map(|i| i.address.as_str()).collect();
+        warnings.push(format!(
+            "an earlier apply was interrupted while changing {}{}",
+            addresses.join(", "),
+            if observed.is_some() {
+                "; refresh checked those hosts"
+            } else {
+                "; plan with refresh to check those hosts"
+            }
+        ));
+    }
+
+    Ok(Plan {
+        format_version: PLAN_JSON_VERSION,
+        berth_version: env!("CARGO_PKG_VERSION").to_string(),
+        operation: options.operation,
+        config_hash: config_hash.to_string(),
+        state_lineage: state.meta.lineage.clone(),
+        state_serial: state.meta.serial,
+        refreshed: observed.is_some(),
+        resources: resources.into_values().collect(),
+        drift,
+        warnings,
+    })
+}
+
+/// How the host differs from a record that says the instance is ready, and what fixes it.
+fn drift_of(
+    seen: Option<Option<&ObservedInstance>>,
+    rec: &ResourceRecord,
+) -> Option<(String, Action)> {
+    let found = match seen? {
+        None => {
+            return Some((
+                "not running on the host (no instance is recorded there)".into(),
+                Action::Replace,
+            ));
+        }
+        Some(found) => found,
+    };
+    match found.liveness {
+        Liveness::Exited => return Some(("process exited".into(), Action::Replace)),
+        Liveness::PidReused => {
+            return Some((
+                "process is gone (its pid belongs to another process now)".into(),
+                Action::Replace,
+            ));
+        }
+        Liveness::Running => {}
+    }
+    if rec.fingerprint.as_deref() != Some(found.fingerprint.as_str()) {
+        return Some((
+            "the instance on the host runs another launch than the one applied".into(),
+            Action::Replace,
+        ));
+    }
+    match &found.probe {
+        Some(ProbeOutcome::Ready) | None => None,
+        Some(other) => Some((
+            format!("running, but its probe says {other}"),
+            Action::Reuse,
+        )),
+    }
+}
+
+fn liveness_text(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Running => "running",
+        Liveness::Exited => "exited",
+        Liveness::PidReused => "gone (pid reused)",
+    }
+}
+
+fn why_undesired(ws: &Workspace, rec: &ResourceRecord, destroying: bool) -> String {
+    if destroying {
+        return "berth destroy".into();
+    }
+    let Some(model_id) = rec.attributes.get("model").and_then(Value::as_str) else {
+        return "no longer in the config".into();
+    };
+    match ws.config.model(model_id) {
+        None => "the model is no longer in the config".into(),
+        Some(m) if !m.enabled => "the model is disabled".into(),
+        Some(_) if ws.config.host(&rec.host).is_none_or(|h| !h.enabled) => {
+            "its host is no longer in the config or is disabled".into()
+        }
+        Some(m) => match ws.placements_of(model_id).find(|p| p.host == rec.host) {
+            Some(p) if !p.active => format!(
+                "another member of group `{}` is selected on {}",
+                m.group.as_ref().map(|g| g.value.as_str()).unwrap_or("?"),
+                rec.host
+            ),
+            _ => "the model is now placed on other hosts".into(),
+        },
+    }
+}
+
+fn diff(
+    before: &BTreeMap<String, Value>,
+    after: &BTreeMap<String, Value>,
+    fields: &[&str],
+) -> Vec<FieldChange> {
+    fields
+        .iter()
+        .filter_map(|f| {
+            let (b, a) = (before.get(*f), after.get(*f));
+            (b != a).then(|| FieldChange {
+                field: f.to_string(),
+                before: b.cloned(),
+                after: a.cloned(),
+            })
+        })
+        .collect()
+}
+
+fn all_fields(after: &BTreeMap<String, Value>) -> Vec<FieldChange> {
+    REPLACE_FIELDS
+        .iter()
+        .chain(UPDATE_FIELDS)
+        .filter_map(|f| {
+            after.get(*f).map(|v| FieldChange {
+                field: f.to_string(),
+                before: None,
+                after: Some(v.clone()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_matches;
+
+    #[test]
+    fn targets_select_addresses() {
+        assert!(target_matches("model.a@h", "model.a@h"));
+        assert!(target_matches("model.a", "model.a@h"));
+        assert!(!target_matches("model.a", "model.ab@h"));
+        assert!(target_matches("host.h", "model.a@h"));
+        assert!(target_matches("host.h", "backend.cpu@h"));
+        assert!(!target_matches("host.h", "model.a@h2"));
+        assert!(!target_matches("model.a@h2", "model.a@h"));
+    }
+}

@@ -1,0 +1,104 @@
+//! Opening berth's state for one command: the lock is taken first (naming its holder if it is
+//! busy), then the store; the config is placed against what the state remembers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_state::{LockOptions, SledStore, StateLock, StateStore};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, VarInputs};
+use crate::error::{Error, Result};
+use crate::plan::StateView;
+use crate::workspace::Workspace;
+
+/// The state of one command, held under berth's lock until dropped.
+pub struct Session {
+    pub store: Arc<SledStore>,
+    pub state_dir: PathBuf,
+    // Dropped after the store (fields drop in declaration order), so the lock outlives it.
+    pub lock: StateLock,
+}
+
+impl Session {
+    /// Takes the lock of `state_dir` for `operation`, then opens the store.
+    pub fn open(state_dir: PathBuf, operation: &str, lock: &LockOptions) -> Result<Session> {
+        let lock = StateLock::acquire(&state_dir, operation, lock)?;
+        let store = Arc::new(SledStore::open(&state_dir)?);
+        Ok(Session {
+            store,
+            state_dir,
+            lock,
+        })
+    }
+
+    /// Everything the planner needs from the state.
+    pub fn view(&self) -> Result<StateView> {
+        Ok(StateView {
+            meta: self.store.meta()?,
+            records: self
+                .store
+                .resources()?
+                .into_iter()
+                .map(|r| (r.address.clone(), r))
+                .collect(),
+            intents: self.store.intents()?,
+            selections: self.store.selections()?,
+        })
+    }
+}
+
+/// A loaded config, its state and its placements.
+pub struct Prepared {
+    pub ws: Workspace,
+    pub session: Session,
+    pub view: StateView,
+}
+
+/// Loads the config in `dir`, opens its state under the lock and places the models.
+pub fn prepare(
+    dir: &std::path::Path,
+    vars: &VarInputs,
+    operation: &str,
+    lock: &LockOptions,
+) -> Result<Prepared> {
+    let loaded =
+        config::load(dir, vars).map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
+    let state_dir = loaded.config.dir.join(&loaded.config.settings.state_dir);
+    let session = Session::open(state_dir, operation, lock)?;
+    let view = session.view()?;
+    let ws = Workspace::from_loaded(loaded, &view.previous())?;
+    Ok(Prepared { ws, session, view })
+}
+
+/// A hash of the config files and variable values; variable values enter only through an HMAC
+/// keyed per state, so the hash reveals no secret.
+pub fn config_hash(ws: &Workspace, key: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    for (_, file) in ws.config.sources.iter() {
+        hasher.update(file.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(file.text.as_bytes());
+        hasher.update([0]);
+    }
+    let values: Vec<(String, String)> = ws
+        .config
+        .variables
+        .iter()
+        .map(|v| {
+            (
+                v.name.value.clone(),
+                v.value.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(
+        serde_json::to_string(&values)
+            .expect("serialisable")
+            .as_bytes(),
+    );
+    hasher.update(mac.finalize().into_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
