@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo bench -p berth-engine --bench validate`
 
+#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;

@@ -17,6 +17,9 @@ use crate::runtime::{Instance, Liveness, Runtime};
 use crate::transport::{Command, Transport, quote};
 use crate::{ProviderError, Result};
 
+/// How often the gate confirms that a service answering "loading" still runs.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+
 /// How many log lines a gate failure carries.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -395,6 +398,7 @@ pub async fn gate(
     let started = Instant::now();
     // One probe may take up to two intervals (at least 2 s, at most 10 s), never past the end.
     let per_probe = (timing.interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
+    let mut last_liveness: Option<Instant> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(GateFailure::Cancelled);
@@ -409,7 +413,17 @@ pub async fn gate(
         .await;
         let elapsed = started.elapsed();
 
-        if !still_running(transport, runtime, run_dir, instance).await? {
+        // A liveness check costs a command on the host, a probe only a request: while the
+        // service answers "loading" it is evidently up, so check at most every LIVENESS_EVERY
+        // then. A ready answer is always confirmed (another process could hold the port), and
+        // so is any other answer, which is how a crash during the gate shows at once.
+        let loading = matches!(outcome, ProbeOutcome::Loading(_));
+        let check =
+            !loading || last_liveness.is_none_or(|at: Instant| at.elapsed() >= LIVENESS_EVERY);
+        if check {
+            last_liveness = Some(Instant::now());
+        }
+        if check && !still_running(transport, runtime, run_dir, instance).await? {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
             return Err(GateFailure::Exited { log_tail });
         }

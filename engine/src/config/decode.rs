@@ -231,6 +231,14 @@ impl Decoder<'_> {
 
     /// Evaluates one attribute, reporting undefined variables and evaluation errors at its span.
     pub fn eval(&mut self, attr: &Attribute) -> Option<Evaluated> {
+        // Most attributes are plain literals: take them as they are, without converting the
+        // tree and running the evaluator (large fleets have hundreds of thousands of them).
+        if let Some(value) = literal(&attr.value) {
+            return Some(Evaluated {
+                value,
+                sensitive: false,
+            });
+        }
         let span = self.span(attr.value.span());
         let mut refs = VarRefs::default();
         refs.visit_expr(&attr.value);
@@ -1130,6 +1138,35 @@ impl Decoder<'_> {
         }
         out
     }
+}
+
+/// The value of an expression made only of literals (strings without interpolation, numbers,
+/// bools, null, and lists and objects of those).
+fn literal(expr: &Expression) -> Option<hcl::Value> {
+    Some(match expr {
+        Expression::String(s) => hcl::Value::String(s.value().clone()),
+        Expression::Number(n) => hcl::Value::Number(*n.value()),
+        Expression::Bool(b) => hcl::Value::Bool(*b.value()),
+        Expression::Null(_) => hcl::Value::Null,
+        Expression::Array(items) => {
+            hcl::Value::Array(items.iter().map(literal).collect::<Option<_>>()?)
+        }
+        Expression::Object(obj) => {
+            let mut map = hcl::Map::new();
+            for (key, value) in obj.iter() {
+                let key = match key {
+                    hcl_edit::expr::ObjectKey::Ident(ident) => ident.as_str().to_string(),
+                    hcl_edit::expr::ObjectKey::Expression(Expression::String(s)) => {
+                        s.value().clone()
+                    }
+                    _ => return None,
+                };
+                map.insert(key, literal(value.expr())?);
+            }
+            hcl::Value::Object(map)
+        }
+        _ => return None,
+    })
 }
 
 /// True when `body` has `key`, or a key close enough to be a misspelling of it, which is

@@ -59,8 +59,8 @@ fn check_sources(
     inputs: &VarInputs,
 ) -> Result<Loaded, Invalid> {
     let mut bodies = Vec::new();
-    for file in files {
-        match hcl_edit::parser::parse_body(&sources.get(file).text) {
+    for (file, parsed) in parse_all(&sources, &files) {
+        match parsed {
             Ok(body) => bodies.push((file, body)),
             Err(err) => findings.push(syntax_finding(&sources, file, &err)),
         }
@@ -82,6 +82,46 @@ fn check_sources(
             warnings: findings,
         })
     }
+}
+
+/// Parses every file, spread over the machine's cores (files are independent).
+fn parse_all(
+    sources: &Sources,
+    files: &[FileId],
+) -> Vec<(FileId, Result<Body, hcl_edit::parser::Error>)> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len())
+        .max(1);
+    if workers == 1 {
+        return files
+            .iter()
+            .map(|&f| (f, hcl_edit::parser::parse_body(&sources.get(f).text)))
+            .collect();
+    }
+    let chunks: Vec<Vec<FileId>> = (0..workers)
+        .map(|w| files.iter().copied().skip(w).step_by(workers).collect())
+        .collect();
+    let mut parsed: Vec<(FileId, Result<Body, hcl_edit::parser::Error>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|&f| (f, hcl_edit::parser::parse_body(&sources.get(f).text)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("the HCL parser does not panic"))
+                .collect()
+        });
+    parsed.sort_by_key(|(f, _)| *f);
+    parsed
 }
 
 fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec<FileId> {

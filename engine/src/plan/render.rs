@@ -81,10 +81,17 @@ fn word_diff(before: &str, after: &str, style: Style) -> (String, String) {
     (old, new)
 }
 
-fn field_lines(change: &FieldChange, style: Style, indent: &str) -> Vec<String> {
+fn field_lines(
+    change: &FieldChange,
+    style: Style,
+    indent: &str,
+    new_resource: bool,
+) -> Vec<String> {
     let (before, after) = (show(&change.before), show(&change.after));
     match (&change.before, &change.after) {
-        (None, Some(_)) => vec![format!("{indent}{:<18} {after}", change.field)],
+        (None, Some(_)) if new_resource || change.field == "live" => {
+            vec![format!("{indent}{:<18} {after}", change.field)]
+        }
         (Some(_), None) => vec![format!(
             "{indent}{:<18} {}",
             change.field,
@@ -111,7 +118,7 @@ fn resource_text(r: &ResourceChange, style: Style) -> String {
         r.reason
     );
     for c in &r.changes {
-        for line in field_lines(c, style, "      ") {
+        for line in field_lines(c, style, "      ", r.action == Action::Create) {
             out.push_str(&line);
             out.push('\n');
         }

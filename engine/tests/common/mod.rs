@@ -1,0 +1,747 @@
+//! The end-to-end harness: one temp config directory per test, the real `berth` binary run as a
+//! user runs it (with `berth-model-server` on PATH), free ports, the state read back through
+//! `berth state`, stand-in processes found through /proc, and a guard that leaves no process
+//! behind. Real processes and real HTTP only, never mocks.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one berth command may run before the test gives up on it.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The `berth` binary cargo built for these tests.
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// The `berth-model-server` binary, built once per test process.
+///
+/// Cargo only hands `CARGO_BIN_EXE_*` to tests of the package that owns the binary, so this
+/// finds the target directory from the test executable's own path
+/// (`<target>/<profile>/deps/<test>`) and, unless the binary there is newer than every file of
+/// `testdata/model-server`, runs `cargo build -p berth-model-server` into it (the same idea as
+/// `providers/tests/common`).
+pub fn model_server() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test executable lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let bin = profile_dir.join("berth-model-server");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/model-server");
+        if modified(&bin).is_some_and(|built| newest(&source).is_some_and(|src| src <= built)) {
+            return bin;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "berth-model-server", "--profile"])
+            .arg(&profile)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build -p berth-model-server");
+        assert!(status.success(), "cargo build -p berth-model-server failed");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+    .clone()
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut latest = modified(dir)?;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest(&path)
+        } else {
+            modified(&path)
+        };
+        latest = latest.max(time?);
+    }
+    Some(latest)
+}
+
+/// PATH for berth: the stand-in's directory and berth's first, then the caller's.
+fn search_path() -> String {
+    let server_dir = model_server().parent().expect("bin dir").to_path_buf();
+    let berth_dir = berth_bin().parent().expect("bin dir").to_path_buf();
+    let rest = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{}:{rest}", server_dir.display(), berth_dir.display())
+}
+
+/// Ports handed out in this test process, so that two tests never get the same one.
+static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// `n` distinct TCP ports that were free a moment ago (bound to port 0, then released).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("local addr").port();
+        // Hold every listener until all are picked, so the kernel hands out distinct ports.
+        held.push(listener);
+        if !given.contains(&port) {
+            given.push(port);
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The state address of model `id` on the local host.
+pub fn addr(id: &str) -> String {
+    format!("model.{id}@local")
+}
+
+/// One model of a test config: the stand-in on `port` with extra `flags`.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub port: u16,
+    pub flags: String,
+    pub depends_on: Vec<String>,
+    pub probe_timeout_sec: Option<u64>,
+    pub probe_interval_ms: Option<u64>,
+}
+
+impl Model {
+    pub fn new(id: &str, port: u16, flags: &str) -> Model {
+        Model {
+            id: id.to_string(),
+            port,
+            flags: flags.to_string(),
+            depends_on: Vec::new(),
+            probe_timeout_sec: None,
+            probe_interval_ms: None,
+        }
+    }
+
+    pub fn depends_on(mut self, id: &str) -> Model {
+        self.depends_on.push(id.to_string());
+        self
+    }
+
+    pub fn probe_timeout(mut self, secs: u64) -> Model {
+        self.probe_timeout_sec = Some(secs);
+        self
+    }
+
+    pub fn probe_interval(mut self, ms: u64) -> Model {
+        self.probe_interval_ms = Some(ms);
+        self
+    }
+
+    fn hcl(&self) -> String {
+        let mut out = format!("model \"{}\" {{\n", self.id);
+        if !self.depends_on.is_empty() {
+            let deps: Vec<String> = self
+                .depends_on
+                .iter()
+                .map(|d| format!("\"model.{d}\""))
+                .collect();
+            let _ = writeln!(out, "  depends_on = [{}]", deps.join(", "));
+        }
+        let _ = writeln!(out, "  source     = \"/srv/models/{}.gguf\"", self.id);
+        // A known size keeps berth from measuring a file that does not exist.
+        out.push_str("  size_gib   = 0.1\n");
+        let _ = writeln!(out, "  runtime_defaults {{\n    port = {}\n  }}", self.port);
+        out.push_str("  launch {\n");
+        let _ = writeln!(
+            out,
+            "    start_cmd  = \"berth-model-server --port {{port}} --model {{model}} {}\"",
+            self.flags
+        );
+        out.push_str("    probe_http = \"/v1/models\"\n");
+        if let Some(t) = self.probe_timeout_sec {
+            let _ = writeln!(out, "    probe_timeout_sec = {t}");
+        }
+        if let Some(i) = self.probe_interval_ms {
+            let _ = writeln!(out, "    probe_interval_ms = {i}");
+        }
+        out.push_str("  }\n}\n\n");
+        out
+    }
+}
+
+/// The host and backend every test config shares: the local machine, plain processes.
+fn main_hcl(parallelism: usize) -> String {
+    format!(
+        r#"settings {{
+  state_dir   = ".berth"
+  parallelism = {parallelism}
+}}
+
+host "local" {{
+  connection {{
+    transport = "local"
+  }}
+  capabilities {{
+    backends = ["cpu"]
+  }}
+}}
+
+backend "cpu" {{
+  runtime    = "process"
+  verify_cmd = "command -v berth-model-server"
+}}
+"#
+    )
+}
+
+/// What one berth command did.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+    pub args: Vec<String>,
+}
+
+impl Run {
+    /// Stdout then stderr, for messages that may go to either.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Panics with the whole output unless the command exited with `code`.
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "`berth {}` exited with {:?} (expected {code}) after {:.1}s\n--- stdout\n{}\n--- stderr\n{}",
+            self.args.join(" "),
+            self.code,
+            self.elapsed.as_secs_f64(),
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`berth {}` printed no JSON ({e}):\n{}\n--- stderr\n{}",
+                self.args.join(" "),
+                self.stdout,
+                self.stderr
+            )
+        })
+    }
+}
+
+/// A berth command running in the background.
+pub struct Background {
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+    started: Instant,
+    args: Vec<String>,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not reaped").id()
+    }
+
+    /// What it printed so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap it (an unreaped zombie would still look alive to berth's lock).
+    pub fn kill9(&mut self) -> Run {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+        }
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Whether it has exited (reaping it).
+    pub fn finished(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    /// Waits for it to end (killing it after `timeout`) and returns what it did.
+    pub fn wait(&mut self, timeout: Duration) -> Run {
+        let end = Instant::now() + timeout;
+        let mut code = None;
+        if let Some(mut child) = self.child.take() {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        code = status.code();
+                        break;
+                    }
+                    Ok(None) if Instant::now() < end => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!(
+                            "`berth {}` did not finish within {timeout:?}\n--- stdout\n{}",
+                            self.args.join(" "),
+                            self.stdout_so_far()
+                        );
+                    }
+                }
+            }
+        }
+        Run {
+            code,
+            stdout: std::fs::read_to_string(&self.out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.err).unwrap_or_default(),
+            elapsed: self.started.elapsed(),
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One stand-in server process, as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandIn {
+    pub pid: u32,
+    pub pgid: u32,
+    pub port: u16,
+    pub model: String,
+    /// Its whole command line.
+    pub argv: Vec<String>,
+}
+
+impl StandIn {
+    /// The value of `flag` on its command line.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        self.argv
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| self.argv.get(i + 1))
+            .map(String::as_str)
+    }
+}
+
+/// Every live `berth-model-server` process on the machine (not the `sh -c` that launched it).
+pub fn all_stand_ins() -> Vec<StandIn> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = bytes
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_server = argv.first().is_some_and(|a0| {
+            Path::new(a0)
+                .file_name()
+                .is_some_and(|n| n == "berth-model-server")
+        });
+        if !is_server {
+            continue;
+        }
+        let value = |flag: &str| {
+            argv.iter()
+                .position(|a| a == flag)
+                .and_then(|i| argv.get(i + 1))
+                .cloned()
+        };
+        let Some(port) = value("--port").and_then(|p| p.parse::<u16>().ok()) else {
+            continue;
+        };
+        let Some(stat) = std::fs::read_to_string(entry.path().join("stat")).ok() else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(fields.first(), Some(&("Z" | "X" | "x")) | None) {
+            continue;
+        }
+        let pgid = fields.get(2).and_then(|g| g.parse().ok()).unwrap_or(0);
+        found.push(StandIn {
+            pid,
+            pgid,
+            port,
+            model: value("--model").unwrap_or_default(),
+            argv: argv.iter().filter(|a| !a.is_empty()).cloned().collect(),
+        });
+    }
+    found.sort_by_key(|s| (s.port, s.pid));
+    found
+}
+
+/// Sends SIGKILL to `pid` and, when it is a group of its own, to that group.
+pub fn kill9(s: &StandIn) {
+    let mut args = vec!["-KILL".to_string()];
+    if s.pgid > 1 && s.pgid != own_pgid() {
+        args.push("--".into());
+        args.push(format!("-{}", s.pgid));
+    }
+    args.push(s.pid.to_string());
+    let _ = Command::new("kill")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Sends SIGKILL to the one process `pid`, as the OOM killer or an operator would.
+pub fn kill_pid9(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn own_pgid() -> u32 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().nth(2).map(str::to_string))
+        })
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An HTTP/1.0 GET of `path` on 127.0.0.1:`port`: the status and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: berth-e2e\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {address}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {address}: {e}"))?;
+    let status = response
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no HTTP status from {address}: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// GETs `{url}/models` for an endpoint URL such as `http://127.0.0.1:8080/v1`.
+pub fn get_models(url: &str) -> Result<(u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http URL: {url}"))?;
+    let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| format!("no port in {url}"))?;
+    if host != "127.0.0.1" {
+        return Err(format!("the endpoint {url} is not on 127.0.0.1"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("bad port in {url}"))?;
+    let base = base.trim_end_matches('/');
+    let path = if base.is_empty() {
+        "/models".to_string()
+    } else {
+        format!("/{base}/models")
+    };
+    http_get(port, &path)
+}
+
+/// One test's config directory and everything it started. Dropping it kills what is left.
+pub struct Fleet {
+    root: tempfile::TempDir,
+    parallelism: usize,
+    /// Every port any version of the config used: what the guard cleans up.
+    ports: Mutex<Vec<u16>>,
+    runs: Mutex<u32>,
+}
+
+impl Fleet {
+    /// A config dir holding the shared host/backend and `models`.
+    pub fn new(models: &[Model], parallelism: usize) -> Fleet {
+        // Build (or find) the stand-in before any berth command needs it on PATH.
+        model_server();
+        let root = tempfile::Builder::new()
+            .prefix("berth-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(root.path().join("config")).expect("config dir");
+        std::fs::create_dir_all(root.path().join("out")).expect("out dir");
+        let fleet = Fleet {
+            root,
+            parallelism,
+            ports: Mutex::new(Vec::new()),
+            runs: Mutex::new(0),
+        };
+        std::fs::write(fleet.dir().join("main.hcl"), main_hcl(parallelism)).expect("main.hcl");
+        fleet.set_models(models);
+        fleet
+    }
+
+    /// The config directory.
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("config")
+    }
+
+    /// The state directory (`settings.state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join(".berth")
+    }
+
+    /// Where the process runtime keeps its deployments for the local host.
+    pub fn deployments_dir(&self) -> PathBuf {
+        self.state_dir().join("run/local/deployments")
+    }
+
+    /// The deployments recorded on the host (directory names).
+    pub fn deployments(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.deployments_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Rewrites models.hcl with `models`.
+    pub fn set_models(&self, models: &[Model]) {
+        let mut text = String::new();
+        for m in models {
+            text.push_str(&m.hcl());
+        }
+        std::fs::write(self.dir().join("models.hcl"), text).expect("models.hcl");
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        for m in models {
+            if !ports.contains(&m.port) {
+                ports.push(m.port);
+            }
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("-C")
+            .arg(self.dir())
+            .args(args)
+            .env("PATH", search_path())
+            .env("NO_COLOR", "1")
+            .env("COLUMNS", "200")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn output_files(&self) -> (PathBuf, PathBuf) {
+        let mut n = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        let base = self.root.path().join("out");
+        (
+            base.join(format!("{:03}.stdout", *n)),
+            base.join(format!("{:03}.stderr", *n)),
+        )
+    }
+
+    /// Starts `berth -C DIR ARGS...` in the background (stdin not a terminal).
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let (out, err) = self.output_files();
+        let child = self
+            .command(args)
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("run berth");
+        Background {
+            child: Some(child),
+            out,
+            err,
+            started: Instant::now(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// Runs `berth -C DIR ARGS...` to its end.
+    pub fn berth(&self, args: &[&str]) -> Run {
+        self.spawn(args).wait(COMMAND_DEADLINE)
+    }
+
+    /// `berth state list --json`.
+    pub fn state_list(&self) -> Vec<Value> {
+        let run = self.berth(&["state", "list", "--json"]);
+        run.expect(0);
+        run.json().as_array().cloned().expect("a JSON array")
+    }
+
+    /// Address -> status (`ready`, `failed`) of every record.
+    pub fn statuses(&self) -> BTreeMap<String, String> {
+        self.state_list()
+            .iter()
+            .map(|r| {
+                (
+                    r["address"].as_str().unwrap_or_default().to_string(),
+                    r["status"]["state"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// `berth state show ADDRESS` as JSON.
+    pub fn state_show(&self, address: &str) -> Value {
+        let run = self.berth(&["state", "show", address]);
+        run.expect(0);
+        run.json()
+    }
+
+    /// `berth endpoints --json`.
+    pub fn endpoints(&self) -> Vec<Value> {
+        let run = self.berth(&["endpoints", "--json"]);
+        run.expect(0);
+        run.json().as_array().cloned().expect("a JSON array")
+    }
+
+    /// The lock file's holder, when one is written.
+    pub fn lock_holder(&self) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state_dir().join("berth.lock")).ok()?;
+        serde_json::from_str(text.trim()).ok()
+    }
+
+    /// The ports this test's configs used.
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Live stand-ins serving one of this test's ports.
+    pub fn stand_ins(&self) -> Vec<StandIn> {
+        let ports = self.ports();
+        all_stand_ins()
+            .into_iter()
+            .filter(|s| ports.contains(&s.port))
+            .collect()
+    }
+
+    /// Port -> pids of the stand-ins of this test.
+    pub fn stand_ins_by_port(&self) -> BTreeMap<u16, Vec<u32>> {
+        let mut map: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
+        for s in self.stand_ins() {
+            map.entry(s.port).or_default().push(s.pid);
+        }
+        map
+    }
+
+    /// The one stand-in serving `port`; panics unless there is exactly one.
+    #[track_caller]
+    pub fn stand_in(&self, port: u16) -> StandIn {
+        let found: Vec<StandIn> = self
+            .stand_ins()
+            .into_iter()
+            .filter(|s| s.port == port)
+            .collect();
+        assert_eq!(found.len(), 1, "stand-ins on port {port}: {found:?}");
+        found[0].clone()
+    }
+
+    /// Kills every stand-in of this test and waits until they are gone.
+    pub fn kill_stand_ins(&self) {
+        for _ in 0..3 {
+            let left = self.stand_ins();
+            if left.is_empty() {
+                return;
+            }
+            for s in &left {
+                kill9(s);
+            }
+            wait_until(Duration::from_secs(5), || self.stand_ins().is_empty());
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let left = self.stand_ins();
+        self.kill_stand_ins();
+        if !left.is_empty() && !std::thread::panicking() {
+            eprintln!("note: killed stand-ins the test left behind: {left:?}");
+        }
+    }
+}
