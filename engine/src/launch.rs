@@ -110,6 +110,7 @@ pub fn render(config: &Config, placement: &Placement) -> Result<Rendered, Render
             || t.placeholders().any(|p| match p.name {
                 "source" => model.source.sensitive,
                 "backend_env" => backend_env_secret,
+                "backend_args" => backend.args_sensitive,
                 _ => false,
             })
     };
@@ -160,13 +161,21 @@ pub fn render_verify(
     let host = config.host(host)?;
     let cmd = backend.verify_cmd.as_ref()?;
     let args = template::quote_words(backend.args.iter().map(String::as_str)).unwrap_or_default();
-    let env: Vec<String> = backend
-        .env
-        .iter()
-        .filter_map(|(k, v)| shlex::try_quote(&v.value).ok().map(|q| format!("{k}={q}")))
-        .collect();
-    let env = env.join(" ");
     let address = crate::graph::backend_address(&backend.id.value, &host.id.value);
+    let mut env = Vec::new();
+    for (k, v) in &backend.env {
+        match shlex::try_quote(&v.value) {
+            Ok(q) => env.push(format!("{k}={q}")),
+            Err(_) => {
+                return Some(Err(RenderError {
+                    address,
+                    field: "backend env",
+                    source: template::RenderError::Nul(k.clone()),
+                }));
+            }
+        }
+    }
+    let env = env.join(" ");
     Some(
         cmd.template
             .render(|name| {

@@ -276,7 +276,7 @@ fn backend_json(ws: &Workspace, b: &crate::config::Backend, secrets: &[&str]) ->
         "host_filters": b.host_filters.as_ref().map(|f| f.value.iter().map(|s| &s.value).collect::<Vec<_>>()),
         "verify_cmd": b.verify_cmd.as_ref().map(|c| launch::scrub(c.template.raw(), secrets)),
         "env": b.env.iter().map(|(k, v)| (k.clone(), Value::from(v.display()))).collect::<serde_json::Map<_, _>>(),
-        "args": b.args,
+        "args": b.args.iter().map(|a| launch::scrub(a, secrets)).collect::<Vec<_>>(),
         "container": b.container.as_ref().map(|c| json!({"image": c.image, "image_archive": c.image_archive, "gpus": c.gpus, "volumes": c.volumes})),
         "placements": ws.placements.iter().filter(|p| p.backend == b.id.value).map(|p| p.address()).collect::<Vec<_>>(),
     })
@@ -318,7 +318,10 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             .unwrap_or_else(|| "-".into())
     );
     if !b.args.is_empty() {
-        println!("  args          {}", b.args.join(" "));
+        println!(
+            "  args          {}",
+            launch::scrub(&b.args.join(" "), &secrets)
+        );
     }
     for (k, v) in &b.env {
         println!("  env           {k}={}", v.display());

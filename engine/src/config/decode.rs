@@ -40,6 +40,8 @@ pub(crate) struct Decoder<'a> {
     pub unset: &'a HashSet<String>,
     /// Default `run_dir` of a local host with the given id.
     pub local_run_dir: &'a dyn Fn(&str) -> String,
+    /// Set where variables cannot be used (settings, variable defaults, var files): says where.
+    pub no_vars_here: Option<&'static str>,
 }
 
 impl Decoder<'_> {
@@ -245,7 +247,18 @@ impl Decoder<'_> {
         let mut ok = true;
         for (name, range) in &refs.found {
             let at = self.span(Some(range.clone()));
-            if !self.variables.iter().any(|v| v == name) {
+            if let Some(place) = self.no_vars_here {
+                self.push(
+                    Finding::error(
+                        Code::UndefinedVariable,
+                        at,
+                        "variable not allowed here",
+                        format!("variables cannot be used {place}"),
+                    )
+                    .with_help("write the value itself"),
+                );
+                ok = false;
+            } else if !self.variables.iter().any(|v| v == name) {
                 let mut f = Finding::error(
                     Code::UndefinedVariable,
                     at,
@@ -331,6 +344,36 @@ impl Decoder<'_> {
     ) {
         let span = self.span(attr.value.span());
         self.push(Finding::error(Code::InvalidValue, span, label, message).with_help(help));
+    }
+
+    /// True when attribute `key` refers to a sensitive variable.
+    fn mentions_secret(&self, body: &Body, key: &str) -> bool {
+        body.get_attribute(key).is_some_and(|attr| {
+            let mut refs = VarRefs::default();
+            refs.visit_expr(&attr.value);
+            refs.found.iter().any(|(n, _)| self.sensitive.contains(n))
+        })
+    }
+
+    /// An `env` map: keys must be names a shell accepts, since they become variables.
+    fn env(&mut self, body: &Body) -> BTreeMap<String, MaybeSecret> {
+        let Some(map) = self.string_map(body, "env") else {
+            return BTreeMap::new();
+        };
+        for key in map.value.keys() {
+            let valid = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.push(
+                    Finding::error(Code::InvalidValue, map.span, "not a variable name", format!("`env` key `{key}` is not a valid environment variable name"))
+                        .with_help("use letters, digits and `_`, not starting with a digit, e.g. LLAMA_API_KEY"),
+                );
+            }
+        }
+        map.value
     }
 
     /// A string attribute (numbers and bools are converted, as HCL does).
@@ -780,11 +823,22 @@ impl Decoder<'_> {
             },
         };
         let host_filters = self.string_list(body, "host_filters");
+        if let Some(filters) = &host_filters
+            && filters.value.is_empty()
+        {
+            self.push(
+                Finding::error(
+                    Code::InvalidValue,
+                    filters.span,
+                    "empty list",
+                    "`host_filters = []` admits no host",
+                )
+                .with_help("remove host_filters to allow every host, or list host ids or globs"),
+            );
+        }
         let verify_cmd = self.command(body, "verify_cmd", super::template::BACKEND_PLACEHOLDERS);
-        let env = self
-            .string_map(body, "env")
-            .map(|m| m.value)
-            .unwrap_or_default();
+        let env = self.env(body);
+        let args_sensitive = self.mentions_secret(body, "args");
         let args = self.plain_list(body, "args");
         let container = Self::block(body, "container").map(|b| self.container(b));
         let runtime = runtime?;
@@ -809,12 +863,13 @@ impl Decoder<'_> {
                 .with_help("add `container { image = \"ghcr.io/ggml-org/llama.cpp:server\" }`"),
             );
         }
-        if let Some(c) = &container
+        if let (Some(c), Some(cblock)) = (&container, Self::block(body, "container"))
             && runtime.is_container()
             && c.image.is_none()
+            && !cblock.body.has_attribute("image")
         {
             self.missing(
-                body,
+                &cblock.body,
                 c.span,
                 "the container block",
                 "image",
@@ -829,6 +884,7 @@ impl Decoder<'_> {
             verify_cmd,
             env,
             args,
+            args_sensitive,
             container,
         })
     }
@@ -936,10 +992,7 @@ impl Decoder<'_> {
                 None
             }
         };
-        let env = self
-            .string_map(body, "env")
-            .map(|m| m.value)
-            .unwrap_or_default();
+        let env = self.env(body);
         let group = self.string(body, "group").map(|(g, _)| g);
         if let Some(g) = &group
             && let Err(why) = check_id(&g.value)
@@ -1051,6 +1104,16 @@ impl Decoder<'_> {
         let probe_cmd = self.command(body, "probe_cmd", placeholders);
         let probe_http = self.string(body, "probe_http").map(|(s, _)| s);
         let probe = match (probe_cmd, probe_http, body.get_attribute("probe_http")) {
+            _ if body.has_attribute("probe_cmd") && body.has_attribute("probe_http") => {
+                let attr = body.get_attribute("probe_http").expect("checked above");
+                self.invalid(
+                    attr,
+                    "second probe",
+                    "a launch block takes `probe_cmd` or `probe_http`, not both",
+                    "keep one of them",
+                );
+                None
+            }
             (Some(_), Some(_), Some(attr)) => {
                 self.invalid(
                     attr,

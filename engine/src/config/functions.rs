@@ -122,8 +122,10 @@ pub fn declare(ctx: &mut Context<'_>) {
         "keys",
         FuncDef::builder().param(P::object_of(P::Any)).build(|a| {
             let obj = a[0].as_object().ok_or("keys() needs an object")?;
+            let mut keys: Vec<&String> = obj.keys().collect();
+            keys.sort();
             Ok(Value::Array(
-                obj.keys().map(|k| Value::from(k.as_str())).collect(),
+                keys.into_iter().map(|k| Value::from(k.as_str())).collect(),
             ))
         }),
     );
@@ -131,7 +133,11 @@ pub fn declare(ctx: &mut Context<'_>) {
         "values",
         FuncDef::builder().param(P::object_of(P::Any)).build(|a| {
             let obj = a[0].as_object().ok_or("values() needs an object")?;
-            Ok(Value::Array(obj.values().cloned().collect()))
+            let mut entries: Vec<(&String, &Value)> = obj.iter().collect();
+            entries.sort_by_key(|(k, _)| *k);
+            Ok(Value::Array(
+                entries.into_iter().map(|(_, v)| v.clone()).collect(),
+            ))
         }),
     );
     ctx.declare_func("tostring", FuncDef::builder().param(P::Any).build(tostring));

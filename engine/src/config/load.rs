@@ -258,6 +258,7 @@ fn decode_all(
             sensitive: &nothing,
             unset: &nothing,
             local_run_dir: &no_run_dir,
+            no_vars_here: Some("in settings or variable defaults"),
         };
         for block in body.blocks() {
             match block.ident.as_str() {
@@ -335,6 +336,7 @@ fn decode_all(
             sensitive: &resolved.sensitive,
             unset: &resolved.unset,
             local_run_dir: &local_run_dir,
+            no_vars_here: None,
         };
         for structure in body.iter() {
             let block = match structure {
@@ -427,7 +429,9 @@ fn decode_all(
         }
     }
     let index = super::schema::Index::build(&hosts, &backends, &models);
+    let secret_texts = secret_texts(&resolved.variables);
     let config = Config {
+        secret_texts,
         index,
         dir: base_dir,
         sources: std::mem::take(sources),
@@ -507,6 +511,7 @@ fn decode_variable(d: &mut Decoder<'_>, block: &hcl_edit::structure::Block) -> O
         name: name?,
         description,
         sensitive,
+        default_failed: default.is_none() && body.has_attribute("default"),
         default,
         value: None,
         origin: VarOrigin::Unset,
@@ -542,8 +547,18 @@ fn resolve_variables(
                     v.origin = VarOrigin::Environment;
                 }
                 Err(why) => findings.push(
-                    Finding::unlocated(Code::WrongType, format!("BERTH_VAR_{name}: {why}"))
-                        .with_help("fix the environment variable's value"),
+                    Finding::unlocated(
+                        Code::WrongType,
+                        format!(
+                            "BERTH_VAR_{name}: {}",
+                            if v.sensitive {
+                                "the value does not fit the variable's type".to_string()
+                            } else {
+                                why
+                            }
+                        ),
+                    )
+                    .with_help("fix the environment variable's value"),
                 ),
             }
         }
@@ -582,6 +597,7 @@ fn resolve_variables(
             sensitive: &nothing,
             unset: &nothing,
             local_run_dir: &no_run_dir,
+            no_vars_here: Some("in a var file"),
         };
         for structure in body.iter() {
             match structure {
@@ -629,14 +645,26 @@ fn resolve_variables(
                 v.origin = VarOrigin::CommandLine;
             }
             Err(why) => findings.push(
-                Finding::unlocated(Code::WrongType, format!("--var {name}: {why}"))
-                    .with_help("fix the value on the command line"),
+                Finding::unlocated(
+                    Code::WrongType,
+                    format!(
+                        "--var {name}: {}",
+                        if v.sensitive {
+                            "the value does not fit the variable's type".to_string()
+                        } else {
+                            why
+                        }
+                    ),
+                )
+                .with_help("fix the value on the command line"),
             ),
         }
     }
     let mut unset = HashSet::new();
     for v in &variables {
-        if v.value.is_none() {
+        if v.value.is_none() && v.default_failed {
+            unset.insert(v.name.value.clone());
+        } else if v.value.is_none() {
             unset.insert(v.name.value.clone());
             let n = &v.name.value;
             findings.push(
@@ -655,4 +683,28 @@ fn resolve_variables(
         unset,
         variables,
     }
+}
+
+/// The text forms of every sensitive value, longest first (so a secret that contains another is
+/// scrubbed whole).
+fn secret_texts(variables: &[Variable]) -> Vec<String> {
+    fn collect(v: &hcl::Value, out: &mut Vec<String>) {
+        match v {
+            hcl::Value::String(s) => out.push(s.clone()),
+            hcl::Value::Number(n) => out.push(n.to_string()),
+            hcl::Value::Bool(_) | hcl::Value::Null => {}
+            hcl::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            hcl::Value::Object(map) => map.values().for_each(|i| collect(i, out)),
+        }
+    }
+    let mut out = Vec::new();
+    for v in variables.iter().filter(|v| v.sensitive) {
+        if let Some(value) = &v.value {
+            collect(value, &mut out);
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
 }

@@ -21,6 +21,9 @@ pub struct Config {
     /// Id -> position in `hosts`, `backends` and `models`: lookups by id are hot in placement
     /// and planning of large fleets.
     pub(crate) index: Index,
+    /// The text of every sensitive variable's value (strings, numbers and bools, and the
+    /// scalars inside lists and objects).
+    pub(crate) secret_texts: Vec<String>,
 }
 
 /// Positions of hosts, backends and models by id.
@@ -68,12 +71,7 @@ impl Config {
 
     /// Values of sensitive variables, so output can be scrubbed of them.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.variables
-            .iter()
-            .filter(|v| v.sensitive)
-            .filter_map(|v| v.value.as_ref())
-            .filter_map(|v| v.as_str())
-            .filter(|s| !s.is_empty())
+        self.secret_texts.iter().map(String::as_str)
     }
 }
 
@@ -98,6 +96,8 @@ pub struct Variable {
     pub description: Option<String>,
     pub sensitive: bool,
     pub default: Option<hcl::Value>,
+    /// The default is written but could not be evaluated (already reported).
+    pub default_failed: bool,
     /// The value after `--var`, `--var-file`, `BERTH_VAR_*` and the default.
     pub value: Option<hcl::Value>,
     /// Where the value came from, for `berth validate` and error messages.
@@ -244,6 +244,8 @@ pub struct Backend {
     pub verify_cmd: Option<Command>,
     pub env: BTreeMap<String, MaybeSecret>,
     pub args: Vec<String>,
+    /// `args` mentions a sensitive variable.
+    pub args_sensitive: bool,
     pub container: Option<Container>,
 }
 

@@ -1,0 +1,12 @@
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  host_filters = []
+}

@@ -1,0 +1,7 @@
+variable "root" {
+  default = "/srv"
+}
+
+variable "models_dir" {
+  default = "${var.root}/models"
+}
