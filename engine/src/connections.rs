@@ -104,6 +104,76 @@ impl Connections {
     }
 }
 
+/// A host lock held for the length of an apply (DESIGN.md section 7).
+pub enum HostLockGuard {
+    /// Held by a script on the host through an open SSH channel.
+    Ssh(berth_providers::HostLock),
+    /// Held with `flock` on the lock file by this process.
+    Local(LocalHostLock),
+}
+
+/// A local host lock: the open, locked lock file; emptied and unlocked when dropped.
+pub struct LocalHostLock(std::fs::File);
+
+impl Drop for LocalHostLock {
+    fn drop(&mut self) {
+        let _ = self.0.set_len(0);
+        let _ = self.0.unlock();
+    }
+}
+
+impl Connections {
+    /// Takes the host lock `{run_dir}/.lock` of `host`, recording `holder` in it. Fails naming
+    /// the current holder when another berth has it.
+    pub async fn lock_host(
+        &self,
+        host: &str,
+        run_dir: &str,
+        holder: &str,
+    ) -> Result<HostLockGuard, String> {
+        let path = format!("{}/.lock", run_dir.trim_end_matches('/'));
+        match self.conn(host).await? {
+            Conn::Ssh(t) => t
+                .hold_lock(&path, holder)
+                .await
+                .map(HostLockGuard::Ssh)
+                .map_err(|e| error_text(&e)),
+            Conn::Local(_) => lock_local(host, &path, holder),
+        }
+    }
+}
+
+fn lock_local(host: &str, path: &str, holder: &str) -> Result<HostLockGuard, String> {
+    use std::io::{Read, Seek, Write};
+    let fail = |e: std::io::Error| format!("{host}: cannot take the host lock {path}: {e}");
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(fail)?;
+            writeln!(file, "{}", holder.replace(['\n', '\r'], " ")).map_err(fail)?;
+            Ok(HostLockGuard::Local(LocalHostLock(file)))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.rewind();
+            let _ = file.read_to_string(&mut text);
+            let who = text.lines().next().unwrap_or("another process").to_string();
+            Err(format!(
+                "{host}: the host is locked by {who} (lock file {path}); wait for it to finish"
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(fail(e)),
+    }
+}
+
 /// An error with its help line, on one line, for step failures.
 pub fn error_text(err: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
     match err.help() {

@@ -22,3 +22,6 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Shell-quotes one value (re-exported from the providers, which own shell quoting).
+pub use berth_providers::transport::quote as transport_quote;

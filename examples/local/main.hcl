@@ -2,7 +2,8 @@
 #
 # The servers are berth's stand-in (testdata/model-server), which speaks the HTTP of
 # llama.cpp's llama-server (/health, /v1/models, /v1/chat/completions) without loading a model.
-# Swap `server` for llama-server and `source` for real GGUF files to serve real models.
+# Swap `server` for llama-server and the files in models/ for real GGUF files to serve real
+# models.
 
 settings {
   state_dir   = ".berth"

@@ -1,5 +1,5 @@
 model "qwen2.5-0.5b" {
-  source   = "/srv/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+  source   = "${path.config}/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
   size_gib = 0.4
   runtime_defaults {
     port = 18080
@@ -12,7 +12,7 @@ model "qwen2.5-0.5b" {
 
 model "llama3.2-1b" {
   depends_on = ["model.nomic-embed"]
-  source     = "/srv/models/llama-3.2-1b-instruct-q4_k_m.gguf"
+  source     = "${path.config}/models/llama-3.2-1b-instruct-q4_k_m.gguf"
   size_gib   = 0.8
   runtime_defaults {
     port = 18081
@@ -25,7 +25,7 @@ model "llama3.2-1b" {
 
 # Embeddings come up first: the chat model below depends on them.
 model "nomic-embed" {
-  source   = "/srv/models/nomic-embed-text-v1.5.f16.gguf"
+  source   = "${path.config}/models/nomic-embed-text-v1.5.f16.gguf"
   size_gib = 0.3
   runtime_defaults {
     port = 18082

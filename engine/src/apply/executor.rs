@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
-use crate::connections::{Connections, error_text};
+use crate::connections::{Connections, HostLockGuard, error_text};
 use crate::launch::{self, Rendered};
 use crate::placement::Placement;
 use crate::plan::{Action, Kind, Plan, ResourceChange};
@@ -33,6 +33,9 @@ pub struct ApplyOptions {
     pub stop_grace: Duration,
     /// How long a backend's verify_cmd may run.
     pub verify_timeout: Duration,
+    /// Who holds the host locks (berth's lock id, user@hostname, pid, operation); `None` takes
+    /// no host lock.
+    pub holder: Option<String>,
 }
 
 impl Default for ApplyOptions {
@@ -41,6 +44,7 @@ impl Default for ApplyOptions {
             parallelism: 10,
             stop_grace: Duration::from_secs(10),
             verify_timeout: Duration::from_secs(120),
+            holder: None,
         }
     }
 }
@@ -160,6 +164,18 @@ pub async fn execute(
         .collect();
 
     let mut outcome: Vec<Option<Outcome>> = vec![None; work.len()];
+    let (_locks, locked_out) = lock_hosts(&ctx, &work).await;
+    for (i, r) in work.iter().enumerate() {
+        if let Some(reason) = locked_out.get(r.host.as_str()) {
+            let o = failed("host lock", reason.clone(), None);
+            let _ = ctx.emit(ApplyEvent::Finished {
+                address: r.address.clone(),
+                action: r.action,
+                outcome: o.clone(),
+            });
+            outcome[i] = Some(o);
+        }
+    }
     let mut started = vec![false; work.len()];
     let mut running: FuturesUnordered<Step<'_>> = FuturesUnordered::new();
     let mut interrupts = signal(SignalKind::interrupt()).ok();
@@ -235,6 +251,48 @@ pub async fn execute(
         results,
         interrupted: stopping,
     }
+}
+
+/// Takes the host lock of every host the apply changes. Returns the locks (held until dropped)
+/// and, per host whose lock is held by someone else, why. A host that cannot be reached is left
+/// to fail at its first step, which records the failure.
+async fn lock_hosts<'w>(
+    ctx: &Ctx<'_>,
+    work: &[&'w ResourceChange],
+) -> (Vec<HostLockGuard>, HashMap<&'w str, String>) {
+    let Some(holder) = &ctx.options.holder else {
+        return (Vec::new(), HashMap::new());
+    };
+    let hosts: std::collections::BTreeSet<&str> = work
+        .iter()
+        .filter(|r| {
+            matches!(
+                (r.kind, r.action),
+                (
+                    Kind::Model,
+                    Action::Create | Action::Replace | Action::Reuse | Action::Destroy
+                ) | (Kind::Backend, Action::Verify)
+            )
+        })
+        .map(|r| r.host.as_str())
+        .collect();
+    let attempts = futures_util::future::join_all(hosts.into_iter().map(|host| async move {
+        let run_dir = ctx.ws.config.host(host).map(|h| h.run_dir.clone())?;
+        ctx.conns.transport(host).await.ok()?;
+        Some((host, ctx.conns.lock_host(host, &run_dir, holder).await))
+    }))
+    .await;
+    let mut locks = Vec::new();
+    let mut refused = HashMap::new();
+    for (host, result) in attempts.into_iter().flatten() {
+        match result {
+            Ok(lock) => locks.push(lock),
+            Err(why) => {
+                refused.insert(host, why);
+            }
+        }
+    }
+    (locks, refused)
 }
 
 async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

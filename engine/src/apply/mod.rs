@@ -8,5 +8,5 @@ mod state_writer;
 
 pub use display::Display;
 pub use events::{ApplyEvent, Outcome, Phase, Subscriber};
-pub use executor::{ApplyOptions, ApplyReport, NodeResult, execute};
+pub use executor::{ApplyOptions, ApplyReport, NodeResult, execute, tail};
 pub use state_writer::StateWriter;

@@ -246,6 +246,10 @@ pub struct HostsArgs {
 pub enum HostsCommand {
     /// Show one host and what is placed on it
     Show { id: String },
+    /// Connect, authenticate and run a trivial command; report latency
+    Test { id: String },
+    /// Check each host's environment: access, run_dir, tools, verify_cmd, model files, ports, disk
+    Doctor { id: Option<String> },
     /// Same as `berth validate`
     Validate,
 }

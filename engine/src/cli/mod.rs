@@ -78,6 +78,12 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
             Some(args::HostsCommand::Show { id }) => {
                 commands::inspect::host(&cli, id, args.json, ui)
             }
+            Some(args::HostsCommand::Test { id }) => {
+                commands::doctor::test(&cli, id, args.json, ui)
+            }
+            Some(args::HostsCommand::Doctor { id }) => {
+                commands::doctor::doctor(&cli, id.as_deref(), args.json, ui)
+            }
             None => commands::inspect::hosts(&cli, args.json, ui),
         },
         Command::Backends(args) => match &args.command {

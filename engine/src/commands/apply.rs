@@ -87,6 +87,7 @@ fn carry_out(
         parallelism: parallelism.unwrap_or(p.ws.config.settings.parallelism),
         stop_grace: Duration::from_secs(10),
         verify_timeout: Duration::from_secs(120),
+        holder: Some(p.session.lock.info().to_string()),
     };
     let writer = StateWriter::new(p.session.store.clone());
     let display = Display::new(ui.stderr_tty, ui.color);

@@ -2,6 +2,7 @@
 //! result through `cli::ui`.
 
 pub mod apply;
+pub mod doctor;
 pub mod drift;
 pub mod endpoints;
 pub mod fmt;

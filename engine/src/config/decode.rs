@@ -286,7 +286,7 @@ impl Decoder<'_> {
                     "unknown name",
                     format!("`{name}` is not something an expression can refer to"),
                 )
-                .with_help("expressions can use `var.NAME` and functions; quote literal strings"),
+                .with_help("expressions can use `var.NAME`, `path.config` and functions; quote literal strings"),
             );
             ok = false;
         }
@@ -1359,7 +1359,7 @@ impl Visit for VarRefs {
         match node {
             Expression::Variable(var) => {
                 let name = var.as_str();
-                if name != "var" && !self.bound.iter().any(|b| b == name) {
+                if name != "var" && name != "path" && !self.bound.iter().any(|b| b == name) {
                     self.unknown_roots
                         .push((name.to_string(), var.span().unwrap_or(0..0)));
                 }

@@ -241,6 +241,12 @@ fn decode_all(
     let mut base_ctx = hcl::eval::Context::new();
     functions::declare(&mut base_ctx);
     base_ctx.declare_var("var", hcl::Value::Object(hcl::Map::new()));
+    let mut path = hcl::Map::new();
+    path.insert(
+        "config".to_string(),
+        hcl::Value::from(base_dir.display().to_string()),
+    );
+    base_ctx.declare_var("path", hcl::Value::Object(path.clone()));
     let nothing = HashSet::new();
     let no_run_dir = |_: &str| String::new();
 
@@ -310,6 +316,7 @@ fn decode_all(
         }
     }
     ctx.declare_var("var", hcl::Value::Object(var_obj));
+    ctx.declare_var("path", hcl::Value::Object(path));
     let state_dir = base_dir.join(&settings.state_dir);
     let local_run_dir = |host: &str| state_dir.join("run").join(host).display().to_string();
 

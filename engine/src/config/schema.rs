@@ -207,7 +207,7 @@ pub struct Capabilities {
 }
 
 /// How a backend runs services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeKind {
     Process,
