@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+mod clock;
 pub mod commands;
 pub mod config;
 pub mod connections;
@@ -16,12 +17,6 @@ pub mod refresh;
 pub mod session;
 pub mod workspace;
 
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Shell-quotes one value (re-exported from the providers, which own shell quoting).
 pub use berth_providers::transport::quote as transport_quote;
+pub use clock::now;

@@ -25,6 +25,9 @@ impl Session {
     /// Takes the lock of `state_dir` for `operation`, then opens the store.
     pub fn open(state_dir: PathBuf, operation: &str, lock: &LockOptions) -> Result<Session> {
         let lock = StateLock::acquire(&state_dir, operation, lock)?;
+        if let Some(stale) = lock.took_over() {
+            eprintln!("warning: took over the stale {stale}");
+        }
         let store = Arc::new(SledStore::open(&state_dir)?);
         Ok(Session {
             store,

@@ -150,15 +150,26 @@ pub async fn execute(
         .enumerate()
         .map(|(i, r)| (r.address.as_str(), i))
         .collect();
-    let deps: Vec<Vec<usize>> = work
-        .iter()
-        .map(|r| {
-            r.depends_on
-                .iter()
-                .filter_map(|d| index.get(d.as_str()).copied())
-                .collect()
-        })
-        .collect();
+    // A resource waits for what it depends on; a destroy waits for the destroys of what depends
+    // on it (reverse order: a model stops before the model it needs, models before backends).
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); work.len()];
+    for (i, r) in work.iter().enumerate() {
+        for d in r
+            .depends_on
+            .iter()
+            .filter_map(|d| index.get(d.as_str()).copied())
+        {
+            match (
+                r.action == Action::Destroy,
+                work[d].action == Action::Destroy,
+            ) {
+                (true, true) => deps[d].push(i),
+                (false, false) => deps[i].push(d),
+                // Destroys run in their own phase, before everything else.
+                _ => {}
+            }
+        }
+    }
     let destroys: HashSet<usize> = (0..work.len())
         .filter(|&i| work[i].action == Action::Destroy)
         .collect();
@@ -554,16 +565,29 @@ async fn start_and_gate(
             ctx.phase(address, Phase::Probing(tick));
         },
     )
-    .await
-    .map_err(|e| {
-        let tail = e.log_tail().map(|t| launch::scrub(t, &ctx.secrets));
-        let step = if matches!(e, berth_providers::GateFailure::Cancelled) {
-            "probe (cancelled)"
-        } else {
-            "probe"
-        };
-        failed(step, error_text(&e), tail)
-    })?;
+    .await;
+    let ready = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            let tail = e.log_tail().map(|t| launch::scrub(t, &ctx.secrets));
+            let cancelled = matches!(e, berth_providers::GateFailure::Cancelled);
+            if !cancelled {
+                // A server that never became ready would keep its port and memory until the next
+                // apply; its log tail is already in the failure. (A cancelled gate leaves it: the
+                // user asked berth to stop now.)
+                ctx.phase(address, Phase::Stopping);
+                let _ = runtime
+                    .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
+                    .await;
+            }
+            let step = if cancelled {
+                "probe (cancelled)"
+            } else {
+                "probe"
+            };
+            return Err(failed(step, error_text(&e), tail));
+        }
+    };
     let mut attributes = rendered.attributes(&ctx.secrets);
     attributes.insert("pid".into(), Value::from(instance.pid));
     attributes.insert("started_at".into(), Value::from(instance.started_at));

@@ -74,10 +74,10 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct LockArgs {
     /// Wait this long for a lock held by another berth (e.g. 30s, 2m); 0 fails at once
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub lock_timeout: std::time::Duration,
     /// Take over a stale lock (its holder's process is gone)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub force: bool,
 }
 

@@ -206,6 +206,17 @@ pub fn plan(
                         let mut changes = replace_changes;
                         changes.extend(update_changes);
                         (Action::Replace, Cause::Failed, format!("the last apply failed at {step}: {reason}"), changes)
+                    } else if rec.fingerprint.as_deref() != Some(fingerprint.as_str())
+                        && matches!(seen, Some(Some(found)) if found.liveness == Liveness::Running && found.fingerprint == fingerprint)
+                    {
+                        let mut changes = replace_changes;
+                        changes.extend(update_changes);
+                        (
+                            Action::Reuse,
+                            Cause::Found,
+                            "the host already runs the new launch (an earlier apply was interrupted before recording it): probe and record".into(),
+                            changes,
+                        )
                     } else if rec.fingerprint.as_deref() != Some(fingerprint.as_str()) {
                         let reason = if replace_changes.is_empty() {
                             "a sensitive value of its launch changed".to_string()

@@ -148,6 +148,10 @@ pub fn text(plan: &Plan, style: Style) -> String {
         out.push('\n');
     }
     let changes: Vec<&ResourceChange> = plan.changes().collect();
+    if changes.is_empty() && plan.operation == super::Operation::Destroy {
+        out.push_str("Nothing to destroy: berth manages nothing on these hosts.\n");
+        return out;
+    }
     if changes.is_empty() {
         out.push_str(&if plan.refreshed {
             "No changes. The hosts match the config.\n".to_string()
