@@ -88,17 +88,19 @@ impl Decoder<'_> {
                         );
                         continue;
                     }
-                    let mut f = Finding::error(
-                        Code::UnknownKey,
-                        span,
-                        "unknown key",
-                        format!("{what} has no attribute `{key}`"),
+                    self.push(
+                        Finding::error(
+                            Code::UnknownKey,
+                            span,
+                            "unknown key",
+                            format!("{what} has no attribute `{key}`"),
+                        )
+                        .suggest(
+                            key,
+                            attrs.iter().chain(blocks).copied(),
+                            known_list(attrs, blocks),
+                        ),
                     );
-                    f = match did_you_mean(key, attrs.iter().chain(blocks).copied()) {
-                        Some(s) => f.with_help(format!("did you mean `{s}`?")),
-                        None => f.with_help(known_list(attrs, blocks)),
-                    };
-                    self.push(f);
                 }
                 Structure::Block(block) => {
                     let key = block.ident.as_str();
@@ -132,17 +134,19 @@ impl Decoder<'_> {
                         );
                         continue;
                     }
-                    let mut f = Finding::error(
-                        Code::UnknownBlock,
-                        span,
-                        "unknown block",
-                        format!("{what} has no block `{key}`"),
+                    self.push(
+                        Finding::error(
+                            Code::UnknownBlock,
+                            span,
+                            "unknown block",
+                            format!("{what} has no block `{key}`"),
+                        )
+                        .suggest(
+                            key,
+                            blocks.iter().chain(attrs).copied(),
+                            known_list(attrs, blocks),
+                        ),
                     );
-                    f = match did_you_mean(key, blocks.iter().chain(attrs).copied()) {
-                        Some(s) => f.with_help(format!("did you mean `{s}`?")),
-                        None => f.with_help(known_list(attrs, blocks)),
-                    };
-                    self.push(f);
                 }
             }
         }

@@ -134,6 +134,19 @@ impl Finding {
         self
     }
 
+    /// A "did you mean" help when `word` is close to one of `candidates`, else `otherwise`.
+    pub fn suggest<'c>(
+        self,
+        word: &str,
+        candidates: impl IntoIterator<Item = &'c str>,
+        otherwise: impl Into<String>,
+    ) -> Self {
+        match did_you_mean(word, candidates) {
+            Some(s) => self.with_help(format!("did you mean `{s}`?")),
+            None => self.with_help(otherwise),
+        }
+    }
+
     pub fn with_secondary(mut self, span: Span, label: impl Into<String>) -> Self {
         self.secondary.push((span, label.into()));
         self

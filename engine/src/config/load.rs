@@ -252,7 +252,7 @@ fn decode_all(
 
     // Pass 1: settings and variable blocks, which every other block depends on.
     let mut settings: Option<(Settings, Span)> = None;
-    let mut variables: Vec<Variable> = Vec::new();
+    let mut variables: Defined<Variable> = Defined::default();
     for (file, body) in bodies {
         let text = sources.get(*file).text.clone();
         let mut d = Decoder {
@@ -287,14 +287,7 @@ fn decode_all(
                 }
                 "variable" => {
                     if let Some(var) = decode_variable(&mut d, block) {
-                        if let Some(first) =
-                            variables.iter().find(|v| v.name.value == var.name.value)
-                        {
-                            d.findings
-                                .push(duplicate("variable", &var.name, first.name.span));
-                        } else {
-                            variables.push(var);
-                        }
+                        variables.add("variable", var.name.clone(), var, d.findings);
                     }
                 }
                 _ => {}
@@ -305,7 +298,7 @@ fn decode_all(
         state_dir: Settings::DEFAULT_STATE_DIR.into(),
         parallelism: Settings::DEFAULT_PARALLELISM,
     });
-    let resolved = resolve_variables(variables, inputs, sources, findings, &base_ctx);
+    let resolved = resolve_variables(variables.items, inputs, sources, findings, &base_ctx);
 
     let mut ctx = hcl::eval::Context::new();
     functions::declare(&mut ctx);
@@ -322,16 +315,8 @@ fn decode_all(
 
     // Pass 2: hosts, backends and models.
     let mut declared = validate::Declared::default();
-    let (mut seen_hosts, mut seen_backends, mut seen_models): (
-        HashMap<String, usize>,
-        HashMap<String, usize>,
-        HashMap<String, usize>,
-    ) = Default::default();
-    let (mut hosts, mut backends, mut models) = (
-        Vec::<Host>::new(),
-        Vec::<Backend>::new(),
-        Vec::<Model>::new(),
-    );
+    let (mut hosts, mut backends, mut models): (Defined<Host>, Defined<Backend>, Defined<Model>) =
+        Default::default();
     for (file, body) in bodies {
         let text = sources.get(*file).text.clone();
         let mut d = Decoder {
@@ -370,49 +355,17 @@ fn decode_all(
                 "settings" | "variable" => {}
                 "host" => {
                     if let Some(host) = d.host(block) {
-                        match seen_hosts.get(&host.id.value).map(|&i: &usize| &hosts[i]) {
-                            Some(first) => {
-                                d.findings.push(duplicate("host", &host.id, first.id.span))
-                            }
-                            None => {
-                                seen_hosts.insert(host.id.value.clone(), hosts.len());
-                                hosts.push(host)
-                            }
-                        }
+                        hosts.add("host", host.id.clone(), host, d.findings);
                     }
                 }
                 "backend" => {
                     if let Some(backend) = d.backend(block) {
-                        match seen_backends
-                            .get(&backend.id.value)
-                            .map(|&i: &usize| &backends[i])
-                        {
-                            Some(first) => {
-                                d.findings
-                                    .push(duplicate("backend", &backend.id, first.id.span))
-                            }
-                            None => {
-                                seen_backends.insert(backend.id.value.clone(), backends.len());
-                                backends.push(backend)
-                            }
-                        }
+                        backends.add("backend", backend.id.clone(), backend, d.findings);
                     }
                 }
                 "model" => {
                     if let Some(model) = d.model(block) {
-                        match seen_models
-                            .get(&model.id.value)
-                            .map(|&i: &usize| &models[i])
-                        {
-                            Some(first) => {
-                                d.findings
-                                    .push(duplicate("model", &model.id, first.id.span))
-                            }
-                            None => {
-                                seen_models.insert(model.id.value.clone(), models.len());
-                                models.push(model)
-                            }
-                        }
+                        models.add("model", model.id.clone(), model, d.findings);
                     }
                 }
                 other => {
@@ -435,6 +388,7 @@ fn decode_all(
             }
         }
     }
+    let (hosts, backends, models) = (hosts.items, backends.items, models.items);
     let index = super::schema::Index::build(&hosts, &backends, &models);
     let secret_texts = secret_texts(&resolved.variables);
     let config = Config {
@@ -449,6 +403,33 @@ fn decode_all(
         models,
     };
     (config, declared)
+}
+
+/// Blocks of one kind in config order, each id once: a second definition is reported, not kept.
+struct Defined<T> {
+    items: Vec<T>,
+    first: HashMap<String, Span>,
+}
+
+impl<T> Default for Defined<T> {
+    fn default() -> Self {
+        Defined {
+            items: Vec::new(),
+            first: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Defined<T> {
+    fn add(&mut self, kind: &str, id: Spanned<String>, item: T, findings: &mut Findings) {
+        match self.first.get(&id.value) {
+            Some(first) => findings.push(duplicate(kind, &id, *first)),
+            None => {
+                self.first.insert(id.value, id.span);
+                self.items.push(item);
+            }
+        }
+    }
 }
 
 fn duplicate(kind: &str, id: &Spanned<String>, first: Span) -> Finding {
