@@ -31,11 +31,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("no {kind} `{id}` in the config")]
+    #[error("no {kind} `{id}` in {place}")]
     #[diagnostic(code(berth::not_found), help("{help}"))]
     NotFound {
         kind: &'static str,
         id: String,
+        place: &'static str,
         help: String,
     },
 
@@ -64,8 +65,4 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Provider(#[from] berth_providers::ProviderError),
-
-    #[error("{} file(s) are not formatted: {}", .0.len(), .0.join(", "))]
-    #[diagnostic(code(berth::fmt::unformatted), help("run `berth fmt` to rewrite them"))]
-    Unformatted(Vec<String>),
 }

@@ -205,6 +205,7 @@ pub fn render_verify(
 struct FingerprintInput<'a> {
     runtime: &'a str,
     backend: &'a str,
+    run_dir: &'a str,
     port: u16,
     source: String,
     command: String,
@@ -224,6 +225,7 @@ impl Rendered {
         let input = FingerprintInput {
             runtime: self.runtime.as_str(),
             backend: &self.backend,
+            run_dir: &self.run_dir,
             port: self.port,
             source: protect(&self.source),
             command: protect(&self.command),

@@ -10,6 +10,7 @@ pub mod connections;
 pub mod error;
 pub mod exit_codes;
 pub mod graph;
+pub mod interrupt;
 pub mod launch;
 pub mod placement;
 pub mod plan;

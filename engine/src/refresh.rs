@@ -88,6 +88,7 @@ async fn observe_host(
                 o.instance.address.clone(),
                 ObservedInstance {
                     fingerprint: o.instance.fingerprint,
+                    owner: o.instance.owner,
                     liveness: o.liveness,
                     port: o.instance.port,
                     probe,

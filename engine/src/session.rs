@@ -28,6 +28,7 @@ impl Session {
         if let Some(stale) = lock.took_over() {
             eprintln!("warning: took over the stale {stale}");
         }
+        crate::interrupt::guard_lock(lock.raw_fd());
         let store = Arc::new(SledStore::open(&state_dir)?);
         Ok(Session {
             store,
@@ -49,6 +50,14 @@ impl Session {
             intents: self.store.intents()?,
             selections: self.store.selections()?,
         })
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The lock's descriptor closes with it: a later signal must not touch whatever file
+        // reuses that number.
+        crate::interrupt::guard_lock(None);
     }
 }
 
@@ -80,7 +89,13 @@ pub fn prepare(
 pub fn config_hash(ws: &Workspace, key: &[u8]) -> String {
     let mut hasher = Sha256::new();
     for (_, file) in ws.config.sources.iter() {
-        hasher.update(file.name.as_bytes());
+        // The file name alone: where berth runs from must not change the hash.
+        let name = file
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        hasher.update(name.as_bytes());
         hasher.update([0]);
         hasher.update(file.text.as_bytes());
         hasher.update([0]);

@@ -165,6 +165,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.changed@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: "sha256:old".into(),
                 liveness: Liveness::Running,
                 port: 8002,
@@ -174,6 +175,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.probed@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: fp("probed"),
                 liveness: Liveness::Running,
                 port: 8004,
@@ -183,6 +185,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.crashed@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: fp("crashed"),
                 liveness: Liveness::Exited,
                 port: 8005,
@@ -192,6 +195,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.loading@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: fp("loading"),
                 liveness: Liveness::Running,
                 port: 8006,
@@ -201,6 +205,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.retired@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: "sha256:retired".into(),
                 liveness: Liveness::Running,
                 port: 8009,
@@ -210,6 +215,7 @@ fn the_plan() -> berth::plan::Plan {
         (
             "model.stray@gpu-a".to_string(),
             ObservedInstance {
+                owner: String::new(),
                 fingerprint: "sha256:stray".into(),
                 liveness: Liveness::Running,
                 port: 8010,

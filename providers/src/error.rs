@@ -12,7 +12,7 @@ pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 #[derive(Debug, Error, Diagnostic)]
 pub enum ProviderError {
     /// A command ran and failed.
-    #[error("{host}: {what} failed (exit {status:?}): {stderr}")]
+    #[error("{host}: {what} failed ({}): {stderr}", match status { Some(s) => format!("exit {s}"), None => "killed by a signal".to_string() })]
     #[diagnostic(code(berth::providers::command_failed))]
     CommandFailed {
         host: String,

@@ -136,6 +136,7 @@ async fn stop_reaches_children_and_escalates_to_kill() {
     let (t, rt) = (local(), ProcessRuntime::new());
     // A service that ignores SIGTERM and has a child in its group.
     let spec = berth_providers::LaunchSpec {
+        owner: "test-state".into(),
         address: "svc.stubborn@local".into(),
         run_dir: run_dir.into(),
         command: "trap '' TERM; sleep 300 & while :; do sleep 1; done".into(),
@@ -171,6 +172,7 @@ async fn stop_gives_the_service_its_grace_period() {
     let q = berth_providers::transport::quote(marker.to_str().unwrap()).unwrap();
     // Takes 0.5 s to shut down after SIGTERM, well within the grace period.
     let spec = berth_providers::LaunchSpec {
+        owner: "test-state".into(),
         address: "svc.graceful@local".into(),
         run_dir: run_dir.into(),
         command: format!(
@@ -372,6 +374,7 @@ async fn a_command_that_dies_at_once_still_starts() {
     let run_dir = run.path().to_str().unwrap();
     let (t, rt) = (local(), ProcessRuntime::new());
     let spec = berth_providers::LaunchSpec {
+        owner: "test-state".into(),
         address: "model.broken@local".into(),
         run_dir: run_dir.into(),
         command: "echo 'no such model' >&2; exit 7".into(),
@@ -429,6 +432,7 @@ async fn hostile_names_are_quoted() {
 async fn render_shows_command_and_env_keys_only() {
     let rt = ProcessRuntime::new();
     let spec = berth_providers::LaunchSpec {
+        owner: "test-state".into(),
         address: "model.a@h".into(),
         run_dir: "/var/lib/berth".into(),
         command: "llama-server --port 8080".into(),

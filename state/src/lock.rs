@@ -85,6 +85,13 @@ enum Busy {
 }
 
 impl StateLock {
+    /// The lock file's descriptor, so that a signal handler can empty it before the process
+    /// dies (the kernel then drops the OS lock).
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// Takes the lock of the state in `dir` (created 0700 if missing) for `operation`.
     pub fn acquire(dir: &Path, operation: &str, opts: &LockOptions) -> Result<StateLock> {
         ensure_private_dir(dir)?;

@@ -104,7 +104,7 @@ pub struct HistoryChange {
     pub address: String,
     /// The planned action (`create`, `replace`...).
     pub action: String,
-    /// How it ended (`ok`, `failed`, `skipped`...).
+    /// How it ended (`done`, `failed at STEP`, `skipped`, `cancelled`).
     pub outcome: String,
 }
 

@@ -36,6 +36,8 @@ pub struct ApplyOptions {
     /// Who holds the host locks (berth's lock id, user@hostname, pid, operation); `None` takes
     /// no host lock.
     pub holder: Option<String>,
+    /// The state's lineage, recorded on the host beside every instance started.
+    pub owner: String,
 }
 
 impl Default for ApplyOptions {
@@ -45,6 +47,7 @@ impl Default for ApplyOptions {
             stop_grace: Duration::from_secs(10),
             verify_timeout: Duration::from_secs(120),
             holder: None,
+            owner: String::new(),
         }
     }
 }
@@ -207,6 +210,30 @@ pub async fn execute(
                     Some(Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled)
                 )
             }) {
+                // A host berth cannot reach fails every step there, each recorded; anything
+                // else that did not finish only holds back what depends on it.
+                if let Some(Outcome::Failed { step, reason, .. }) = &outcome[bad]
+                    && step == "connect"
+                    && work[bad].host == work[i].host
+                {
+                    let o = failed("connect", reason.clone(), None);
+                    let o = if work[i].kind == Kind::Model
+                        && matches!(
+                            work[i].action,
+                            Action::Create | Action::Replace | Action::Reuse
+                        ) {
+                        record_failure(&ctx, work[i], None, o)
+                    } else {
+                        o
+                    };
+                    let _ = ctx.emit(ApplyEvent::Finished {
+                        address: work[i].address.clone(),
+                        action: work[i].action,
+                        outcome: o.clone(),
+                    });
+                    outcome[i] = Some(o);
+                    continue;
+                }
                 let because = format!("{} did not finish", work[bad].address);
                 let o = Outcome::Skipped { because };
                 let _ = ctx.emit(ApplyEvent::Finished {
@@ -388,7 +415,14 @@ fn record_failure(
     outcome: Outcome,
 ) -> Outcome {
     if let Outcome::Failed { step, reason, .. } = &outcome {
-        let attributes = match rendered {
+        let rendered_now = match rendered {
+            Some(_) => None,
+            None => ctx
+                .placements
+                .get(&change.address)
+                .and_then(|p| launch::render(&ctx.ws.config, p).ok()),
+        };
+        let attributes = match rendered.or(rendered_now.as_ref()) {
             Some(r) => r.attributes(&ctx.secrets),
             None => ctx
                 .previous
@@ -442,6 +476,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         .runtime(rendered.runtime)
         .map_err(|e| failed("runtime", e, None))?;
     let spec = LaunchSpec {
+        owner: ctx.options.owner.clone(),
         address: address.to_string(),
         run_dir: rendered.run_dir.clone(),
         command: rendered.command.value.clone(),
@@ -514,6 +549,19 @@ async fn start_and_gate(
     }
     if change.action == Action::Replace {
         ctx.phase(address, Phase::Stopping);
+        // The old instance lives where it was started, which may not be the new run_dir.
+        let old_run_dir = ctx
+            .previous
+            .get(address)
+            .and_then(|r| r.attributes.get("run_dir"))
+            .and_then(Value::as_str)
+            .unwrap_or(&spec.run_dir);
+        if old_run_dir != spec.run_dir {
+            runtime
+                .stop(transport, old_run_dir, address, ctx.options.stop_grace)
+                .await
+                .map_err(|e| failed("stop", text(&e), None))?;
+        }
         runtime
             .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
             .await

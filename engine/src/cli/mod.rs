@@ -17,6 +17,12 @@ use ui::Ui;
 /// Runs berth with the process's arguments.
 pub fn main() -> ExitCode {
     install_panic_hook();
+    // Output piped into `head` and the like: die quietly on a closed pipe, as other tools do.
+    // SAFETY: restoring a signal's default disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    crate::interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -71,7 +77,7 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
     use crate::commands;
     match &cli.command {
         Command::Validate(args) => commands::validate::run(&cli, args.json, ui),
-        Command::Fmt(args) => commands::fmt::run(&cli, args, ui),
+        Command::Fmt(args) => commands::fmt::run(&cli, args),
         Command::Graph(args) => commands::graph::run(&cli, args),
         Command::Hosts(args) => match &args.command {
             Some(args::HostsCommand::Validate) => commands::validate::run(&cli, args.json, ui),

@@ -20,7 +20,20 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, ui: &Ui) -> Result<u8> {
     let p = session::prepare(&cli.dir, &var_inputs(cli), "apply", &args.lock.options())?;
     let conns = Connections::new(&p.ws.config);
     let (plan, saved) = match &args.plan_file {
-        Some(path) => (load_saved(path, &p)?, true),
+        Some(path) => {
+            if !args.scope.target.is_empty()
+                || !args.scope.replace.is_empty()
+                || !args.scope.refresh
+            {
+                return Err(Error::Usage {
+                    message:
+                        "--target, --replace and --refresh apply when planning, not to a saved plan"
+                            .into(),
+                    help: format!("pass them to `berth plan --out {}` instead", path.display()),
+                });
+            }
+            (load_saved(path, &p)?, true)
+        }
         None => (make_plan(&p, &conns, Operation::Apply, &args.scope)?, false),
     };
     carry_out(
@@ -88,11 +101,13 @@ fn carry_out(
         stop_grace: Duration::from_secs(10),
         verify_timeout: Duration::from_secs(120),
         holder: Some(p.session.lock.info().to_string()),
+        owner: p.view.meta.lineage.clone(),
     };
     let writer = StateWriter::new(p.session.store.clone());
     let display = Display::new(ui.stderr_tty, ui.color);
     let subscribers: [&dyn Subscriber; 2] = [&writer, &display];
     let started = crate::now();
+    let applying = crate::interrupt::Applying::start();
     let report = tokio().block_on(apply::execute(
         &p.ws,
         plan,
@@ -102,6 +117,7 @@ fn carry_out(
         &subscribers,
         &options,
     ));
+    drop(applying);
     record_history(p, &report, operation, started)?;
     summarise(&report, ui, operation);
     Ok(if report.succeeded() {
@@ -208,7 +224,7 @@ fn summarise(report: &ApplyReport, ui: &Ui, operation: &str) {
         }
     }
     if failed > 0 {
-        eprintln!("\nThe state records these failures; the next `berth apply` replaces them.");
+        eprintln!("\nRun `berth plan` to see what the next apply would do about them.");
     }
 }
 

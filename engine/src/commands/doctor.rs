@@ -43,6 +43,7 @@ fn host_or_err<'a>(ws: &'a Workspace, id: &str) -> Result<&'a Host> {
             .unwrap_or_else(|| format!("hosts: {}", known.join(", ")));
         Error::NotFound {
             kind: "host",
+            place: "the config",
             id: id.to_string(),
             help,
         }
@@ -111,7 +112,11 @@ pub fn test(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             if json {
                 println!("{}", json!({"host": id, "ok": false, "error": why}));
             } else {
-                eprintln!("{} host {id} ({}): {why}", ui.red("✗"), endpoint(host));
+                if why.contains(&format!("host {id}")) || why.starts_with(&format!("{id}:")) {
+                    eprintln!("{} {why}", ui.red("✗"));
+                } else {
+                    eprintln!("{} host {id} ({}): {why}", ui.red("✗"), endpoint(host));
+                }
             }
             Ok(exit_codes::FAILURE)
         }

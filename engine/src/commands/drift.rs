@@ -23,10 +23,11 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
         replace: Vec::new(),
     };
     let plan = make_plan(&p, &conns, Operation::Apply, &scope)?;
-    let unreachable: Vec<&String> = plan
+    let unreachable: Vec<String> = plan
         .warnings
         .iter()
         .filter(|w| w.contains("could not be observed"))
+        .cloned()
         .collect();
     let unapplied: Vec<_> = plan
         .changes()
@@ -57,7 +58,12 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
     for w in &unreachable {
         eprintln!("{} {w}", ui.red("error:"));
     }
-    if plan.drift.is_empty() {
+    if plan.drift.is_empty() && !unreachable.is_empty() {
+        println!(
+            "No drift on the hosts that could be observed; {} could not be.",
+            plan.unobserved_hosts.join(", ")
+        );
+    } else if plan.drift.is_empty() {
         println!("No drift: every host runs what was applied.");
     } else {
         println!(

@@ -2,12 +2,11 @@
 //! canonical layout, comments kept. Nothing is written unless every file parses.
 
 use crate::cli::args::{Cli, FmtArgs};
-use crate::cli::ui::Ui;
 use crate::config::{self, Code, Finding, Findings, Sources};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 
-pub fn run(cli: &Cli, args: &FmtArgs, ui: &Ui) -> Result<u8> {
+pub fn run(cli: &Cli, args: &FmtArgs) -> Result<u8> {
     let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&cli.dir)
         .map_err(|source| Error::Io {
             what: "read config directory",
@@ -51,7 +50,6 @@ pub fn run(cli: &Cli, args: &FmtArgs, ui: &Ui) -> Result<u8> {
         }
     }
     if findings.has_errors() {
-        ui.print_findings(&findings, &sources);
         return Err(Error::InvalidConfig(Box::new(config::Invalid {
             sources,
             findings,

@@ -1,5 +1,5 @@
 //! `berth hosts`, `berth backends`, `berth models` and their `show ID`: the resolved config and
-//! placements, as tables or JSON. Read-only; live status is `berth drift`'s and `health`'s job.
+//! placements, as tables or JSON. Read-only; what runs on the hosts is `berth drift`'s job.
 
 use serde_json::{Value, json};
 
@@ -29,6 +29,7 @@ fn not_found<'a>(
     Error::NotFound {
         kind,
         id: id.to_string(),
+        place: "the config",
         help,
     }
 }

@@ -12,12 +12,16 @@ use crate::plan::{self, Operation, Plan, PlanOptions, render};
 use crate::refresh;
 use crate::session::{self, Prepared};
 
-/// A tokio runtime for one command.
-pub(crate) fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+/// The command's tokio runtime: one for the whole command, since SSH connections live on it
+/// (a second runtime would have to log in to every host again).
+pub(crate) fn tokio() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
 }
 
 /// Refreshes (unless told not to) and plans.
@@ -72,6 +76,9 @@ pub fn run(cli: &Cli, args: &PlanArgs, ui: &Ui) -> Result<u8> {
             );
         }
     }
+    if args.detailed_exitcode && !plan.unobserved_hosts.is_empty() {
+        return Ok(exit_codes::FAILURE);
+    }
     Ok(if args.detailed_exitcode && plan.has_changes() {
         exit_codes::CHANGES
     } else {
@@ -91,6 +98,20 @@ pub(crate) fn load_saved(path: &std::path::Path, p: &Prepared) -> Result<Plan> {
                 path.display()
             ),
             help: "run `berth plan --out FILE` again and apply the new plan".into(),
+        });
+    }
+    let version = file
+        .plan
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(crate::plan::PLAN_JSON_VERSION)) {
+        return Err(Error::Usage {
+            message: format!(
+                "{} holds a plan of format {version:?}; this berth reads format {}",
+                path.display(),
+                crate::plan::PLAN_JSON_VERSION
+            ),
+            help: "make the plan again with this berth".into(),
         });
     }
     serde_json::from_value(file.plan).map_err(|e| Error::Usage {

@@ -11,13 +11,8 @@ use crate::exit_codes;
 use crate::session::Session;
 
 fn state_dir(cli: &Cli) -> Result<std::path::PathBuf> {
-    // The state directory comes from the settings block; a config with errors elsewhere must
-    // still let its state be inspected, so only the settings are needed here.
-    let loaded = crate::config::load(&cli.dir, &crate::cli::var_inputs(cli));
-    match loaded {
-        Ok(l) => Ok(l.config.dir.join(&l.config.settings.state_dir)),
-        Err(invalid) => Err(Error::InvalidConfig(Box::new(invalid))),
-    }
+    crate::config::state_dir_of(&cli.dir, &crate::cli::var_inputs(cli))
+        .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))
 }
 
 fn age(secs: u64) -> String {
@@ -70,6 +65,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
                     .unwrap_or_else(|| "list them with `berth state list`".into());
                 return Err(Error::NotFound {
                     kind: "resource",
+                    place: "the state",
                     id: address.clone(),
                     help,
                 });
@@ -86,6 +82,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
                 } else {
                     return Err(Error::NotFound {
                         kind: "resource",
+                        place: "the state",
                         id: a.clone(),
                         help: "list them with `berth state list`".into(),
                     });

@@ -1207,6 +1207,11 @@ impl Decoder<'_> {
     }
 }
 
+/// The value of a literal expression, for callers outside decoding.
+pub(crate) fn literal_value(expr: &Expression) -> Option<hcl::Value> {
+    literal(expr)
+}
+
 /// The value of an expression made only of literals (strings without interpolation, numbers,
 /// bools, null, and lists and objects of those).
 fn literal(expr: &Expression) -> Option<hcl::Value> {

@@ -29,6 +29,39 @@ pub struct Invalid {
     pub findings: Findings,
 }
 
+/// Where the state of the config in `dir` lives, read from its `settings` block alone, so that
+/// the state can be inspected and unlocked even while the rest of the config has errors. A
+/// `state_dir` that is not a plain string needs the whole config loaded.
+pub fn state_dir_of(dir: &Path, inputs: &VarInputs) -> Result<PathBuf, Invalid> {
+    let mut sources = Sources::default();
+    let mut findings = Findings::default();
+    let files = read_files(dir, &mut sources, &mut findings);
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut literal_dir = None;
+    let mut needs_full_load = false;
+    for file in files {
+        let Ok(body) = hcl_edit::parser::parse_body(&sources.get(file).text) else {
+            continue;
+        };
+        for block in body.get_blocks("settings") {
+            match block
+                .body
+                .get_attribute("state_dir")
+                .map(|a| super::decode::literal_value(&a.value))
+            {
+                Some(Some(hcl::Value::String(s))) => literal_dir = Some(s),
+                Some(_) => needs_full_load = true,
+                None => {}
+            }
+        }
+    }
+    if needs_full_load {
+        let loaded = load(dir, inputs)?;
+        return Ok(loaded.config.dir.join(&loaded.config.settings.state_dir));
+    }
+    Ok(base.join(literal_dir.unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.to_string())))
+}
+
 /// Loads and checks the config in `dir`.
 pub fn load(dir: &Path, inputs: &VarInputs) -> Result<Loaded, Invalid> {
     let mut sources = Sources::default();

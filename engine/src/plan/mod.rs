@@ -37,6 +37,9 @@ pub struct Plan {
     pub resources: Vec<ResourceChange>,
     /// What differs on the hosts from what was applied, whatever the config says.
     pub drift: Vec<Drift>,
+    /// Hosts refresh could not observe: what runs there is unknown.
+    #[serde(default)]
+    pub unobserved_hosts: Vec<String>,
     pub warnings: Vec<String>,
 }
 

@@ -75,6 +75,8 @@ pub enum HostObservation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedInstance {
     pub fingerprint: String,
+    /// Lineage of the state that started it; empty when the host does not say.
+    pub owner: String,
     pub liveness: Liveness,
     pub port: u16,
     /// The probe's answer, for running instances.
@@ -122,6 +124,9 @@ pub fn plan(
 ) -> Result<Plan> {
     let secrets: Vec<&str> = ws.config.secrets().collect();
     let key = state.hmac_key();
+    // Instances another berth state started on a shared host are not this plan's business.
+    let (own, foreign) = split_by_owner(observed, &state.meta.lineage);
+    let observed = own.as_ref();
     let destroying = options.operation == Operation::Destroy;
     let mut resources: BTreeMap<String, ResourceChange> = BTreeMap::new();
     let mut drift = Vec::new();
@@ -133,10 +138,12 @@ pub fn plan(
             HostObservation::Unreachable(_) => None,
         }
     };
+    let mut unobserved_hosts = Vec::new();
     if let Some(obs) = observed {
         for (host, o) in &obs.hosts {
             if let HostObservation::Unreachable(why) = o {
                 warnings.push(format!("host {host} could not be observed: {why}"));
+                unobserved_hosts.push(host.clone());
             }
         }
     }
@@ -146,6 +153,17 @@ pub fn plan(
     if !destroying {
         for p in ws.placements.iter().filter(|p| p.active) {
             let rendered = launch::render(&ws.config, p).map_err(Error::Render)?;
+            if rendered.runtime != crate::config::RuntimeKind::Process {
+                return Err(Error::Usage {
+                    message: format!(
+                        "{} runs on backend `{}` with runtime \"{}\", which this berth cannot run yet",
+                        rendered.address,
+                        rendered.backend,
+                        rendered.runtime.as_str()
+                    ),
+                    help: "use runtime = \"process\" for this backend".into(),
+                });
+            }
             desired.insert(rendered.address.clone(), rendered);
         }
     }
@@ -248,6 +266,17 @@ pub fn plan(
             }
         };
         resources.insert(address.clone(), change(action, cause, reason, changes));
+    }
+
+    for (host, address, owner) in &foreign {
+        if let Some(r) = resources.get_mut(address) {
+            warnings.push(format!(
+                "{address} runs on {host} under another berth state (lineage {owner}); berth leaves it alone: give each state its own run_dir, or destroy it from its own state"
+            ));
+            r.action = Action::NoOp;
+            r.reason = "runs under another berth state on this host".into();
+            r.changes.clear();
+        }
     }
 
     // Recorded models that are no longer wanted.
@@ -399,7 +428,8 @@ pub fn plan(
             .collect();
     }
 
-    // --target: keep what was asked for and what it needs.
+    // --target: keep what was asked for, and what it needs to be up (for a start) or what must
+    // go first (for a destroy: whatever depends on it).
     if !options.targets.is_empty() {
         let mut keep: BTreeSet<String> = resources
             .keys()
@@ -414,13 +444,19 @@ pub fn plan(
         }
         let mut stack: Vec<String> = keep.iter().cloned().collect();
         while let Some(a) = stack.pop() {
-            for dep in resources
-                .get(&a)
-                .map(|r| r.depends_on.clone())
-                .unwrap_or_default()
-            {
-                if keep.insert(dep.clone()) {
-                    stack.push(dep);
+            let Some(r) = resources.get(&a) else { continue };
+            let next: Vec<String> = if r.action == Action::Destroy {
+                resources
+                    .values()
+                    .filter(|o| o.action == Action::Destroy && o.depends_on.contains(&a))
+                    .map(|o| o.address.clone())
+                    .collect()
+            } else {
+                r.depends_on.clone()
+            };
+            for n in next {
+                if keep.insert(n.clone()) {
+                    stack.push(n);
                 }
             }
         }
@@ -452,8 +488,40 @@ pub fn plan(
         refreshed: observed.is_some(),
         resources: resources.into_values().collect(),
         drift,
+        unobserved_hosts,
         warnings,
     })
+}
+
+/// The observations of instances this state started (or that carry no owner), and the
+/// (host, address, owner) of those another state started.
+fn split_by_owner(
+    observed: Option<&Observations>,
+    lineage: &str,
+) -> (Option<Observations>, Vec<(String, String, String)>) {
+    let Some(observed) = observed else {
+        return (None, Vec::new());
+    };
+    let mut foreign = Vec::new();
+    let mut own = Observations::default();
+    for (host, o) in &observed.hosts {
+        let o = match o {
+            HostObservation::Reached(found) => {
+                let mut mine = BTreeMap::new();
+                for (address, inst) in found {
+                    if inst.owner.is_empty() || inst.owner == lineage {
+                        mine.insert(address.clone(), inst.clone());
+                    } else {
+                        foreign.push((host.clone(), address.clone(), inst.owner.clone()));
+                    }
+                }
+                HostObservation::Reached(mine)
+            }
+            other => other.clone(),
+        };
+        own.hosts.insert(host.clone(), o);
+    }
+    (Some(own), foreign)
 }
 
 /// How the host differs from a record that says the instance is ready, and what fixes it.

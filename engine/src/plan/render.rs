@@ -118,7 +118,12 @@ fn resource_text(r: &ResourceChange, style: Style) -> String {
         r.reason
     );
     for c in &r.changes {
-        for line in field_lines(c, style, "      ", r.action == Action::Create) {
+        for line in field_lines(
+            c,
+            style,
+            "      ",
+            r.action == Action::Create || r.cause == super::Cause::Found,
+        ) {
             out.push_str(&line);
             out.push('\n');
         }
@@ -150,6 +155,13 @@ pub fn text(plan: &Plan, style: Style) -> String {
     let changes: Vec<&ResourceChange> = plan.changes().collect();
     if changes.is_empty() && plan.operation == super::Operation::Destroy {
         out.push_str("Nothing to destroy: berth manages nothing on these hosts.\n");
+        return out;
+    }
+    if changes.is_empty() && !plan.unobserved_hosts.is_empty() {
+        out.push_str(&format!(
+            "No changes found, but {} could not be observed (see the warnings above): what runs there is unknown.\n",
+            plan.unobserved_hosts.join(", ")
+        ));
         return out;
     }
     if changes.is_empty() {

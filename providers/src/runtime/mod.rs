@@ -29,6 +29,9 @@ pub struct LaunchSpec {
     pub port: u16,
     /// Hash of the launch spec, recorded on the host beside the instance.
     pub fingerprint: String,
+    /// Which berth state starts it (its lineage), recorded on the host so that berths with
+    /// separate states sharing a host leave each other's instances alone.
+    pub owner: String,
 }
 
 /// A started service as recorded on the host.
@@ -36,6 +39,9 @@ pub struct LaunchSpec {
 pub struct Instance {
     pub address: String,
     pub fingerprint: String,
+    /// The lineage of the berth state that started it (empty when not recorded).
+    #[serde(default)]
+    pub owner: String,
     pub port: u16,
     /// Process id of the service (the leader of its process group).
     pub pid: u32,

@@ -170,9 +170,10 @@ impl Runtime for ProcessRuntime {
             .await?;
 
         let meta_prefix = format!(
-            "{{\"address\":{},\"fingerprint\":{},\"port\":{}",
+            "{{\"address\":{},\"fingerprint\":{},\"owner\":{},\"port\":{}",
             serde_json::Value::String(spec.address.clone()),
             serde_json::Value::String(spec.fingerprint.clone()),
+            serde_json::Value::String(spec.owner.clone()),
             spec.port
         );
         let script = format!(
@@ -224,6 +225,7 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
         Ok(Instance {
             address: spec.address.clone(),
             fingerprint: spec.fingerprint.clone(),
+            owner: spec.owner.clone(),
             port: spec.port,
             pid,
             start_ticks,
@@ -479,6 +481,7 @@ mod tests {
     #[test]
     fn env_file_quotes_values_and_checks_keys() {
         let mut spec = LaunchSpec {
+            owner: "test-state".into(),
             address: "m@h".into(),
             run_dir: "/r".into(),
             command: "true".into(),

@@ -82,6 +82,7 @@ pub fn stand_in(run_dir: &str, address: &str, port: u16, flags: &str) -> LaunchS
     let bin =
         berth_providers::transport::quote(bin.to_str().expect("utf-8 path")).expect("quotable");
     LaunchSpec {
+        owner: "test-state".into(),
         address: address.to_string(),
         run_dir: run_dir.to_string(),
         command: format!("{bin} --port {port} {flags}"),

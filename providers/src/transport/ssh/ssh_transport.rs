@@ -252,8 +252,9 @@ impl SshTransport {
                 address: self.endpoint.clone(),
                 what: what.to_string(),
                 message: format!(
-                    "the host refused to open a channel ({reason:?}); if its sshd limits \
-                     sessions per connection (MaxSessions), set max_channels below that limit"
+                    "the host refused to open a channel ({reason:?}): its sshd may limit sessions \
+                     per connection (MaxSessions, berth opens up to 8 at once; raise it to 10 or \
+                     more) or forbid tunnels (AllowTcpForwarding, needed by probe_http)"
                 ),
             },
             e if handle.is_closed() => self.lost(what, &e.to_string()),
