@@ -44,7 +44,7 @@ fn main() {
         bytes as f64 / 1048576.0
     );
     println!(
-        "load + validate (incl. placement check): median {:.1} ms",
+        "load + validate:                         median {:.1} ms",
         median_ms(load)
     );
     println!(

@@ -36,6 +36,44 @@ const MAX_DIR_NAME: usize = 100;
 
 /// Shell functions shared by the scripts below. They read `/proc/PID/stat`, whose second field
 /// (the command name) may hold spaces and parentheses: fields are taken after the last ") ".
+/// `berth_stop DIR GRACE_NAPS`: stops the instance recorded in DIR (TERM, then KILL after
+/// GRACE_NAPS tenths of a second) and removes DIR; returns 7 when the group survives SIGKILL.
+const STOP_FUNCTION: &str = r#"
+berth_stop() {
+  dir=$1
+  grace_naps=$2
+  [ -e "$dir" ] || return 0
+  pid=
+  want=
+  if [ -f "$dir/meta.json" ]; then
+    pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
+    want=$(sed -n 's/.*"start_ticks"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
+  fi
+  case $pid in ''|*[!0-9]*|0|1) pid=;; esac
+  # Ours: the recorded process with its recorded start time, or, once that leader is gone, what
+  # is left of its group (the kernel never reuses an id while a group of that id exists). A
+  # live process with the pid but another start time is someone else's and is left alone.
+  berth_ours() {
+    if berth_live "$pid"; then [ "$st_ticks" = "$want" ]; return; fi
+    berth_group_alive "$pid"
+  }
+  if [ -n "$pid" ] && berth_ours; then
+    kill -TERM -"$pid" 2>/dev/null
+    if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -TERM "$pid" 2>/dev/null; fi
+    n=0
+    while berth_ours && [ "$n" -lt "$grace_naps" ]; do berth_nap 0.1; n=$((n + 1)); done
+    if berth_ours; then
+      kill -KILL -"$pid" 2>/dev/null
+      if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -KILL "$pid" 2>/dev/null; fi
+      n=0
+      while berth_ours && [ "$n" -lt 50 ]; do berth_nap 0.1; n=$((n + 1)); done
+      if berth_ours; then echo "process group $pid survived SIGKILL" >&2; return 7; fi
+    fi
+  fi
+  rm -rf -- "$dir"
+}
+"#;
+
 const SH_FUNCTIONS: &str = r#"
 berth_stat() {
   case $1 in ''|*[!0-9]*) return 1;; esac
@@ -95,7 +133,21 @@ impl ProcessRuntime {
     }
 
     async fn run(&self, transport: &dyn Transport, script: String, what: String) -> Result<Output> {
-        let out = transport.exec(Command::new(script, self.timeout)).await?;
+        self.run_with_input(transport, script, Vec::new(), self.timeout, what)
+            .await
+    }
+
+    async fn run_with_input(
+        &self,
+        transport: &dyn Transport,
+        script: String,
+        stdin: Vec<u8>,
+        timeout: Duration,
+        what: String,
+    ) -> Result<Output> {
+        let out = transport
+            .exec(Command::new(script, timeout).stdin(stdin))
+            .await?;
         if out.success() {
             Ok(out)
         } else {
@@ -160,14 +212,6 @@ impl Runtime for ProcessRuntime {
     async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance> {
         let env = env_file(spec)?;
         let dir = Self::deployment_dir(&spec.run_dir, &spec.address);
-        // Whatever is recorded for this address goes first: a running instance is stopped,
-        // the record and log of a dead one are removed.
-        self.stop(transport, &spec.run_dir, &spec.address, RESTART_GRACE)
-            .await?;
-        // Values travel on the command's stdin into a file created mode 0600, never in argv.
-        transport
-            .write_file(&format!("{dir}/env"), env.as_bytes(), 0o600, self.timeout)
-            .await?;
 
         let meta_prefix = format!(
             "{{\"address\":{},\"fingerprint\":{},\"owner\":{},\"port\":{}",
@@ -179,10 +223,16 @@ impl Runtime for ProcessRuntime {
         let script = format!(
             r#"# berth: process start
 {SH_FUNCTIONS}
-dir={qdir}
+{STOP_FUNCTION}
 command -v setsid >/dev/null 2>&1 || {{ echo 'setsid not found on this host (util-linux or busybox provides it)' >&2; exit 4; }}
-[ -f "$dir/env" ] || {{ echo "env file missing in $dir" >&2; exit 5; }}
+# Whatever is recorded for this address goes first: a running instance is stopped, the record
+# and log of a dead one are removed. One script does it all: a start is one round trip.
+berth_stop {qdir} {restart_naps} || exit $?
+dir={qdir}
 umask 077
+mkdir -p -- "$dir" || exit 5
+# Env values arrive on stdin into a file created mode 0600, never in an argv.
+cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
 # The service becomes the leader of a new session and process group (so berth, the SSH
 # channel and this script can all go away), sources its env file and replaces itself with the
 # command: the pid recorded below stays the group leader, and env values never reach an argv.
@@ -209,9 +259,18 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             qdir = quote(&dir)?,
             qcmd = quote(&spec.command)?,
             qprefix = quote(&meta_prefix)?,
+            restart_naps = RESTART_GRACE.as_millis().div_ceil(100),
         );
         let what = format!("start {}", spec.address);
-        let out = self.run(transport, script, what.clone()).await?;
+        let out = self
+            .run_with_input(
+                transport,
+                script,
+                env.into_bytes(),
+                self.timeout + RESTART_GRACE,
+                what.clone(),
+            )
+            .await?;
         let text = out.stdout_text();
         let fields: Vec<u64> = text
             .split_whitespace()
@@ -270,37 +329,8 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
         let script = format!(
             r#"# berth: process stop
 {SH_FUNCTIONS}
-dir={qdir}
-grace_naps={grace_naps}
-[ -e "$dir" ] || exit 0
-pid=
-want=
-if [ -f "$dir/meta.json" ]; then
-  pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
-  want=$(sed -n 's/.*"start_ticks"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
-fi
-case $pid in ''|*[!0-9]*|0|1) pid=;; esac
-# Ours: the recorded process with its recorded start time, or, once that leader is gone, what
-# is left of its group (the kernel never reuses an id while a group of that id exists). A
-# live process with the pid but another start time is someone else's and is left alone.
-berth_ours() {{
-  if berth_live "$pid"; then [ "$st_ticks" = "$want" ]; return; fi
-  berth_group_alive "$pid"
-}}
-if [ -n "$pid" ] && berth_ours; then
-  kill -TERM -"$pid" 2>/dev/null
-  if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -TERM "$pid" 2>/dev/null; fi
-  n=0
-  while berth_ours && [ "$n" -lt "$grace_naps" ]; do berth_nap 0.1; n=$((n + 1)); done
-  if berth_ours; then
-    kill -KILL -"$pid" 2>/dev/null
-    if berth_live "$pid" && [ "$st_ticks" = "$want" ]; then kill -KILL "$pid" 2>/dev/null; fi
-    n=0
-    while berth_ours && [ "$n" -lt 50 ]; do berth_nap 0.1; n=$((n + 1)); done
-    if berth_ours; then echo "process group $pid survived SIGKILL" >&2; exit 7; fi
-  fi
-fi
-rm -rf -- "$dir"
+{STOP_FUNCTION}
+berth_stop {qdir} {grace_naps}
 "#,
             qdir = quote(&dir)?,
         );
