@@ -546,6 +546,14 @@ async fn start_and_gate(
                 o.liveness == Liveness::Running && o.instance.fingerprint == spec.fingerprint
             })
             .map(|o| o.instance);
+        if let Some(found) = &instance
+            && found.owner != spec.owner
+        {
+            runtime
+                .claim(transport, &spec.run_dir, address, &spec.owner)
+                .await
+                .map_err(|e| failed("adopt", text(&e), None))?;
+        }
     }
     if change.action == Action::Replace {
         ctx.phase(address, Phase::Stopping);

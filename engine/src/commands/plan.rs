@@ -107,8 +107,9 @@ pub(crate) fn load_saved(path: &std::path::Path, p: &Prepared) -> Result<Plan> {
     if version != Some(u64::from(crate::plan::PLAN_JSON_VERSION)) {
         return Err(Error::Usage {
             message: format!(
-                "{} holds a plan of format {version:?}; this berth reads format {}",
+                "{} holds a plan of format {}; this berth reads format {}",
                 path.display(),
+                version.map_or("(none)".to_string(), |v| v.to_string()),
                 crate::plan::PLAN_JSON_VERSION
             ),
             help: "make the plan again with this berth".into(),

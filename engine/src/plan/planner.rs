@@ -124,9 +124,9 @@ pub fn plan(
 ) -> Result<Plan> {
     let secrets: Vec<&str> = ws.config.secrets().collect();
     let key = state.hmac_key();
-    // Instances another berth state started on a shared host are not this plan's business.
-    let (own, foreign) = split_by_owner(observed, &state.meta.lineage);
-    let observed = own.as_ref();
+    // Instances another berth state started (on a shared host, or before this state was lost)
+    // are adopted only when they run exactly the wanted launch, and never stopped.
+    let foreign = foreign_instances(observed, &state.meta.lineage);
     let destroying = options.operation == Operation::Destroy;
     let mut resources: BTreeMap<String, ResourceChange> = BTreeMap::new();
     let mut drift = Vec::new();
@@ -268,14 +268,25 @@ pub fn plan(
         resources.insert(address.clone(), change(action, cause, reason, changes));
     }
 
-    for (host, address, owner) in &foreign {
-        if let Some(r) = resources.get_mut(address) {
-            warnings.push(format!(
-                "{address} runs on {host} under another berth state (lineage {owner}); berth leaves it alone: give each state its own run_dir, or destroy it from its own state"
-            ));
-            r.action = Action::NoOp;
-            r.reason = "runs under another berth state on this host".into();
-            r.changes.clear();
+    for (address, (host, owner)) in &foreign {
+        let Some(r) = resources.get_mut(address) else {
+            continue;
+        };
+        match (r.action, r.cause) {
+            (Action::NoOp, _) => {}
+            (Action::Reuse, Cause::Found) => {
+                r.reason = format!(
+                    "runs on the host with this exact launch, started by another berth state (lineage {owner}; a lost state?): adopt it after a probe"
+                );
+            }
+            _ => {
+                warnings.push(format!(
+                    "{address} runs on {host} under another berth state (lineage {owner}) with another launch; berth leaves it alone: give each state its own run_dir, or destroy it from its own state"
+                ));
+                r.action = Action::NoOp;
+                r.reason = "runs under another berth state on this host".into();
+                r.changes.clear();
+            }
         }
     }
 
@@ -348,7 +359,7 @@ pub fn plan(
                 continue;
             };
             for (address, inst) in found {
-                if resources.contains_key(address) {
+                if resources.contains_key(address) || foreign.contains_key(address) {
                     continue;
                 }
                 let running = inst.liveness == Liveness::Running;
@@ -493,35 +504,22 @@ pub fn plan(
     })
 }
 
-/// The observations of instances this state started (or that carry no owner), and the
-/// (host, address, owner) of those another state started.
-fn split_by_owner(
+/// Address -> (host, owner) of every observed instance that another berth state started.
+fn foreign_instances(
     observed: Option<&Observations>,
     lineage: &str,
-) -> (Option<Observations>, Vec<(String, String, String)>) {
-    let Some(observed) = observed else {
-        return (None, Vec::new());
-    };
-    let mut foreign = Vec::new();
-    let mut own = Observations::default();
-    for (host, o) in &observed.hosts {
-        let o = match o {
-            HostObservation::Reached(found) => {
-                let mut mine = BTreeMap::new();
-                for (address, inst) in found {
-                    if inst.owner.is_empty() || inst.owner == lineage {
-                        mine.insert(address.clone(), inst.clone());
-                    } else {
-                        foreign.push((host.clone(), address.clone(), inst.owner.clone()));
-                    }
+) -> BTreeMap<String, (String, String)> {
+    let mut foreign = BTreeMap::new();
+    for (host, o) in observed.map(|o| &o.hosts).into_iter().flatten() {
+        if let HostObservation::Reached(found) = o {
+            for (address, inst) in found {
+                if !inst.owner.is_empty() && inst.owner != lineage {
+                    foreign.insert(address.clone(), (host.clone(), inst.owner.clone()));
                 }
-                HostObservation::Reached(mine)
             }
-            other => other.clone(),
-        };
-        own.hosts.insert(host.clone(), o);
+        }
     }
-    (Some(own), foreign)
+    foreign
 }
 
 /// How the host differs from a record that says the instance is ready, and what fixes it.

@@ -109,6 +109,16 @@ pub trait Runtime: Send + Sync {
         grace: Duration,
     ) -> Result<()>;
 
+    /// Records `owner` as the state that manages the instance of `address` (adopting one that
+    /// another state started, or that predates owners).
+    async fn claim(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        owner: &str,
+    ) -> Result<()>;
+
     /// The last `lines` lines of the service's output.
     async fn logs(
         &self,

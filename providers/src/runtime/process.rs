@@ -349,6 +349,35 @@ berth_stop {qdir} {grace_naps}
         }
     }
 
+    async fn claim(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        owner: &str,
+    ) -> Result<()> {
+        let dir = Self::deployment_dir(run_dir, address);
+        let owner_json = serde_json::Value::String(owner.to_string()).to_string();
+        // meta.json is one line written by `start`: replace its owner, or add one after `{`.
+        let script = format!(
+            r#"# berth: process claim
+m={qmeta}
+[ -f "$m" ] || exit 0
+o={qowner}
+if grep -q '"owner":' "$m"; then
+  sed "s/\"owner\":\"[^\"]*\"/\"owner\":$o/" "$m" > "$m.tmp"
+else
+  sed "s/^{{/{{\"owner\":$o,/" "$m" > "$m.tmp"
+fi && mv -f -- "$m.tmp" "$m"
+"#,
+            qmeta = quote(&format!("{dir}/meta.json"))?,
+            qowner = quote(&owner_json)?,
+        );
+        self.run(transport, script, format!("claim {address}"))
+            .await
+            .map(|_| ())
+    }
+
     async fn logs(
         &self,
         transport: &dyn Transport,
