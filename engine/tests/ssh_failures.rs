@@ -4,6 +4,7 @@
 //! that says what to fix, and nothing is started on it; every other host converges. Each test
 //! works on hosts of its own. Needs root (see ssh_common).
 
+mod common;
 mod ssh_common;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use ssh_common::{Findings, Fleet, HostSpec, ModelSpec, Project, wait_until};
 
 /// h1-h4: host keys; h5: credentials; h6-h9: unreachable and lost hosts.
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('x', 9)
+    ssh_common::shared_fleet('x', 9)
 }
 
 fn state_of(statuses: &BTreeMap<String, Value>, address: &str) -> String {
@@ -253,7 +254,7 @@ fn unreachable_and_lost_hosts_fail_alone_and_converge_after_restart() {
     let project = Project::new(&hosts, &models, 16);
 
     // h7's sshd is down before apply; h8 dies (sshd, sessions, services) while its gates poll.
-    fleet.run(&["stop-host", "7"]);
+    fleet.stop_host(7);
     let mut apply = project.spawn(&["apply", "--auto-approve"]);
     assert!(
         wait_until(Duration::from_secs(30), || {
@@ -263,7 +264,7 @@ fn unreachable_and_lost_hosts_fail_alone_and_converge_after_restart() {
         "h8's models never reached their probe gate:\n{}",
         apply.stdout_so_far()
     );
-    fleet.run(&["kill-host", "8"]);
+    fleet.kill_host(8);
     let killed = Instant::now();
     let run = apply.wait(Duration::from_secs(120));
     eprintln!(
@@ -352,8 +353,8 @@ fn unreachable_and_lost_hosts_fail_alone_and_converge_after_restart() {
     );
 
     // Back up: a second apply converges everything.
-    fleet.run(&["start-host", "7"]);
-    fleet.run(&["start-host", "8"]);
+    fleet.start_host(7);
+    fleet.start_host(8);
     let again = project.berth(&["apply", "--auto-approve"]);
     again.expect(0);
     let statuses = project.statuses();

@@ -4,6 +4,7 @@
 //! `hosts test` and `hosts doctor`, and the host lock between two berths with separate state.
 //! Each test works on hosts of its own. Needs root (see ssh_common).
 
+mod common;
 mod ssh_common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use ssh_common::{Findings, Fleet, HostSpec, MODELS_DIR, ModelSpec, Project, RUN_
 /// h1-h6: the lifecycle; h7-h8: host locks; h9-h10: hosts test and doctor; h11: two states
 /// on one host; h12: SSH logins per command.
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('f', 12)
+    ssh_common::shared_fleet('f', 12)
 }
 
 fn hosts(fleet: &Fleet, ks: impl IntoIterator<Item = usize>) -> Vec<HostSpec> {

@@ -9,7 +9,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::Duration;
 
 use berth_providers::{ProviderError, SshTransport};
-use ssh_common::{Fleet, run_ok};
+use ssh_common::run_ok;
 
 /// An `ssh-agent -D` of its own, killed on drop.
 struct Agent {
@@ -98,7 +98,7 @@ fn set_agent(socket: Option<&Path>) {
 
 #[test]
 fn ssh_agent_authentication() {
-    let fleet = Fleet::shared('g', 1);
+    let fleet = ssh_common::shared_fleet('g', 1);
     let dir = fleet.scratch("agent");
     let stranger = keygen(&dir, "stranger", "");
     let locked = keygen(&dir, "locked", "s3cret");

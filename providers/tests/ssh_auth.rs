@@ -10,7 +10,7 @@ use berth_providers::{ProviderError, SshTransport};
 use ssh_common::{Fleet, run_ok};
 
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('a', 1)
+    ssh_common::shared_fleet('a', 1)
 }
 
 /// A new key pair in the fleet's scratch space.

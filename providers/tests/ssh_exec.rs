@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// h1: general commands and timeouts; h2: the concurrency test alone (it counts connections);
 /// h3: files and tunnels; h4: a login shell that writes to stderr.
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('x', 4)
+    ssh_common::shared_fleet('x', 4)
 }
 
 const T: Duration = Duration::from_secs(20);

@@ -11,7 +11,7 @@ use ssh_common::{Fleet, run_ok};
 
 /// One host per test, since each one breaks its host: h1 stopped, h2 blocked, h3 killed.
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('f', 3)
+    ssh_common::shared_fleet('f', 3)
 }
 
 /// Runs `fleet ARGS` again when dropped, so a failing test still restores its host.
@@ -26,7 +26,7 @@ impl Drop for Restore<'_> {
 #[tokio::test]
 async fn stopped_sshd_is_refused_at_once_naming_the_address() {
     let fleet = fleet();
-    fleet.run(&["stop-host", "1"]);
+    fleet.stop_host(1);
     let _restore = Restore(&fleet, &["start-host", "1"]);
     let started = Instant::now();
     let err = SshTransport::connect(fleet.config(1)).await.unwrap_err();
@@ -63,7 +63,7 @@ async fn silent_host_times_out_and_a_partition_mid_command_is_noticed() {
         (result, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    fleet.run(&["block-host", "2"]);
+    fleet.block_host(2);
     let _restore = Restore(&fleet, &["unblock-host", "2"]);
     let (result, elapsed) = running.await.unwrap();
     let err = result.unwrap_err();
@@ -110,7 +110,7 @@ async fn host_killed_mid_command_is_a_clear_error_and_the_next_command_reconnect
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
-    fleet.run(&["kill-host", "3"]);
+    fleet.kill_host(3);
     let _restore = Restore(&fleet, &["start-host", "3"]);
     let err = running.await.unwrap().unwrap_err();
     assert!(
@@ -139,6 +139,6 @@ async fn host_killed_mid_command_is_a_clear_error_and_the_next_command_reconnect
     assert!(matches!(err, ProviderError::Unreachable { .. }), "{err:?}");
 
     // Once h3 is back, the same transport reconnects by itself.
-    fleet.run(&["start-host", "3"]);
+    fleet.start_host(3);
     assert_eq!(run_ok(&*t, "echo back").await, "back\n");
 }

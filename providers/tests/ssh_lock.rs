@@ -12,7 +12,7 @@ use berth_providers::{HostLock, ProviderError, SshConfig, SshTransport, Transpor
 use ssh_common::Fleet;
 
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('l', 2)
+    ssh_common::shared_fleet('l', 2)
 }
 
 const T: Duration = Duration::from_secs(10);
@@ -99,12 +99,12 @@ async fn lock_is_lost_when_the_host_dies_and_free_when_it_is_back() {
     let path = "/srv/berth/run-c/.lock";
     let t = fleet.connect(2).await;
     let lock = t.hold_lock(path, "lock on h2").await.unwrap();
-    fleet.run(&["kill-host", "2"]);
+    fleet.kill_host(2);
     tokio::time::timeout(Duration::from_secs(5), lock.lost())
         .await
         .expect("the lock notices the host died");
     assert!(!lock.is_held());
-    fleet.run(&["start-host", "2"]);
+    fleet.start_host(2);
     // The killed holder's line is still in the file, but flock is what counts.
     let again = t.hold_lock(path, "lock after restart").await.unwrap();
     assert!(again.is_held());

@@ -9,7 +9,7 @@ use berth_providers::{ProviderError, SshTransport};
 use ssh_common::{Fleet, run_ok};
 
 fn fleet() -> Arc<Fleet> {
-    Fleet::shared('t', 1)
+    ssh_common::shared_fleet('t', 1)
 }
 
 /// `SHA256:...` of host k's key, as `ssh-keygen -l` prints it.
@@ -151,7 +151,7 @@ async fn pinned_key_is_required_exactly() {
     std::fs::write(&empty, "").unwrap();
     config.known_hosts = Some(empty);
 
-    config.host_key = Some(fleet.host_key(1));
+    config.host_key = Some(fleet.host_key_line(1));
     let t = SshTransport::connect(config.clone()).await.unwrap();
     assert_eq!(run_ok(&t, "echo pinned").await, "pinned\n");
 

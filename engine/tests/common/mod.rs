@@ -1,7 +1,9 @@
 //! The end-to-end harness: one temp config directory per test, the real `berth` binary run as a
-//! user runs it (with `berth-model-server` on PATH), free ports, the state read back through
-//! `berth state`, stand-in processes found through /proc, and a guard that leaves no process
-//! behind. Real processes and real HTTP only, never mocks.
+//! user runs it (with `berth-model-server` on PATH), the state read back through `berth state`,
+//! stand-in processes found through /proc, and a guard that leaves no process behind. The
+//! berth runs ([`Workdir`], [`Run`], [`Background`]) are shared with the SSH tests' harness
+//! (`ssh_common`); the stand-in, free ports and polling come from berth-test-support. Real
+//! processes and real HTTP only, never mocks.
 
 #![allow(dead_code)]
 
@@ -11,9 +13,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // not every test binary that has this module asks for ports
+pub use berth_test_support::free_ports;
+use berth_test_support::{model_server, procs};
 use serde_json::Value;
 
 /// How long one berth command may run before the test gives up on it.
@@ -24,66 +29,6 @@ pub fn berth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth"))
 }
 
-/// The `berth-model-server` binary, built once per test process.
-///
-/// Cargo only hands `CARGO_BIN_EXE_*` to tests of the package that owns the binary, so this
-/// finds the target directory from the test executable's own path
-/// (`<target>/<profile>/deps/<test>`) and, unless the binary there is newer than every file of
-/// `testdata/model-server`, runs `cargo build -p berth-model-server` into it (the same idea as
-/// `providers/tests/common`).
-pub fn model_server() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test executable lives in <target>/<profile>/deps")
-            .to_path_buf();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let bin = profile_dir.join("berth-model-server");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/model-server");
-        if modified(&bin).is_some_and(|built| newest(&source).is_some_and(|src| src <= built)) {
-            return bin;
-        }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "berth-model-server", "--profile"])
-            .arg(&profile)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build -p berth-model-server");
-        assert!(status.success(), "cargo build -p berth-model-server failed");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
-    .clone()
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// The newest modification time of the files under `dir`.
-fn newest(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut latest = modified(dir)?;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest(&path)
-        } else {
-            modified(&path)
-        };
-        latest = latest.max(time?);
-    }
-    Some(latest)
-}
-
 /// PATH for berth: the stand-in's directory and berth's first, then the caller's.
 fn search_path() -> String {
     let server_dir = model_server().parent().expect("bin dir").to_path_buf();
@@ -92,39 +37,9 @@ fn search_path() -> String {
     format!("{}:{}:{rest}", server_dir.display(), berth_dir.display())
 }
 
-/// Ports handed out in this test process, so that two tests never get the same one.
-static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-
-/// `n` distinct TCP ports that were free a moment ago (bound to port 0, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let port = listener.local_addr().expect("local addr").port();
-        // Hold every listener until all are picked, so the kernel hands out distinct ports.
-        held.push(listener);
-        if !given.contains(&port) {
-            given.push(port);
-            ports.push(port);
-        }
-    }
-    ports
-}
-
 /// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_until(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    berth_test_support::poll_until(timeout, Duration::from_millis(50), check)
 }
 
 /// The state address of model `id` on the local host.
@@ -274,7 +189,7 @@ impl Run {
     }
 }
 
-/// A berth command running in the background.
+/// A berth command running in the background; dropping it kills it.
 pub struct Background {
     child: Option<Child>,
     out: PathBuf,
@@ -288,7 +203,7 @@ impl Background {
         self.child.as_ref().expect("not reaped").id()
     }
 
-    /// What it printed so far.
+    /// What it printed to stdout so far.
     pub fn stdout_so_far(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
@@ -327,9 +242,10 @@ impl Background {
                         let _ = child.kill();
                         let _ = child.wait();
                         panic!(
-                            "`berth {}` did not finish within {timeout:?}\n--- stdout\n{}",
+                            "`berth {}` did not finish within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
                             self.args.join(" "),
-                            self.stdout_so_far()
+                            self.stdout_so_far(),
+                            std::fs::read_to_string(&self.err).unwrap_or_default()
                         );
                     }
                 }
@@ -368,29 +284,19 @@ pub struct StandIn {
 impl StandIn {
     /// The value of `flag` on its command line.
     pub fn flag(&self, flag: &str) -> Option<&str> {
-        self.argv
-            .iter()
-            .position(|a| a == flag)
-            .and_then(|i| self.argv.get(i + 1))
-            .map(String::as_str)
+        procs::flag_value(&self.argv, flag)
     }
 }
 
 /// Every live `berth-model-server` process on the machine (not the `sh -c` that launched it).
 pub fn all_stand_ins() -> Vec<StandIn> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(pids) = procs::pids() else {
         return found;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) else {
+    for pid in pids {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let Ok(bytes) = std::fs::read(proc_dir.join("cmdline")) else {
             continue;
         };
         let argv: Vec<String> = bytes
@@ -405,16 +311,11 @@ pub fn all_stand_ins() -> Vec<StandIn> {
         if !is_server {
             continue;
         }
-        let value = |flag: &str| {
-            argv.iter()
-                .position(|a| a == flag)
-                .and_then(|i| argv.get(i + 1))
-                .cloned()
-        };
+        let value = |flag: &str| procs::flag_value(&argv, flag).map(str::to_string);
         let Some(port) = value("--port").and_then(|p| p.parse::<u16>().ok()) else {
             continue;
         };
-        let Some(stat) = std::fs::read_to_string(entry.path().join("stat")).ok() else {
+        let Some(stat) = std::fs::read_to_string(proc_dir.join("stat")).ok() else {
             continue;
         };
         let Some((_, rest)) = stat.rsplit_once(") ") else {
@@ -489,17 +390,7 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     stream
         .read_to_string(&mut response)
         .map_err(|e| format!("read from {address}: {e}"))?;
-    let status = response
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no HTTP status from {address}: {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    berth_test_support::http::parse_response(&response, &address.to_string())
 }
 
 /// GETs `{url}/models` for an endpoint URL such as `http://127.0.0.1:8080/v1`.
@@ -524,35 +415,29 @@ pub fn get_models(url: &str) -> Result<(u16, String), String> {
     http_get(port, &path)
 }
 
-/// One test's config directory and everything it started. Dropping it kills what is left.
-pub struct Fleet {
+/// A temp directory with one config (`config/`, its state in `config/.berth`) and the output
+/// of every berth command run against it (`out/`): the berth runs both harnesses share.
+pub struct Workdir {
     root: tempfile::TempDir,
-    parallelism: usize,
-    /// Every port any version of the config used: what the guard cleans up.
-    ports: Mutex<Vec<u16>>,
     runs: Mutex<u32>,
+    /// Whether berth runs with the stand-in's directory and berth's first on PATH.
+    stand_in_on_path: bool,
 }
 
-impl Fleet {
-    /// A config dir holding the shared host/backend and `models`.
-    pub fn new(models: &[Model], parallelism: usize) -> Fleet {
-        // Build (or find) the stand-in before any berth command needs it on PATH.
-        model_server();
+impl Workdir {
+    /// A new temp directory named `prefix...` holding empty `config` and `out` directories.
+    pub fn new(prefix: &str, stand_in_on_path: bool) -> Workdir {
         let root = tempfile::Builder::new()
-            .prefix("berth-e2e-")
+            .prefix(prefix)
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir_all(root.path().join("config")).expect("config dir");
         std::fs::create_dir_all(root.path().join("out")).expect("out dir");
-        let fleet = Fleet {
+        Workdir {
             root,
-            parallelism,
-            ports: Mutex::new(Vec::new()),
             runs: Mutex::new(0),
-        };
-        std::fs::write(fleet.dir().join("main.hcl"), main_hcl(parallelism)).expect("main.hcl");
-        fleet.set_models(models);
-        fleet
+            stand_in_on_path,
+        }
     }
 
     /// The config directory.
@@ -560,51 +445,23 @@ impl Fleet {
         self.root.path().join("config")
     }
 
+    /// A scratch path beside the config (not part of it).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
     /// The state directory (`settings.state_dir`).
     pub fn state_dir(&self) -> PathBuf {
         self.dir().join(".berth")
     }
 
-    /// Where the process runtime keeps its deployments for the local host.
-    pub fn deployments_dir(&self) -> PathBuf {
-        self.state_dir().join("run/local/deployments")
-    }
-
-    /// The deployments recorded on the host (directory names).
-    pub fn deployments(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.deployments_dir())
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    /// Rewrites models.hcl with `models`.
-    pub fn set_models(&self, models: &[Model]) {
-        let mut text = String::new();
-        for m in models {
-            text.push_str(&m.hcl());
-        }
-        std::fs::write(self.dir().join("models.hcl"), text).expect("models.hcl");
-        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        for m in models {
-            if !ports.contains(&m.port) {
-                ports.push(m.port);
-            }
-        }
-    }
-
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("-C")
-            .arg(self.dir())
-            .args(args)
-            .env("PATH", search_path())
-            .env("NO_COLOR", "1")
+        cmd.arg("-C").arg(self.dir()).args(args);
+        if self.stand_in_on_path {
+            cmd.env("PATH", search_path());
+        }
+        cmd.env("NO_COLOR", "1")
             .env("COLUMNS", "200")
             .stdin(Stdio::null());
         cmd
@@ -650,22 +507,6 @@ impl Fleet {
         run.json().as_array().cloned().expect("a JSON array")
     }
 
-    /// Address -> status (`ready`, `failed`) of every record.
-    pub fn statuses(&self) -> BTreeMap<String, String> {
-        self.state_list()
-            .iter()
-            .map(|r| {
-                (
-                    r["address"].as_str().unwrap_or_default().to_string(),
-                    r["status"]["state"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )
-            })
-            .collect()
-    }
-
     /// `berth state show ADDRESS` as JSON.
     pub fn state_show(&self, address: &str) -> Value {
         let run = self.berth(&["state", "show", address]);
@@ -680,10 +521,91 @@ impl Fleet {
         run.json().as_array().cloned().expect("a JSON array")
     }
 
-    /// The lock file's holder, when one is written.
+    /// The holder recorded in the state lock file, while a command holds it.
     pub fn lock_holder(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir().join("berth.lock")).ok()?;
         serde_json::from_str(text.trim()).ok()
+    }
+}
+
+/// One test's config directory and everything it started. Dropping it kills what is left.
+/// The berth runs are its [`Workdir`]'s.
+pub struct Fleet {
+    work: Workdir,
+    parallelism: usize,
+    /// Every port any version of the config used: what the guard cleans up.
+    ports: Mutex<Vec<u16>>,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = Workdir;
+
+    fn deref(&self) -> &Workdir {
+        &self.work
+    }
+}
+
+impl Fleet {
+    /// A config dir holding the shared host/backend and `models`.
+    pub fn new(models: &[Model], parallelism: usize) -> Fleet {
+        // Build (or find) the stand-in before any berth command needs it on PATH.
+        model_server();
+        let fleet = Fleet {
+            work: Workdir::new("berth-e2e-", true),
+            parallelism,
+            ports: Mutex::new(Vec::new()),
+        };
+        std::fs::write(fleet.dir().join("main.hcl"), main_hcl(parallelism)).expect("main.hcl");
+        fleet.set_models(models);
+        fleet
+    }
+
+    /// Where the process runtime keeps its deployments for the local host.
+    pub fn deployments_dir(&self) -> PathBuf {
+        self.state_dir().join("run/local/deployments")
+    }
+    /// The deployments recorded on the host (directory names).
+    pub fn deployments(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.deployments_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Rewrites models.hcl with `models`.
+    pub fn set_models(&self, models: &[Model]) {
+        let mut text = String::new();
+        for m in models {
+            text.push_str(&m.hcl());
+        }
+        std::fs::write(self.dir().join("models.hcl"), text).expect("models.hcl");
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        for m in models {
+            if !ports.contains(&m.port) {
+                ports.push(m.port);
+            }
+        }
+    }
+
+    /// Address -> status (`ready`, `failed`) of every record.
+    pub fn statuses(&self) -> BTreeMap<String, String> {
+        self.state_list()
+            .iter()
+            .map(|r| {
+                (
+                    r["address"].as_str().unwrap_or_default().to_string(),
+                    r["status"]["state"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The ports this test's configs used.

@@ -1,0 +1,15 @@
+//! What the integration tests of berth's crates share: the `berth-model-server` stand-in
+//! ([`model_server()`]), free ports ([`ports`]), polling ([`poll`]), processes ([`procs`]),
+//! HTTP responses ([`http`]) and the SSH fleet testbed ([`fleet`]). Real processes, real
+//! sockets and real sshd only, never mocks; for tests only.
+
+pub mod fleet;
+pub mod http;
+pub mod model_server;
+pub mod poll;
+pub mod ports;
+pub mod procs;
+
+pub use model_server::model_server;
+pub use poll::poll_until;
+pub use ports::{free_port, free_ports};
