@@ -539,6 +539,34 @@ fn decode_variable(d: &mut Decoder<'_>, block: &hcl_edit::structure::Block) -> O
     })
 }
 
+/// Sets a variable from a value given as text (command line, environment), converted to the
+/// type of its default; a value that does not convert is reported, never echoed if sensitive.
+fn set_from_text(
+    v: &mut Variable,
+    text: &str,
+    origin: VarOrigin,
+    given_as: &str,
+    help: &str,
+    findings: &mut Findings,
+) {
+    match coerce(text, v.default.as_ref()) {
+        Ok(value) => {
+            v.value = Some(value);
+            v.origin = origin;
+        }
+        Err(why) => {
+            let why = if v.sensitive {
+                "the value does not fit the variable's type".to_string()
+            } else {
+                why
+            };
+            findings.push(
+                Finding::unlocated(Code::WrongType, format!("{given_as}: {why}")).with_help(help),
+            );
+        }
+    }
+}
+
 fn resolve_variables(
     mut variables: Vec<Variable>,
     inputs: &VarInputs,
@@ -562,26 +590,14 @@ fn resolve_variables(
     }
     for (name, text) in &inputs.env {
         if let Some(v) = variables.iter_mut().find(|v| &v.name.value == name) {
-            match coerce(text, v.default.as_ref()) {
-                Ok(value) => {
-                    v.value = Some(value);
-                    v.origin = VarOrigin::Environment;
-                }
-                Err(why) => findings.push(
-                    Finding::unlocated(
-                        Code::WrongType,
-                        format!(
-                            "BERTH_VAR_{name}: {}",
-                            if v.sensitive {
-                                "the value does not fit the variable's type".to_string()
-                            } else {
-                                why
-                            }
-                        ),
-                    )
-                    .with_help("fix the environment variable's value"),
-                ),
-            }
+            set_from_text(
+                v,
+                text,
+                VarOrigin::Environment,
+                &format!("BERTH_VAR_{name}"),
+                "fix the environment variable's value",
+                findings,
+            );
         }
     }
     for path in &inputs.files {
@@ -660,26 +676,14 @@ fn resolve_variables(
             );
             continue;
         };
-        match coerce(text, v.default.as_ref()) {
-            Ok(value) => {
-                v.value = Some(value);
-                v.origin = VarOrigin::CommandLine;
-            }
-            Err(why) => findings.push(
-                Finding::unlocated(
-                    Code::WrongType,
-                    format!(
-                        "--var {name}: {}",
-                        if v.sensitive {
-                            "the value does not fit the variable's type".to_string()
-                        } else {
-                            why
-                        }
-                    ),
-                )
-                .with_help("fix the value on the command line"),
-            ),
-        }
+        set_from_text(
+            v,
+            text,
+            VarOrigin::CommandLine,
+            &format!("--var {name}"),
+            "fix the value on the command line",
+            findings,
+        );
     }
     let mut unset = HashSet::new();
     for v in &variables {
