@@ -7,6 +7,7 @@ mod config;
 mod host_key;
 mod host_lock;
 mod remote_process;
+mod socket;
 mod ssh_transport;
 
 pub use config::SshConfig;

@@ -24,6 +24,7 @@ use super::config::secs;
 use super::host_key::{ClientHandler, HandlerError, parse_pinned};
 use super::host_lock::{BUSY_STATUS, HostLock, READY, busy_holder, lock_script};
 use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
+use super::socket::QuickAckStream;
 use crate::transport::{BoxStream, Command, Output, Transport};
 use crate::{ProviderError, Result};
 
@@ -378,8 +379,7 @@ async fn open(config: &SshConfig) -> Result<SshHandle> {
         Ok(Err(e)) => return Err(unreachable(io_reason(&e))),
         Ok(Ok(tcp)) => tcp,
     };
-    // Commands are small request/response exchanges: Nagle's algorithm would delay each.
-    let _ = tcp.set_nodelay(true);
+    let tcp = QuickAckStream::new(tcp);
     let ssh_config = Arc::new(client::Config {
         keepalive_interval: (!config.keepalive.is_zero()).then_some(config.keepalive),
         keepalive_max: KEEPALIVE_MAX,
