@@ -1,5 +1,5 @@
 //! ProcessRuntime over LocalTransport against the real model-server stand-in: start, observe,
-//! secrets, stop, pid reuse, restarts and hostile names.
+//! secrets, stop, pid reuse, restarts, a stop outliving its berth and hostile names.
 
 mod common;
 
@@ -315,6 +315,83 @@ async fn a_reused_pid_is_reported_and_spared() {
     assert!(!std::path::Path::new(&dir).exists());
     bystander.kill().unwrap();
     bystander.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_stop_that_outlives_its_berth_spares_the_next_instance() {
+    // A berth killed during a stop leaves its stop script running on the host. When a later
+    // apply has meanwhile stopped the same instance and started a new one, the old script must
+    // not remove the new instance's directory when it carries on. The old script is paused
+    // (SIGSTOP) while the later apply works, and resumed after: the order of a real race.
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = |command: &str| berth_providers::LaunchSpec {
+        owner: "test-state".into(),
+        address: "svc.contended@local".into(),
+        run_dir: run_dir.into(),
+        command: command.into(),
+        env: vec![],
+        port: 1,
+        fingerprint: "f".into(),
+    };
+    // Ignores SIGTERM: only a SIGKILL ends it.
+    let old = rt
+        .start(&t, &spec("trap '' TERM; exec sleep 300"))
+        .await
+        .unwrap();
+    let next = spec("exec sleep 300");
+    let (lingering, new) = tokio::join!(
+        // The killed berth's stop: its grace is long, so it is still waiting when paused.
+        rt.stop(&t, run_dir, &next.address, Duration::from_secs(30)),
+        async {
+            let mut script = Vec::new();
+            assert!(wait_until(Duration::from_secs(5), || {
+                script = processes_with(&["berth_stop", run_dir]);
+                !script.is_empty()
+            }));
+            signal_all(&script, libc::SIGSTOP);
+            // The next apply: stops the old process (SIGKILL after 1 s), starts the new one.
+            rt.stop(&t, run_dir, &next.address, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let new = rt.start(&t, &next).await.unwrap();
+            signal_all(&script, libc::SIGCONT);
+            new
+        }
+    );
+    let _guard = KillOnDrop(vec![old.pid, new.pid]);
+    lingering.unwrap();
+    assert!(!alive(old.pid));
+    let seen = rt
+        .observe(&t, run_dir, &next.address)
+        .await
+        .unwrap()
+        .expect("the lingering stop removed the new instance's record");
+    assert_eq!(seen.instance.pid, new.pid);
+    assert_eq!(seen.liveness, Liveness::Running);
+    rt.stop(&t, run_dir, &next.address, GRACE).await.unwrap();
+    assert!(!alive(new.pid));
+}
+
+/// Processes whose command line contains every one of `needles`.
+fn processes_with(needles: &[&str]) -> Vec<u32> {
+    let pids = berth_test_support::procs::pids().expect("read /proc");
+    pids.into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                let line = String::from_utf8_lossy(&line);
+                needles.iter().all(|n| line.contains(n))
+            })
+        })
+        .collect()
+}
+
+fn signal_all(pids: &[u32], signal: libc::c_int) {
+    for &pid in pids {
+        // SAFETY: kill(2) with a pid from /proc; it has no memory-safety preconditions.
+        unsafe { libc::kill(pid as libc::pid_t, signal) };
+    }
 }
 
 #[tokio::test]

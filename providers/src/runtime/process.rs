@@ -43,12 +43,12 @@ berth_stop() {
   dir=$1
   grace_naps=$2
   [ -e "$dir" ] || return 0
-  pid=
-  want=
-  if [ -f "$dir/meta.json" ]; then
-    pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
-    want=$(sed -n 's/.*"start_ticks"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$dir/meta.json")
-  fi
+  m_pid=
+  m_ticks=
+  [ -f "$dir/meta.json" ] && berth_meta "$dir/meta.json"
+  pid=$m_pid
+  want=$m_ticks
+  found=$m_pid:$m_ticks
   case $pid in ''|*[!0-9]*|0|1) pid=;; esac
   # Ours: the recorded process with its recorded start time, or, once that leader is gone, what
   # is left of its group (the kernel never reuses an id while a group of that id exists). A
@@ -69,6 +69,17 @@ berth_stop() {
       while berth_ours && [ "$n" -lt 50 ]; do berth_nap 0.1; n=$((n + 1)); done
       if berth_ours; then echo "process group $pid survived SIGKILL" >&2; return 7; fi
     fi
+  fi
+  # The stop of a berth killed meanwhile goes on without it, and a later apply may have started
+  # a new instance here since: the directory goes only while it holds what this stop found (the
+  # same record, or no record and no start in progress).
+  if [ -f "$dir/meta.json" ]; then
+    berth_meta "$dir/meta.json"
+    [ "$m_pid:$m_ticks" = "$found" ] || return 0
+  elif [ -f "$dir/starting" ]; then
+    berth_starter=
+    { read -r berth_starter < "$dir/starting"; } 2>/dev/null
+    [ "$berth_starter" != "$$" ] && berth_live "$berth_starter" && return 0
   fi
   rm -rf -- "$dir"
 }
@@ -98,6 +109,22 @@ berth_group_alive() {
   return 1
 }
 berth_nap() { sleep "$1" 2>/dev/null || sleep 1; }
+# Reads meta.json $1 into $meta (its lines joined), its pid into $m_pid and its start_ticks
+# into $m_ticks, with shell builtins only: observing a host forks nothing per deployment.
+berth_meta() {
+  meta= m_pid= m_ticks=
+  { while IFS= read -r berth_l || [ -n "$berth_l" ]; do meta="$meta$berth_l"; done < "$1"; } 2>/dev/null || return 1
+  [ -n "$meta" ] || return 1
+  berth_field pid; m_pid=$berth_v
+  berth_field start_ticks; m_ticks=$berth_v
+}
+# The number after the JSON key $1 in $meta into $berth_v (empty if there is none).
+berth_field() {
+  berth_v=${meta#*"\"$1\""}
+  if [ "$berth_v" = "$meta" ]; then berth_v=; return; fi
+  berth_v=${berth_v#"${berth_v%%[![:space:]:]*}"}
+  berth_v=${berth_v%%[!0-9]*}
+}
 "#;
 
 /// Runs services as plain processes, each the leader of its own session and process group.
@@ -169,17 +196,15 @@ impl ProcessRuntime {
         what: String,
     ) -> Result<Vec<Observed>> {
         // One line per deployment: D <tab> pid <tab> live start ticks or "-" <tab> meta.json
-        // with its newlines dropped (JSON needs none) and tabs made spaces.
+        // with its lines joined (tabs in it are JSON whitespace, and the pid goes before it).
         let script = format!(
             r#"# berth: process observe
 {SH_FUNCTIONS}
 for m in {pattern}; do
-  [ -f "$m" ] || continue
-  pid=$(sed -n 's/.*"pid"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$m")
+  [ -f "$m" ] && berth_meta "$m" || continue
   ticks=-
-  if berth_live "$pid"; then ticks=${{st_ticks:--}}; fi
-  meta=$(tr -d '\n\r' < "$m" | tr '\t' ' ')
-  printf 'D\t%s\t%s\t%s\n' "$pid" "$ticks" "$meta"
+  if berth_live "$m_pid"; then ticks=${{st_ticks:--}}; fi
+  printf 'D\t%s\t%s\t%s\n' "$m_pid" "$ticks" "$meta"
 done
 "#
         );
@@ -231,6 +256,8 @@ berth_stop {qdir} {restart_naps} || exit $?
 dir={qdir}
 umask 077
 mkdir -p -- "$dir" || exit 5
+# Marks a start in progress until meta.json exists, so that no stop removes this directory.
+echo "$$" > "$dir/starting" || exit 5
 # Env values arrive on stdin into a file created mode 0600, never in an argv.
 cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
 # The service becomes the leader of a new session and process group (so berth, the SSH
