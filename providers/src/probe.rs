@@ -17,7 +17,7 @@ use crate::runtime::{Instance, Liveness, Runtime};
 use crate::transport::{Command, Transport, quote};
 use crate::{ProviderError, Result};
 
-/// How often the gate confirms that a service answering "loading" still runs.
+/// How often the gate confirms that a service that is not ready yet still runs.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How many log lines a gate failure carries.
@@ -398,11 +398,15 @@ pub async fn gate(
     let started = Instant::now();
     // One probe may take up to two intervals (at least 2 s, at most 10 s), never past the end.
     let per_probe = (timing.interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
-    let mut last_liveness: Option<Instant> = None;
+    // The start is the first sign of life: the first check is due one LIVENESS_EVERY later.
+    let mut last_liveness = started;
     loop {
         if cancel.is_cancelled() {
             return Err(GateFailure::Cancelled);
         }
+        // Probes start every `interval` (not `interval` after the last one ended), so a
+        // server is seen ready at most one interval after it is.
+        let next_probe = Instant::now() + timing.interval;
         let left = timing.timeout.saturating_sub(started.elapsed());
         let outcome = probe_once(
             transport,
@@ -413,15 +417,13 @@ pub async fn gate(
         .await;
         let elapsed = started.elapsed();
 
-        // A liveness check costs a command on the host, a probe only a request: while the
-        // service answers "loading" it is evidently up, so check at most every LIVENESS_EVERY
-        // then. A ready answer is always confirmed (another process could hold the port), and
-        // so is any other answer, which is how a crash during the gate shows at once.
-        let loading = matches!(outcome, ProbeOutcome::Loading(_));
-        let check =
-            !loading || last_liveness.is_none_or(|at: Instant| at.elapsed() >= LIVENESS_EVERY);
+        // A liveness check costs a command on the host, a probe only a request, and a server
+        // that is still starting refuses connections many times over: so a service that is
+        // not ready is checked at most every LIVENESS_EVERY (a crash shows within that), while
+        // a ready answer is always confirmed (another process could hold the port).
+        let check = outcome == ProbeOutcome::Ready || last_liveness.elapsed() >= LIVENESS_EVERY;
         if check {
-            last_liveness = Some(Instant::now());
+            last_liveness = Instant::now();
         }
         if check && !still_running(transport, runtime, run_dir, instance).await? {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
@@ -442,9 +444,9 @@ pub async fn gate(
                 log_tail,
             });
         }
-        let pause = timing.interval.min(timing.timeout - elapsed);
+        let until = next_probe.min(started + timing.timeout);
         tokio::select! {
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep_until(until) => {}
             () = cancel.cancelled() => return Err(GateFailure::Cancelled),
         }
     }
