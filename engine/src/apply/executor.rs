@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
@@ -101,6 +102,9 @@ struct Ctx<'a> {
     previous: &'a BTreeMap<String, ResourceRecord>,
     options: &'a ApplyOptions,
     cancel: CancellationToken,
+    /// The host lock of every host the plan touches, taken by the first step there and held
+    /// until the apply ends.
+    host_locks: HashMap<&'a str, OnceCell<Result<HostLockGuard, String>>>,
 }
 
 impl Ctx<'_> {
@@ -142,6 +146,12 @@ pub async fn execute(
         previous,
         options,
         cancel: CancellationToken::new(),
+        host_locks: plan
+            .resources
+            .iter()
+            .filter(|r| r.action != Action::NoOp)
+            .map(|r| (r.host.as_str(), OnceCell::new()))
+            .collect(),
     };
     let work: Vec<&ResourceChange> = plan
         .resources
@@ -178,18 +188,6 @@ pub async fn execute(
         .collect();
 
     let mut outcome: Vec<Option<Outcome>> = vec![None; work.len()];
-    let (_locks, locked_out) = lock_hosts(&ctx, &work).await;
-    for (i, r) in work.iter().enumerate() {
-        if let Some(reason) = locked_out.get(r.host.as_str()) {
-            let o = failed("host lock", reason.clone(), None);
-            let _ = ctx.emit(ApplyEvent::Finished {
-                address: r.address.clone(),
-                action: r.action,
-                outcome: o.clone(),
-            });
-            outcome[i] = Some(o);
-        }
-    }
     let mut started = vec![false; work.len()];
     let mut running: FuturesUnordered<Step<'_>> = FuturesUnordered::new();
     let mut interrupts = signal(SignalKind::interrupt()).ok();
@@ -210,14 +208,16 @@ pub async fn execute(
                     Some(Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled)
                 )
             }) {
-                // A host berth cannot reach fails every step there, each recorded; anything
-                // else that did not finish only holds back what depends on it.
+                // A host berth cannot reach fails every step there, each recorded, and so does
+                // a host whose lock another berth holds (nothing there was touched: nothing is
+                // recorded). Anything else that did not finish only holds back what depends on it.
                 if let Some(Outcome::Failed { step, reason, .. }) = &outcome[bad]
-                    && step == "connect"
+                    && (step == "connect" || step == HOST_LOCK)
                     && work[bad].host == work[i].host
                 {
-                    let o = failed("connect", reason.clone(), None);
-                    let o = if work[i].kind == Kind::Model
+                    let o = failed(step, reason.clone(), None);
+                    let o = if step == "connect"
+                        && work[i].kind == Kind::Model
                         && matches!(
                             work[i].action,
                             Action::Create | Action::Replace | Action::Reuse
@@ -291,48 +291,6 @@ pub async fn execute(
     }
 }
 
-/// Takes the host lock of every host the apply changes. Returns the locks (held until dropped)
-/// and, per host whose lock is held by someone else, why. A host that cannot be reached is left
-/// to fail at its first step, which records the failure.
-async fn lock_hosts<'w>(
-    ctx: &Ctx<'_>,
-    work: &[&'w ResourceChange],
-) -> (Vec<HostLockGuard>, HashMap<&'w str, String>) {
-    let Some(holder) = &ctx.options.holder else {
-        return (Vec::new(), HashMap::new());
-    };
-    let hosts: std::collections::BTreeSet<&str> = work
-        .iter()
-        .filter(|r| {
-            matches!(
-                (r.kind, r.action),
-                (
-                    Kind::Model,
-                    Action::Create | Action::Replace | Action::Reuse | Action::Destroy
-                ) | (Kind::Backend, Action::Verify)
-            )
-        })
-        .map(|r| r.host.as_str())
-        .collect();
-    let attempts = futures_util::future::join_all(hosts.into_iter().map(|host| async move {
-        let run_dir = ctx.ws.config.host(host).map(|h| h.run_dir.clone())?;
-        ctx.conns.transport(host).await.ok()?;
-        Some((host, ctx.conns.lock_host(host, &run_dir, holder).await))
-    }))
-    .await;
-    let mut locks = Vec::new();
-    let mut refused = HashMap::new();
-    for (host, result) in attempts.into_iter().flatten() {
-        match result {
-            Ok(lock) => locks.push(lock),
-            Err(why) => {
-                refused.insert(host, why);
-            }
-        }
-    }
-    (locks, refused)
-}
-
 async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match sig {
         Some(s) => s.recv().await,
@@ -389,6 +347,27 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
         },
         Err(o) => o,
     }
+}
+
+/// The step name of a failure to take a host lock.
+const HOST_LOCK: &str = "host lock";
+
+/// Takes the host lock of `host` (once per apply: the first step there takes it, the others
+/// wait for that) and keeps it until the apply ends. A host whose lock another berth holds fails
+/// here, naming the holder.
+async fn hold(ctx: &Ctx<'_>, host: &str) -> Result<(), Outcome> {
+    let (Some(holder), Some(cell)) = (&ctx.options.holder, ctx.host_locks.get(host)) else {
+        return Ok(());
+    };
+    // A host no longer in the config has no run_dir to lock; its steps fail at connect.
+    let Some(run_dir) = ctx.ws.config.host(host).map(|h| h.run_dir.as_str()) else {
+        return Ok(());
+    };
+    cell.get_or_init(|| ctx.conns.lock_host(host, run_dir, holder))
+        .await
+        .as_ref()
+        .map(|_| ())
+        .map_err(|why| failed(HOST_LOCK, why.clone(), None))
 }
 
 async fn connect(
@@ -455,6 +434,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         Ok(t) => t,
         Err(o) => return Err(record_failure(ctx, change, None, o)),
     };
+    hold(ctx, &change.host).await?;
     let Some(placement) = ctx.placements.get(address) else {
         return Err(failed(
             "plan",
@@ -673,6 +653,7 @@ fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
 async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     let address = change.address.as_str();
     let transport = connect(ctx, address, &change.host).await?;
+    hold(ctx, &change.host).await?;
     let recorded = ctx.previous.get(address);
     let run_dir = recorded
         .and_then(|r| r.attributes.get("run_dir"))
@@ -712,16 +693,38 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
     result
 }
 
+/// Runs a backend's verify_cmd while the host lock is being taken: verify_cmd only reads the
+/// host, and the models there wait for both.
 async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+    let transport = connect(ctx, &change.address, &change.host).await?;
+    let (held, verified) = tokio::join!(
+        hold(ctx, &change.host),
+        run_verify_cmd(ctx, change, transport.as_ref())
+    );
+    held?;
+    match verified? {
+        Some(record) => ctx
+            .emit(ApplyEvent::Record(record))
+            .map_err(|e| failed("record", e, None)),
+        None => Ok(()),
+    }
+}
+
+/// Runs the verify_cmd of a backend on a host; the record to keep when it passed, `None` when
+/// the backend has none.
+async fn run_verify_cmd(
+    ctx: &Ctx<'_>,
+    change: &ResourceChange,
+    transport: &dyn Transport,
+) -> Result<Option<ResourceRecord>, Outcome> {
     let address = change.address.as_str();
-    let transport = connect(ctx, address, &change.host).await?;
     let backend = address
         .strip_prefix("backend.")
         .and_then(|a| a.split_once('@'))
         .map(|(b, _)| b)
         .unwrap_or_default();
     let Some(cmd) = launch::render_verify(&ctx.ws.config, backend, &change.host) else {
-        return Ok(());
+        return Ok(None);
     };
     let cmd = cmd.map_err(|e| failed("render", e.to_string(), None))?;
     ctx.phase(address, Phase::Verifying);
@@ -743,7 +746,7 @@ async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
             Some(launch::scrub(&tail, &ctx.secrets)),
         ));
     }
-    let record = ResourceRecord {
+    Ok(Some(ResourceRecord {
         address: address.to_string(),
         kind: ResourceKind::Backend,
         host: change.host.clone(),
@@ -758,9 +761,7 @@ async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
             ("verified_at".to_string(), Value::from(now())),
         ]),
         updated_at: now(),
-    };
-    ctx.emit(ApplyEvent::Record(record))
-        .map_err(|e| failed("record", e, None))
+    }))
 }
 
 /// The last `n` lines of `text`.
