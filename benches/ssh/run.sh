@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/ssh/run.sh: berth against Ansible on the fleet testbed (testdata/fleet), side by side.
 #
-#  1. apply from empty: HOSTS hosts x 2 models whose stand-ins take LOAD_SECS to load, timed for
+#  1. apply from empty: HOSTS hosts x MODELS models whose stand-ins take LOAD_SECS to load, timed for
 #     `berth apply --auto-approve` (release build, fresh state each time) and for the same job
 #     as an Ansible playbook (playbook.yml: forks = HOSTS, pipelining, ControlPersist), run
 #     cold (no SSH master connection yet, like berth) and warm (masters kept from the run
@@ -12,7 +12,7 @@
 # Needs root (network namespaces), python3 with venv, and PyPI for ansible-core. Prints the
 # medians at the end and writes every figure to $WORK/results.txt.
 #
-# Environment: REPS (5), HOSTS (10), LOAD_SECS (2), PROBE_MS (100: berth's probe_interval_ms and
+# Environment: REPS (5), HOSTS (10), MODELS (2 per host), LOAD_SECS (2), PROBE_MS (100: berth's probe_interval_ms and
 # Ansible's retry delay), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1, NO_BUILD=1,
 # ANSIBLE_VENV (target/bench-ansible-venv), ANSIBLE_CORE (pip spec, "ansible-core"), KEEP=1
 # (keep the work directory), BERTH_FLEET_PREFIX/SUBNET/DIR (bbench, 10.233.0, /tmp/...).
@@ -24,6 +24,7 @@ FLEET=$ROOT/testdata/fleet/fleet
 
 REPS=${REPS:-5}
 HOSTS=${HOSTS:-10}
+MODELS=${MODELS:-2}
 LOAD_SECS=${LOAD_SECS:-2}
 PROBE_MS=${PROBE_MS:-100}
 DRIFT_MODELS=${DRIFT_MODELS:-20}
@@ -177,15 +178,17 @@ EOF
 }
 
 APPLY_CFG=$WORK/apply
-printf 'm1 8080 --load-secs %s\nm2 8081 --load-secs %s\n' "$LOAD_SECS" "$LOAD_SECS" |
-	write_config "$APPLY_CFG" $((2 * HOSTS))
+PORTS=()
+for i in $(seq 1 "$MODELS"); do PORTS+=($((8079 + i))); done
+for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done |
+	write_config "$APPLY_CFG" $((MODELS * HOSTS))
 "$BERTH" -C "$APPLY_CFG" validate >/dev/null
 
 echo "# berth vs Ansible on $HOSTS fleet hosts, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
-echo "# apply: 2 models per host, --load-secs $LOAD_SECS, probe every $PROBE_MS ms" >>"$RESULTS"
+echo "# apply: $MODELS models per host, --load-secs $LOAD_SECS, probe every $PROBE_MS ms" >>"$RESULTS"
 
 # --- 1a. berth apply from empty ----------------------------------------------------------------
-log "berth apply --auto-approve: $HOSTS hosts x 2 models, $REPS runs"
+log "berth apply --auto-approve: $HOSTS hosts x $MODELS models, $REPS runs"
 berth_times=()
 for rep in $(seq 1 "$REPS"); do
 	kill_stand_ins
@@ -197,7 +200,7 @@ for rep in $(seq 1 "$REPS"); do
 	}
 	t1=$(now)
 	t=$(elapsed "$t0" "$t1")
-	all_ready 8080 8081 || {
+	all_ready "${PORTS[@]}" || {
 		echo "berth apply exited 0 but not every endpoint answers" >&2
 		exit 1
 	}
@@ -242,8 +245,9 @@ pipelining = True
 ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=$KNOWN_HOSTS -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes
 EOF
 	export ANSIBLE_CONFIG=$WORK/ansible/ansible.cfg
-	extra=$(printf '{"model_server": "%s", "load_secs": %s, "probe_delay": %s, "models": [{"name": "m1", "port": 8080}, {"name": "m2", "port": 8081}]}' \
-		"$SERVER" "$LOAD_SECS" "$(awk -v ms="$PROBE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')")
+	models_json=$(for i in $(seq 1 "$MODELS"); do printf '{"name": "m%s", "port": %s}\n' "$i" $((8079 + i)); done | paste -sd, -)
+	extra=$(printf '{"model_server": "%s", "load_secs": %s, "probe_delay": %s, "models": [%s]}' \
+		"$SERVER" "$LOAD_SECS" "$(awk -v ms="$PROBE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')" "$models_json")
 	run_ansible() { # label rep control-path-dir
 		local label=$1 rep=$2 cpdir=$3 t0 t1 t
 		kill_stand_ins
@@ -256,7 +260,7 @@ EOF
 		}
 		t1=$(now)
 		t=$(elapsed "$t0" "$t1")
-		all_ready 8080 8081 || {
+		all_ready "${PORTS[@]}" || {
 			echo "the playbook ended but not every endpoint answers" >&2
 			exit 1
 		}
@@ -325,7 +329,7 @@ d=$(printf '%s\n' "${drift_times[@]}" | median)
 {
 	echo
 	echo "== medians ($REPS runs; drift $DRIFT_REPS runs)"
-	echo "berth apply, $HOSTS hosts x 2 models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.5x)"
+	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.5x)"
 	if [ ${#ansible_cold[@]} -gt 0 ]; then
 		c=$(printf '%s\n' "${ansible_cold[@]}" | median)
 		w=$(printf '%s\n' "${ansible_warm[@]}" | median)
