@@ -266,7 +266,9 @@ async fn read_and_write_files_with_mode() {
 async fn loopback_tunnel_reaches_only_that_hosts_127_0_0_1() {
     let fleet = fleet();
     let t = fleet.connect(3).await;
-    let port = 18080;
+    // Free in this namespace too (the demo's servers, say, use 18080-18082), so that the
+    // check below that this namespace cannot reach h3's server means something.
+    let port = berth_test_support::free_port();
     // A server on h3's own 127.0.0.1, in h3's network namespace.
     run_ok(
         &t,
@@ -318,7 +320,7 @@ async fn loopback_tunnel_reaches_only_that_hosts_127_0_0_1() {
     drop(sender);
     let _ = driver.await;
 
-    // Nothing listens on h1's 127.0.0.1:18080: refused, as a local connect would say.
+    // Nothing listens on h1's 127.0.0.1 at that port: refused, as a local connect would say.
     let h1 = fleet.connect(1).await;
     match h1.connect_loopback(port).await {
         Err(ProviderError::Io { source, .. }) => {
