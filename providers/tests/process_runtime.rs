@@ -374,6 +374,38 @@ async fn a_stop_that_outlives_its_berth_spares_the_next_instance() {
     assert!(!alive(new.pid));
 }
 
+#[tokio::test]
+async fn a_stop_leaves_a_start_in_progress_and_clears_one_that_died() {
+    // A deployment directory without meta.json is a start still running (its `starting` file
+    // names a live start command) or the leftovers of one that died.
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let address = "svc.half@local";
+    let dir = ProcessRuntime::deployment_dir(run_dir, address);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/env"), "export A='1'\n").unwrap();
+    let mut starter = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    std::fs::write(format!("{dir}/starting"), format!("{}\n", starter.id())).unwrap();
+
+    rt.stop(&t, run_dir, address, GRACE).await.unwrap();
+    assert!(
+        std::path::Path::new(&format!("{dir}/env")).exists(),
+        "a stop removed the directory of a start in progress"
+    );
+
+    starter.kill().unwrap();
+    starter.wait().unwrap();
+    rt.stop(&t, run_dir, address, GRACE).await.unwrap();
+    assert!(
+        !std::path::Path::new(&dir).exists(),
+        "a dead start's leftovers were kept"
+    );
+}
+
 /// Processes whose command line contains every one of `needles`.
 fn processes_with(needles: &[&str]) -> Vec<u32> {
     let pids = berth_test_support::procs::pids().expect("read /proc");
