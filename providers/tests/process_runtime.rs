@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use berth_providers::probe::{GateTiming, Probe, gate};
-use berth_providers::{Liveness, LocalTransport, ProcessRuntime, Runtime};
+use berth_providers::{LaunchSpec, Liveness, LocalTransport, ProcessRuntime, Runtime};
 use common::{
     KillOnDrop, alive, all_command_lines, free_port, group_members, stand_in, start_ticks,
     wait_until,
@@ -19,6 +19,19 @@ const GRACE: Duration = Duration::from_secs(5);
 
 fn local() -> LocalTransport {
     LocalTransport::new("local-test")
+}
+
+/// A service that runs the shell `command` (no env, no port to probe).
+fn shell_service(run_dir: &str, address: &str, command: &str) -> LaunchSpec {
+    LaunchSpec {
+        owner: "test-state".into(),
+        address: address.into(),
+        run_dir: run_dir.into(),
+        command: command.into(),
+        env: vec![],
+        port: 1,
+        fingerprint: "f".into(),
+    }
 }
 
 fn fast(timeout_secs: u64) -> GateTiming {
@@ -135,15 +148,11 @@ async fn stop_reaches_children_and_escalates_to_kill() {
     let run_dir = run.path().to_str().unwrap();
     let (t, rt) = (local(), ProcessRuntime::new());
     // A service that ignores SIGTERM and has a child in its group.
-    let spec = berth_providers::LaunchSpec {
-        owner: "test-state".into(),
-        address: "svc.stubborn@local".into(),
-        run_dir: run_dir.into(),
-        command: "trap '' TERM; sleep 300 & while :; do sleep 1; done".into(),
-        env: vec![],
-        port: 1,
-        fingerprint: "f".into(),
-    };
+    let spec = shell_service(
+        run_dir,
+        "svc.stubborn@local",
+        "trap '' TERM; sleep 300 & while :; do sleep 1; done",
+    );
     let inst = rt.start(&t, &spec).await.unwrap();
     let _guard = KillOnDrop(vec![inst.pid]);
     assert!(wait_until(Duration::from_secs(2), || group_members(
@@ -171,17 +180,13 @@ async fn stop_gives_the_service_its_grace_period() {
     let marker = run.path().join("shut down");
     let q = berth_providers::transport::quote(marker.to_str().unwrap()).unwrap();
     // Takes 0.5 s to shut down after SIGTERM, well within the grace period.
-    let spec = berth_providers::LaunchSpec {
-        owner: "test-state".into(),
-        address: "svc.graceful@local".into(),
-        run_dir: run_dir.into(),
-        command: format!(
+    let spec = shell_service(
+        run_dir,
+        "svc.graceful@local",
+        &format!(
             "trap \"sleep 0.5; echo cleanly > {q}; exit 0\" TERM; while :; do sleep 0.1; done"
         ),
-        env: vec![],
-        port: 1,
-        fingerprint: "f".into(),
-    };
+    );
     let inst = rt.start(&t, &spec).await.unwrap();
     let _guard = KillOnDrop(vec![inst.pid]);
     let begun = std::time::Instant::now();
@@ -326,15 +331,7 @@ async fn a_stop_that_outlives_its_berth_spares_the_next_instance() {
     let run = tempfile::tempdir().unwrap();
     let run_dir = run.path().to_str().unwrap();
     let (t, rt) = (local(), ProcessRuntime::new());
-    let spec = |command: &str| berth_providers::LaunchSpec {
-        owner: "test-state".into(),
-        address: "svc.contended@local".into(),
-        run_dir: run_dir.into(),
-        command: command.into(),
-        env: vec![],
-        port: 1,
-        fingerprint: "f".into(),
-    };
+    let spec = |command: &str| shell_service(run_dir, "svc.contended@local", command);
     // Ignores SIGTERM: only a SIGKILL ends it.
     let old = rt
         .start(&t, &spec("trap '' TERM; exec sleep 300"))
@@ -482,7 +479,7 @@ async fn a_command_that_dies_at_once_still_starts() {
     let run = tempfile::tempdir().unwrap();
     let run_dir = run.path().to_str().unwrap();
     let (t, rt) = (local(), ProcessRuntime::new());
-    let spec = berth_providers::LaunchSpec {
+    let spec = LaunchSpec {
         owner: "test-state".into(),
         address: "model.broken@local".into(),
         run_dir: run_dir.into(),
@@ -540,7 +537,7 @@ async fn hostile_names_are_quoted() {
 #[tokio::test]
 async fn render_shows_command_and_env_keys_only() {
     let rt = ProcessRuntime::new();
-    let spec = berth_providers::LaunchSpec {
+    let spec = LaunchSpec {
         owner: "test-state".into(),
         address: "model.a@h".into(),
         run_dir: "/var/lib/berth".into(),

@@ -136,6 +136,11 @@ pub async fn execute(
     subscribers: &[&dyn Subscriber],
     options: &ApplyOptions,
 ) -> ApplyReport {
+    let work: Vec<&ResourceChange> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action != Action::NoOp)
+        .collect();
     let ctx = Ctx {
         ws,
         conns,
@@ -146,18 +151,11 @@ pub async fn execute(
         previous,
         options,
         cancel: CancellationToken::new(),
-        host_locks: plan
-            .resources
+        host_locks: work
             .iter()
-            .filter(|r| r.action != Action::NoOp)
             .map(|r| (r.host.as_str(), OnceCell::new()))
             .collect(),
     };
-    let work: Vec<&ResourceChange> = plan
-        .resources
-        .iter()
-        .filter(|r| r.action != Action::NoOp)
-        .collect();
     let index: HashMap<&str, usize> = work
         .iter()
         .enumerate()

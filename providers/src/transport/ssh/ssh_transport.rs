@@ -116,19 +116,18 @@ impl SshTransport {
             secs: LOCK_TIMEOUT.as_secs(),
         };
         let deadline = Instant::now() + LOCK_TIMEOUT;
-        let (channel, permit, handle) =
-            timeout_at(deadline, self.open_channel(&what, ChannelKind::Session))
-                .await
-                .map_err(|_| timed_out())??;
-        let (mut rx, tx) = channel.split();
-        let tx = Arc::new(tx);
-        let mut state = Collected::default();
         // Until the lock is handed over, giving up (timeout, or this future dropped) must end
-        // the script, or it would hold the lock until the connection closes.
-        let mut guard = AbandonGuard::new(Arc::clone(&handle), Arc::clone(&tx), &state);
-        tx.exec(true, remote_command(&script)?)
-            .await
-            .map_err(|e| self.channel_error(&handle, &what, e))?;
+        // the script, or it would hold the lock until the connection closes: the guard does.
+        let Running {
+            mut rx,
+            tx,
+            permit,
+            handle,
+            mut state,
+            mut guard,
+        } = self
+            .run_remote(&what, remote_command(&script)?, deadline, timed_out)
+            .await?;
 
         let waited = timeout_at(deadline, async {
             while let Some(msg) = rx.wait().await {
@@ -201,6 +200,36 @@ impl SshTransport {
             *conn = Arc::new(open(&self.config).await?);
         }
         Ok(Arc::clone(&conn))
+    }
+
+    /// Opens a session channel (waiting for a slot counts against `deadline`, and missing it
+    /// is `timed_out()`) and runs `remote` on it, armed to be killed if the caller gives up.
+    async fn run_remote(
+        &self,
+        what: &str,
+        remote: String,
+        deadline: Instant,
+        timed_out: impl Fn() -> ProviderError,
+    ) -> Result<Running> {
+        let (channel, permit, handle) =
+            timeout_at(deadline, self.open_channel(what, ChannelKind::Session))
+                .await
+                .map_err(|_| timed_out())??;
+        let (rx, tx) = channel.split();
+        let tx = Arc::new(tx);
+        let state = Collected::default();
+        let guard = AbandonGuard::new(Arc::clone(&handle), Arc::clone(&tx), &state);
+        tx.exec(true, remote)
+            .await
+            .map_err(|e| self.channel_error(&handle, what, e))?;
+        Ok(Running {
+            rx,
+            tx,
+            permit,
+            handle,
+            state,
+            guard,
+        })
     }
 
     /// Waits for a channel slot, then opens a channel of `kind` on the live connection. The
@@ -294,18 +323,16 @@ impl Transport for SshTransport {
         // The deadline covers waiting for a channel slot too: a caller's timeout is a promise
         // about when it gets an answer.
         let deadline = Instant::now() + cmd.timeout;
-        let remote = remote_command(&cmd.script)?;
-        let (channel, _permit, handle) =
-            timeout_at(deadline, self.open_channel(&what, ChannelKind::Session))
-                .await
-                .map_err(|_| timed_out())??;
-        let (mut rx, tx) = channel.split();
-        let tx = Arc::new(tx);
-        let mut state = Collected::default();
-        let mut guard = AbandonGuard::new(Arc::clone(&handle), Arc::clone(&tx), &state);
-        tx.exec(true, remote)
-            .await
-            .map_err(|e| self.channel_error(&handle, &what, e))?;
+        let Running {
+            mut rx,
+            tx,
+            permit: _permit,
+            handle,
+            mut state,
+            mut guard,
+        } = self
+            .run_remote(&what, remote_command(&cmd.script)?, deadline, timed_out)
+            .await?;
 
         let finished = timeout_at(deadline, drive(&mut rx, &tx, &cmd.stdin, &mut state)).await;
         guard.disarm();
@@ -359,6 +386,19 @@ impl Transport for SshTransport {
             _handle: handle,
         }))
     }
+}
+
+/// A command started on its own session channel.
+struct Running {
+    rx: ChannelReadHalf,
+    tx: Arc<ChannelWriteHalf<Msg>>,
+    /// The channel slot, held while the channel is open.
+    permit: OwnedSemaphorePermit,
+    handle: Arc<SshHandle>,
+    /// What the channel has brought back so far.
+    state: Collected,
+    /// Kills the command if it is abandoned; disarmed once it is finished or handed over.
+    guard: AbandonGuard,
 }
 
 /// Connects, checks the host key and authenticates, each step within `connect_timeout`.
