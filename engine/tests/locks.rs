@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fleet, Model, addr, free_ports, get_models, wait_until};
+use common::{Background, Fleet, Model, addr, free_ports, get_models, wait_until};
 use serde_json::Value;
 
 /// The holder's id and pid from the lock file, once an `operation` holds it.
@@ -24,6 +24,20 @@ fn wait_for_holder(fleet: &Fleet, operation: &str) -> (String, u64) {
         holder["id"].as_str().expect("lock id").to_string(),
         holder["pid"].as_u64().expect("lock pid"),
     )
+}
+
+/// Starts `berth apply` on `fleet` and waits until it holds the lock and gates model `m`. Returns the running apply, its lock id and pid.
+fn apply_in_its_gate(fleet: &Fleet) -> (Background, String, u64) {
+    let first = fleet.spawn(&["apply", "--auto-approve"]);
+    let (id, pid) = wait_for_holder(fleet, "apply");
+    assert!(
+        wait_until(Duration::from_secs(20), || first
+            .stdout_so_far()
+            .contains(&format!("{}: probing", addr("m")))),
+        "the apply never reached the gate:\n{}",
+        first.stdout_so_far()
+    );
+    (first, id, pid)
 }
 
 #[test]
@@ -148,15 +162,7 @@ fn an_apply_killed_mid_gate_leaves_a_stale_lock_that_force_reclaims() {
             .probe_interval(200)],
         2,
     );
-    let mut first = fleet.spawn(&["apply", "--auto-approve"]);
-    let (id, pid) = wait_for_holder(&fleet, "apply");
-    assert!(
-        wait_until(Duration::from_secs(20), || first
-            .stdout_so_far()
-            .contains(&format!("{}: probing", addr("m")))),
-        "the apply never reached the gate:\n{}",
-        first.stdout_so_far()
-    );
+    let (mut first, id, pid) = apply_in_its_gate(&fleet);
     let server = fleet.stand_in(ports[0]);
     first.kill9();
 
@@ -246,15 +252,7 @@ fn force_unlock_removes_the_lock_of_a_killed_apply_and_destroy_finds_what_it_sta
             .probe_interval(200)],
         2,
     );
-    let mut first = fleet.spawn(&["apply", "--auto-approve"]);
-    let (id, _) = wait_for_holder(&fleet, "apply");
-    assert!(
-        wait_until(Duration::from_secs(20), || first
-            .stdout_so_far()
-            .contains(&format!("{}: probing", addr("m")))),
-        "the apply never reached the gate:\n{}",
-        first.stdout_so_far()
-    );
+    let (mut first, id, _) = apply_in_its_gate(&fleet);
     first.kill9();
     assert_eq!(fleet.stand_ins().len(), 1, "{:?}", fleet.stand_ins());
 
