@@ -11,7 +11,7 @@ use berth_providers::probe::{GateTiming, Probe, gate};
 use berth_providers::{LaunchSpec, Liveness, LocalTransport, ProcessRuntime, Runtime};
 use common::{
     KillOnDrop, alive, all_command_lines, free_port, group_members, stand_in, start_ticks,
-    wait_until,
+    stat_fields, wait_until,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -342,10 +342,14 @@ async fn a_stop_that_outlives_its_berth_spares_the_next_instance() {
         // The killed berth's stop: its grace is long, so it is still waiting when paused.
         rt.stop(&t, run_dir, &next.address, Duration::from_secs(30)),
         async {
+            // Paused once it waits for the old process to go (a nap of its is running): it has
+            // read the old record by then, as the stop of a killed berth would have.
             let mut script = Vec::new();
             assert!(wait_until(Duration::from_secs(5), || {
                 script = processes_with(&["berth_stop", run_dir]);
-                !script.is_empty()
+                processes_with(&["sleep"]).into_iter().any(|nap| {
+                    stat_fields(nap).is_some_and(|f| script.iter().any(|p| f[1] == p.to_string()))
+                })
             }));
             signal_all(&script, libc::SIGSTOP);
             // The next apply: stops the old process (SIGKILL after 1 s), starts the new one.
