@@ -44,6 +44,15 @@ pub enum Error {
     #[diagnostic(code(berth::usage), help("{help}"))]
     Usage { message: String, help: String },
 
+    #[error("refusing to apply: {reason}")]
+    #[diagnostic(
+        code(berth::plan::mass_destroy),
+        help(
+            "a config file that is missing or unreadable looks like this: check `berth validate` and the files in the config directory; if the plan is what you want, run `berth apply --allow-mass-destroy` (or `berth destroy` to remove everything)"
+        )
+    )]
+    MassDestroy { reason: String },
+
     #[error("the resource graph has a cycle: {}", .0.join(" -> "))]
     #[diagnostic(
         code(berth::graph::cycle),

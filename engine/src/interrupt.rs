@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM outside an apply: berth's lock is released (its file emptied) and berth
+//! Ctrl-C, SIGTERM and SIGHUP (the terminal or the SSH session to a bastion closed) outside an apply: berth's lock is released (its file emptied) and berth
 //! exits 130, so an interrupted plan, drift or confirmation prompt leaves no stale lock. During
 //! an apply the executor handles the signals itself (finish running steps, then cancel).
 
@@ -10,7 +10,7 @@ static APPLYING: AtomicBool = AtomicBool::new(false);
 
 /// Installs the handlers; call once, early.
 pub fn install() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only reads atomics and calls ftruncate and _exit, which are
         // async-signal-safe.
         let _ = unsafe { signal_hook_registry::register(signal, on_signal) };

@@ -1,6 +1,9 @@
 //! berth-engine: the config language, placement, the resource graph, plans and the apply
 //! executor, and the command-line interface built on them.
 
+// First, so that its printing macros are in scope in every module below.
+#[macro_use]
+pub mod console;
 pub mod apply;
 pub mod cli;
 mod clock;

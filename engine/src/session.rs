@@ -26,7 +26,7 @@ impl Session {
     pub fn open(state_dir: PathBuf, operation: &str, lock: &LockOptions) -> Result<Session> {
         let lock = StateLock::acquire(&state_dir, operation, lock)?;
         if let Some(stale) = lock.took_over() {
-            eprintln!("warning: took over the stale {stale}");
+            errln!("warning: took over the stale {stale}");
         }
         crate::interrupt::guard_lock(lock.raw_fd());
         let store = Arc::new(SledStore::open(&state_dir)?);

@@ -3,7 +3,6 @@
 //! ticks only when their answer changes or every 10 s.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,11 +39,7 @@ impl Display {
             Some(m) => {
                 let _ = m.println(text);
             }
-            None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-                let _ = out.flush();
-            }
+            None => outln!("{text}"),
         }
     }
 

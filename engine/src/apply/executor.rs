@@ -190,6 +190,8 @@ pub async fn execute(
     let mut running: FuturesUnordered<Step<'_>> = FuturesUnordered::new();
     let mut interrupts = signal(SignalKind::interrupt()).ok();
     let mut terms = signal(SignalKind::terminate()).ok();
+    // A closed terminal is a request to stop like any other, never a reason to die mid-step.
+    let mut hangups = signal(SignalKind::hangup()).ok();
     let mut stopping = false;
     let parallelism = options.parallelism.max(1);
 
@@ -270,6 +272,7 @@ pub async fn execute(
             }
             Some(()) = recv(&mut interrupts), if interrupts.is_some() => interrupt(&ctx, &mut stopping),
             Some(()) = recv(&mut terms), if terms.is_some() => interrupt(&ctx, &mut stopping),
+            Some(()) = recv(&mut hangups), if hangups.is_some() => interrupt(&ctx, &mut stopping),
         }
     }
 

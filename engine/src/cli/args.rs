@@ -136,6 +136,10 @@ pub struct ApplyArgs {
     /// Apply without asking (required when stdin is not a terminal)
     #[arg(long)]
     pub auto_approve: bool,
+    /// Carry out a plan that destroys more than half of what berth manages, or everything on a
+    /// host (a config file that went missing looks like that)
+    #[arg(long)]
+    pub allow_mass_destroy: bool,
     /// Resource operations in flight at once (default: settings.parallelism)
     #[arg(long, value_name = "N")]
     pub parallelism: Option<usize>,

@@ -17,10 +17,11 @@ use ui::Ui;
 /// Runs berth with the process's arguments.
 pub fn main() -> ExitCode {
     install_panic_hook();
-    // Output piped into `head` and the like: die quietly on a closed pipe, as other tools do.
-    // SAFETY: restoring a signal's default disposition before any thread starts.
+    // A closed pipe must never end berth mid-apply: SIGPIPE is ignored, the write fails with
+    // EPIPE, and the console stops printing to that stream while berth goes on.
+    // SAFETY: setting a signal's disposition before any thread starts.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     crate::interrupt::install();
     let cli = match Cli::try_parse() {
@@ -48,7 +49,7 @@ fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default(info);
-        eprintln!(
+        errln!(
             "\nberth hit a bug. Please report it with the command you ran and the message above."
         );
         std::process::exit(exit_codes::BUG as i32);
@@ -112,12 +113,9 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
         Command::ForceUnlock(args) => commands::state::force_unlock(&cli, &args.id),
         Command::Endpoints(args) => commands::endpoints::run(&cli, args),
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "berth",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(exit_codes::SUCCESS)
         }
     }

@@ -1,7 +1,7 @@
 //! Terminal output: whether to use colour and graphics, rendering diagnostics, and small
 //! tables. Commands print through this; the engine below never prints.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NarratableReportHandler};
 
@@ -57,15 +57,14 @@ impl Ui {
 
     /// Prints config findings to stderr.
     pub fn print_findings(&self, findings: &Findings, sources: &Sources) {
-        let mut err = std::io::stderr().lock();
         for finding in findings.iter() {
-            let _ = writeln!(err, "{}", self.render(&finding.render(sources)));
+            errln!("{}", self.render(&finding.render(sources)));
         }
     }
 
     /// Prints a diagnostic to stderr.
     pub fn eprint(&self, diagnostic: &dyn Diagnostic) {
-        let _ = write!(std::io::stderr().lock(), "{}", self.render(diagnostic));
+        err!("{}", self.render(diagnostic));
     }
 
     /// `text` in bold when colour is on.

@@ -1,6 +1,6 @@
 //! `berth apply` and `berth destroy`: show the plan, ask, carry it out, summarise.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
 use berth_state::{HistoryChange, HistoryEntry, StateStore};
@@ -13,7 +13,7 @@ use crate::commands::plan::{load_saved, make_plan, tokio};
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::exit_codes;
-use crate::plan::{Operation, Plan, render};
+use crate::plan::{MassDestroy, Operation, Plan, render};
 use crate::session::{self, Prepared};
 
 pub fn apply(cli: &Cli, args: &ApplyArgs, ui: &Ui) -> Result<u8> {
@@ -36,6 +36,28 @@ pub fn apply(cli: &Cli, args: &ApplyArgs, ui: &Ui) -> Result<u8> {
         }
         None => (make_plan(&p, &conns, Operation::Apply, &args.scope)?, false),
     };
+    if !args.allow_mass_destroy
+        && let Some(mass) = MassDestroy::check(
+            &plan,
+            p.view
+                .records
+                .values()
+                .map(|r| (r.address.as_str(), r.host.as_str())),
+        )
+    {
+        out!(
+            "{}",
+            render::text(
+                &plan,
+                render::Style {
+                    color: ui.color && ui.stdout_tty
+                }
+            )
+        );
+        return Err(Error::MassDestroy {
+            reason: mass.reason(),
+        });
+    }
     carry_out(
         &p,
         &conns,
@@ -76,7 +98,7 @@ fn carry_out(
     parallelism: Option<usize>,
     operation: &str,
 ) -> Result<u8> {
-    print!(
+    out!(
         "{}",
         render::text(
             plan,
@@ -95,7 +117,7 @@ fn carry_out(
     if !approved {
         confirm(operation)?;
     }
-    println!();
+    outln!();
     let options = ApplyOptions {
         parallelism: parallelism.unwrap_or(p.ws.config.settings.parallelism),
         stop_grace: Duration::from_secs(10),
@@ -137,8 +159,7 @@ fn confirm(operation: &str) -> Result<()> {
             help: format!("review the plan above, then run `berth {operation} --auto-approve`"),
         });
     }
-    print!("\nDo you want to {operation}? Only 'yes' will be accepted: ");
-    let _ = std::io::stdout().flush();
+    out!("\nDo you want to {operation}? Only 'yes' will be accepted: ");
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
     if answer.trim() != "yes" {
@@ -183,16 +204,16 @@ fn summarise(report: &ApplyReport, ui: &Ui, operation: &str) {
     let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
     let skipped = report.count(|o| matches!(o, Outcome::Skipped { .. }));
     let cancelled = report.count(|o| matches!(o, Outcome::Cancelled));
-    println!();
+    outln!();
     if report.succeeded() {
-        println!(
+        outln!(
             "{} {} complete: {done} done.",
             ui.green("✓"),
             capitalise(operation)
         );
         return;
     }
-    println!(
+    outln!(
         "{} {} {}: {done} done, {failed} failed, {skipped} skipped, {cancelled} cancelled.",
         ui.red("✗"),
         capitalise(operation),
@@ -209,22 +230,22 @@ fn summarise(report: &ApplyReport, ui: &Ui, operation: &str) {
             log_tail,
         } = &r.outcome
         {
-            eprintln!(
+            errln!(
                 "\n{} {} on host {}, step {step}:\n  {reason}",
                 ui.red("error:"),
                 r.address,
                 r.host
             );
             if let Some(tail) = log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
-                eprintln!("  log tail:");
+                errln!("  log tail:");
                 for line in tail.lines() {
-                    eprintln!("    | {line}");
+                    errln!("    | {line}");
                 }
             }
         }
     }
     if failed > 0 {
-        eprintln!("\nRun `berth plan` to see what the next apply would do about them.");
+        errln!("\nRun `berth plan` to see what the next apply would do about them.");
     }
 }
 

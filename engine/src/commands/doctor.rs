@@ -93,12 +93,12 @@ pub fn test(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     match result {
         Ok((connected, rtt, system)) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"host": id, "ok": true, "connect_ms": connected.as_millis() as u64, "command_ms": rtt.as_millis() as u64, "system": system})
                 );
             } else {
-                println!(
+                outln!(
                     "{} host {id} ({}): connected in {} ms, command round trip {} ms ({system})",
                     ui.green("✓"),
                     endpoint(host),
@@ -110,12 +110,12 @@ pub fn test(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         }
         Err(why) => {
             if json {
-                println!("{}", json!({"host": id, "ok": false, "error": why}));
+                outln!("{}", json!({"host": id, "ok": false, "error": why}));
             } else {
                 if why.contains(&format!("host {id}")) || why.starts_with(&format!("{id}:")) {
-                    eprintln!("{} {why}", ui.red("✗"));
+                    errln!("{} {why}", ui.red("✗"));
                 } else {
-                    eprintln!("{} host {id} ({}): {why}", ui.red("✗"), endpoint(host));
+                    errln!("{} host {id} ({}): {why}", ui.red("✗"), endpoint(host));
                 }
             }
             Ok(exit_codes::FAILURE)
@@ -173,13 +173,13 @@ pub fn doctor(cli: &Cli, id: Option<&str>, json: bool, ui: &Ui) -> Result<u8> {
             .zip(&reports)
             .map(|(h, checks)| json!({"host": h.id.value, "checks": checks}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("serialisable")
         );
     } else {
         for (h, checks) in hosts.iter().zip(&reports) {
-            println!(
+            outln!(
                 "{} ({})",
                 ui.bold(&format!("host.{}", h.id.value)),
                 endpoint(h)
@@ -202,9 +202,9 @@ pub fn doctor(cli: &Cli, id: Option<&str>, json: bool, ui: &Ui) -> Result<u8> {
                 })
                 .collect();
             for line in table(&["CHECK", "STATUS", "DETAIL", "FIX"], &rows).lines() {
-                println!("  {line}");
+                outln!("  {line}");
             }
-            println!();
+            outln!();
         }
     }
     Ok(if failed {

@@ -49,42 +49,42 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
             "unapplied": unapplied.iter().map(|r| json!({"address": r.address, "action": r.action, "reason": r.reason})).collect::<Vec<_>>(),
             "errors": unreachable,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("serialisable")
         );
         return Ok(code);
     }
     for w in &unreachable {
-        eprintln!("{} {w}", ui.red("error:"));
+        errln!("{} {w}", ui.red("error:"));
     }
     if plan.drift.is_empty() && !unreachable.is_empty() {
-        println!(
+        outln!(
             "No drift on the hosts that could be observed; {} could not be.",
             plan.unobserved_hosts.join(", ")
         );
     } else if plan.drift.is_empty() {
-        println!("No drift: every host runs what was applied.");
+        outln!("No drift: every host runs what was applied.");
     } else {
-        println!(
+        outln!(
             "Drift: {} resource(s) no longer match what was applied:",
             plan.drift.len()
         );
         for d in &plan.drift {
-            println!("  {} {}: {}", ui.yellow("!"), d.address, d.what);
+            outln!("  {} {}: {}", ui.yellow("!"), d.address, d.what);
         }
     }
     if !unapplied.is_empty() {
-        println!(
+        outln!(
             "\nThe config has {} change(s) that were never applied:",
             unapplied.len()
         );
         for r in &unapplied {
-            println!("  {} {}: {}", r.action.symbol(), r.address, r.reason);
+            outln!("  {} {}: {}", r.action.symbol(), r.address, r.reason);
         }
     }
     if code != exit_codes::SUCCESS && code != exit_codes::FAILURE {
-        println!("\nRun `berth apply` to converge.");
+        outln!("\nRun `berth apply` to converge.");
     }
     Ok(code)
 }

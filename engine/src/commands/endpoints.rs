@@ -50,12 +50,12 @@ pub fn run(cli: &Cli, args: &EndpointsArgs) -> Result<u8> {
         items.push(json!({"address": r.address, "model": model, "host": r.host, "url": format!("http://{host_part}:{port}/v1")}));
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&items).expect("serialisable")
         );
     } else if items.is_empty() {
-        println!("No model is ready. Run `berth apply` first.");
+        outln!("No model is ready. Run `berth apply` first.");
     } else {
         let rows: Vec<Vec<String>> = items
             .iter()
@@ -67,7 +67,7 @@ pub fn run(cli: &Cli, args: &EndpointsArgs) -> Result<u8> {
                 ]
             })
             .collect();
-        print!("{}", table(&["MODEL", "HOST", "URL"], &rows));
+        out!("{}", table(&["MODEL", "HOST", "URL"], &rows));
     }
     Ok(exit_codes::SUCCESS)
 }

@@ -58,7 +58,7 @@ pub fn run(cli: &Cli, args: &FmtArgs) -> Result<u8> {
     if args.diff {
         for (_, name, before, after) in &changes {
             let diff = similar::TextDiff::from_lines(before, after);
-            print!("{}", diff.unified_diff().header(name, name));
+            out!("{}", diff.unified_diff().header(name, name));
         }
     }
     if args.check {
@@ -66,13 +66,13 @@ pub fn run(cli: &Cli, args: &FmtArgs) -> Result<u8> {
             return Ok(exit_codes::SUCCESS);
         }
         for (_, name, _, _) in &changes {
-            println!("{name}");
+            outln!("{name}");
         }
         return Ok(exit_codes::FAILURE);
     }
     for (path, name, _, formatted) in &changes {
         write_atomically(path, formatted)?;
-        println!("{name}");
+        outln!("{name}");
     }
     Ok(exit_codes::SUCCESS)
 }

@@ -10,8 +10,8 @@ use crate::workspace::Workspace;
 pub fn run(cli: &Cli, args: &GraphArgs) -> Result<u8> {
     let ws = Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default())?;
     match args.format {
-        GraphFormat::Dot => print!("{}", ws.graph.to_dot()),
-        GraphFormat::Json => println!(
+        GraphFormat::Dot => out!("{}", ws.graph.to_dot()),
+        GraphFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&ws.graph.to_json()).expect("serialisable")
         ),

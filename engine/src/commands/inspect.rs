@@ -35,7 +35,7 @@ fn not_found<'a>(
 }
 
 fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("serialisable")
     );
@@ -121,7 +121,7 @@ pub fn hosts(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -154,15 +154,15 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let c = &host.connection;
-    println!("{}", ui.bold(&format!("host.{}", host.id.value)));
-    println!("  transport     {}", c.transport.as_str());
+    outln!("{}", ui.bold(&format!("host.{}", host.id.value)));
+    outln!("  transport     {}", c.transport.as_str());
     if c.transport == TransportKind::Ssh {
-        println!("  address       {}", address_of(host));
-        println!(
+        outln!("  address       {}", address_of(host));
+        outln!(
             "  key           {}",
             c.key_path.as_deref().unwrap_or("ssh-agent")
         );
-        println!(
+        outln!(
             "  host key      {}",
             if c.host_key.is_some() {
                 "pinned"
@@ -170,9 +170,9 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
                 c.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")
             }
         );
-        println!("  timeout       {} s", c.connect_timeout_sec);
+        outln!("  timeout       {} s", c.connect_timeout_sec);
     }
-    println!(
+    outln!(
         "  backends      {}",
         host.capabilities
             .backends
@@ -181,10 +181,10 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  gpus          {}", host.capabilities.gpus);
-    println!("  vram          {}", gib(host.capabilities.vram_gib));
+    outln!("  gpus          {}", host.capabilities.gpus);
+    outln!("  vram          {}", gib(host.capabilities.vram_gib));
     if !host.labels.is_empty() {
-        println!(
+        outln!(
             "  labels        {}",
             host.labels
                 .iter()
@@ -193,8 +193,8 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
                 .join(", ")
         );
     }
-    println!("  run_dir       {}", host.run_dir);
-    println!("  enabled       {}", host.enabled);
+    outln!("  run_dir       {}", host.run_dir);
+    outln!("  enabled       {}", host.enabled);
     let rows: Vec<Vec<String>> = ws
         .placements_on(id)
         .map(|p| {
@@ -210,11 +210,11 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             ]
         })
         .collect();
-    println!();
+    outln!();
     if rows.is_empty() {
-        println!("  no models are placed on this host");
+        outln!("  no models are placed on this host");
     } else {
-        print!(
+        out!(
             "{}",
             indent(&table(&["MODEL", "BACKEND", "PORT", "ROLE"], &rows))
         );
@@ -263,7 +263,7 @@ pub fn backends(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["BACKEND", "RUNTIME", "HOSTS", "VERIFY"], &rows)
     );
@@ -298,8 +298,8 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         print_json(&backend_json(&ws, b, &secrets));
         return Ok(exit_codes::SUCCESS);
     }
-    println!("{}", ui.bold(&format!("backend.{}", b.id.value)));
-    println!("  runtime       {}", b.runtime.as_str());
+    outln!("{}", ui.bold(&format!("backend.{}", b.id.value)));
+    outln!("  runtime       {}", b.runtime.as_str());
     let filters = b.host_filters.as_ref().map(|f| {
         f.value
             .iter()
@@ -307,11 +307,11 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     });
-    println!(
+    outln!(
         "  host_filters  {}",
         filters.unwrap_or_else(|| "(every host)".into())
     );
-    println!(
+    outln!(
         "  verify_cmd    {}",
         b.verify_cmd
             .as_ref()
@@ -319,16 +319,16 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             .unwrap_or_else(|| "-".into())
     );
     if !b.args.is_empty() {
-        println!(
+        outln!(
             "  args          {}",
             launch::scrub(&b.args.join(" "), &secrets)
         );
     }
     for (k, v) in &b.env {
-        println!("  env           {k}={}", v.display());
+        outln!("  env           {k}={}", v.display());
     }
     if let Some(c) = &b.container {
-        println!("  image         {}", c.image.as_deref().unwrap_or("-"));
+        outln!("  image         {}", c.image.as_deref().unwrap_or("-"));
     }
     let rows: Vec<Vec<String>> = ws
         .placements
@@ -336,11 +336,11 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         .filter(|p| p.backend == b.id.value)
         .map(|p| vec![p.host.clone(), p.model.clone(), p.port.to_string()])
         .collect();
-    println!();
+    outln!();
     if rows.is_empty() {
-        println!("  no model is placed on this backend");
+        outln!("  no model is placed on this backend");
     } else {
-        print!("{}", indent(&table(&["HOST", "MODEL", "PORT"], &rows)));
+        out!("{}", indent(&table(&["HOST", "MODEL", "PORT"], &rows)));
     }
     Ok(exit_codes::SUCCESS)
 }
@@ -396,7 +396,7 @@ pub fn models(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &["MODEL", "PLACED ON", "PORT", "GROUP", "SIZE", "ENABLED"],
@@ -441,13 +441,13 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let secrets: Vec<&str> = ws.config.secrets().collect();
-    println!("{}", ui.bold(&format!("model.{}", m.id.value)));
-    println!("  enabled       {}", m.enabled);
-    println!("  source        {}", m.source.display());
-    println!("  size          {}", gib(m.size_gib));
-    println!("  port          {}", m.port);
+    outln!("{}", ui.bold(&format!("model.{}", m.id.value)));
+    outln!("  enabled       {}", m.enabled);
+    outln!("  source        {}", m.source.display());
+    outln!("  size          {}", gib(m.size_gib));
+    outln!("  port          {}", m.port);
     if let Some(g) = &m.group {
-        println!(
+        outln!(
             "  group         {}{}",
             g.value,
             if m.default.as_ref().is_some_and(|d| d.value) {
@@ -458,7 +458,7 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         );
     }
     if !m.depends_on.is_empty() {
-        println!(
+        outln!(
             "  depends_on    {}",
             m.depends_on
                 .iter()
@@ -468,11 +468,11 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         );
     }
     for (k, v) in &m.env {
-        println!("  env           {k}={}", v.display());
+        outln!("  env           {k}={}", v.display());
     }
     for p in ws.placements_of(id) {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "  {}{}",
             ui.bold(&p.address()),
             if p.active {
@@ -481,17 +481,17 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
                 " (standby member of its group)"
             }
         );
-        println!("    backend     {}", p.backend);
+        outln!("    backend     {}", p.backend);
         match launch::render(&ws.config, p) {
             Ok(r) => {
-                println!("    start       {}", r.command_display(&secrets));
-                println!("    probe       {}", r.probe.display(&secrets));
+                outln!("    start       {}", r.command_display(&secrets));
+                outln!("    probe       {}", r.probe.display(&secrets));
             }
-            Err(e) => println!("    cannot render: {e}"),
+            Err(e) => outln!("    cannot render: {e}"),
         }
     }
     if ws.placements_of(id).next().is_none() {
-        println!(
+        outln!(
             "\n  not placed ({})",
             if m.enabled { "no host" } else { "disabled" }
         );

@@ -48,7 +48,7 @@ pub fn run(cli: &Cli, args: &PlanArgs, ui: &Ui) -> Result<u8> {
     let conns = Connections::new(&p.ws.config);
     let plan = make_plan(&p, &conns, Operation::Apply, &args.scope)?;
     match args.format {
-        PlanFormat::Text => print!(
+        PlanFormat::Text => out!(
             "{}",
             render::text(
                 &plan,
@@ -57,8 +57,8 @@ pub fn run(cli: &Cli, args: &PlanArgs, ui: &Ui) -> Result<u8> {
                 }
             )
         ),
-        PlanFormat::Json => println!("{}", render::json(&plan)),
-        PlanFormat::Markdown => print!("{}", render::markdown(&plan)),
+        PlanFormat::Json => outln!("{}", render::json(&plan)),
+        PlanFormat::Markdown => out!("{}", render::markdown(&plan)),
     }
     if let Some(path) = &args.out {
         let file = PlanFile::new(
@@ -69,7 +69,7 @@ pub fn run(cli: &Cli, args: &PlanArgs, ui: &Ui) -> Result<u8> {
         );
         file.write(path)?;
         if args.format == PlanFormat::Text {
-            println!(
+            outln!(
                 "\nSaved the plan to {}: apply it with `berth apply {}`.",
                 path.display(),
                 path.display()

@@ -34,12 +34,12 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
             let records = store.resources()?;
             if args.json {
                 let items: Vec<_> = records.iter().map(|r| json!({"address": r.address, "kind": r.kind, "host": r.host, "status": r.status, "updated_at": r.updated_at})).collect();
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&items).expect("serialisable")
                 );
             } else if records.is_empty() {
-                println!("The state is empty.");
+                outln!("The state is empty.");
             } else {
                 let rows: Vec<Vec<String>> = records
                     .iter()
@@ -53,7 +53,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
                         vec![r.address.clone(), status, age(r.updated_at)]
                     })
                     .collect();
-                print!("{}", table(&["ADDRESS", "STATUS", "UPDATED"], &rows));
+                out!("{}", table(&["ADDRESS", "STATUS", "UPDATED"], &rows));
             }
         }
         StateCommand::Show { address } => {
@@ -70,7 +70,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
                     help,
                 });
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&record).expect("serialisable")
             );
@@ -78,7 +78,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
         StateCommand::Rm { address } => {
             for a in address {
                 if store.remove_resource(a)? {
-                    println!("Removed {a} from the state (what runs on its host was left alone).");
+                    outln!("Removed {a} from the state (what runs on its host was left alone).");
                 } else {
                     return Err(Error::NotFound {
                         kind: "resource",
@@ -92,12 +92,12 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
         StateCommand::History => {
             let history = store.history()?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&history).expect("serialisable")
                 );
             } else if history.is_empty() {
-                println!("Nothing was applied yet.");
+                outln!("Nothing was applied yet.");
             } else {
                 let rows: Vec<Vec<String>> = history
                     .iter()
@@ -116,7 +116,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     table(&["SERIAL", "WHEN", "OPERATION", "WHO", "RESULT"], &rows)
                 );
@@ -129,6 +129,6 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
 /// `berth force-unlock ID`
 pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
     let info = berth_state::force_unlock(&state_dir(cli)?, id)?;
-    println!("Removed {info}.");
+    outln!("Removed {info}.");
     Ok(exit_codes::SUCCESS)
 }

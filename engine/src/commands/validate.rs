@@ -38,7 +38,7 @@ pub fn run(cli: &Cli, json: bool, ui: &Ui) -> Result<u8> {
             } else {
                 ui.print_findings(&ws.warnings, &ws.config.sources);
                 let active = ws.placements.iter().filter(|p| p.active).count();
-                println!(
+                outln!(
                     "{} The config is valid: {} host{}, {} backend{}, {} model{}, {} placement{}.",
                     ui.green("✓"),
                     ws.config.hosts.len(),
@@ -75,7 +75,7 @@ pub fn run(cli: &Cli, json: bool, ui: &Ui) -> Result<u8> {
 }
 
 fn print_json(report: &Report) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(report).expect("serialisable")
     );

@@ -171,13 +171,58 @@ fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec
             return Vec::new();
         }
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hcl") && p.is_file())
-        .collect();
+    // Every entry that matches and cannot be read is an error naming it: a config file skipped
+    // silently (a dangling symlink, say) would make the next apply destroy what it held.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut unreadable = 0;
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(err) => {
+                unreadable += 1;
+                findings.push(
+                    Finding::unlocated(
+                        Code::Unreadable,
+                        format!("cannot list config directory {}: {err}", dir.display()),
+                    )
+                    .with_help("check the directory's permissions"),
+                );
+                continue;
+            }
+        };
+        if path.extension().is_none_or(|e| e != "hcl") {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => paths.push(path),
+            Ok(_) => {
+                unreadable += 1;
+                findings.push(
+                    Finding::unlocated(
+                        Code::Unreadable,
+                        format!("{} is not a regular file", path.display()),
+                    )
+                    .with_help("config files are the *.hcl files of the directory: rename or remove this one"),
+                );
+            }
+            Err(err) => {
+                unreadable += 1;
+                let message = match std::fs::read_link(&path) {
+                    Ok(target) if err.kind() == std::io::ErrorKind::NotFound => format!(
+                        "{} is a symlink to {}, which does not exist",
+                        path.display(),
+                        target.display()
+                    ),
+                    _ => format!("cannot read {}: {err}", path.display()),
+                };
+                findings.push(Finding::unlocated(Code::Unreadable, message).with_help(
+                    "restore the file it points to, or remove the link if its resources should go",
+                ));
+            }
+        }
+    }
     paths.sort();
-    if paths.is_empty() {
+    if paths.is_empty() && unreadable == 0 {
         findings.push(
             Finding::unlocated(
                 Code::NoConfig,

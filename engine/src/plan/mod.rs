@@ -210,3 +210,74 @@ impl std::fmt::Display for Summary {
         Ok(())
     }
 }
+
+/// A plan that would destroy much of what berth manages: more than half of all managed
+/// resources, or every resource of a host. A config file that went missing looks exactly like
+/// this, so `apply` asks for `--allow-mass-destroy` (DESIGN.md section 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MassDestroy {
+    /// Resources the plan destroys.
+    pub destroyed: usize,
+    /// Resources the state manages.
+    pub managed: usize,
+    /// Hosts that would be left with nothing berth manages.
+    pub emptied_hosts: Vec<String>,
+}
+
+impl MassDestroy {
+    /// Checks `plan` against the managed resources, given as `(address, host)` pairs.
+    pub fn check<'a>(
+        plan: &Plan,
+        managed: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<MassDestroy> {
+        use std::collections::{BTreeMap, HashSet};
+        let destroyed: HashSet<&str> = plan
+            .resources
+            .iter()
+            .filter(|r| r.action == Action::Destroy)
+            .map(|r| r.address.as_str())
+            .collect();
+        let mut per_host: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        let mut total = 0;
+        let mut gone = 0;
+        for (address, host) in managed {
+            let entry = per_host.entry(host).or_default();
+            entry.0 += 1;
+            total += 1;
+            if destroyed.contains(address) {
+                entry.1 += 1;
+                gone += 1;
+            }
+        }
+        let emptied_hosts: Vec<String> = per_host
+            .iter()
+            .filter(|(_, (all, gone))| *all > 0 && gone == all)
+            .map(|(host, _)| host.to_string())
+            .collect();
+        (gone > 0 && (gone * 2 > total || !emptied_hosts.is_empty())).then_some(MassDestroy {
+            destroyed: gone,
+            managed: total,
+            emptied_hosts,
+        })
+    }
+
+    /// Why the plan counts as a mass destroy, in one sentence.
+    pub fn reason(&self) -> String {
+        let mut why = format!(
+            "this plan destroys {} of the {} resources berth manages",
+            self.destroyed, self.managed
+        );
+        if !self.emptied_hosts.is_empty() {
+            why.push_str(&format!(
+                ", leaving nothing on {} {}",
+                if self.emptied_hosts.len() == 1 {
+                    "host"
+                } else {
+                    "hosts"
+                },
+                self.emptied_hosts.join(", ")
+            ));
+        }
+        why
+    }
+}

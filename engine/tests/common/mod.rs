@@ -495,6 +495,30 @@ impl Workdir {
         }
     }
 
+    /// Starts `berth -C DIR ARGS...` with stdout and stderr going to pipes whose readers are
+    /// already gone, as behind `| head` or a log collector that died.
+    pub fn spawn_with_closed_output(&self, args: &[&str]) -> Background {
+        let (out, err) = self.output_files();
+        let closed_pipe = || {
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            writer
+        };
+        let child = self
+            .command(args)
+            .stdout(closed_pipe())
+            .stderr(closed_pipe())
+            .spawn()
+            .expect("run berth");
+        Background {
+            child: Some(child),
+            out,
+            err,
+            started: Instant::now(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
     /// Runs `berth -C DIR ARGS...` to its end.
     pub fn berth(&self, args: &[&str]) -> Run {
         self.spawn(args).wait(COMMAND_DEADLINE)
