@@ -100,26 +100,36 @@ impl StateLock {
         let deadline = Instant::now() + opts.timeout;
         loop {
             let busy = match file.try_lock() {
-                Ok(()) => match read_content(&mut file, &path)? {
-                    Content::Empty => return Self::take(file, path, operation, None),
-                    Content::Holder(prev) if is_stale(&prev) => {
+                // Every way out of this arm that does not keep the lock unlocks explicitly:
+                // closing the file is not enough, since a child process forked meanwhile by
+                // another thread shares the open file description (and with it the lock)
+                // until it execs.
+                Ok(()) => match read_content(&mut file, &path) {
+                    Err(e) => {
+                        unlock(&file, &path)?;
+                        return Err(e);
+                    }
+                    Ok(Content::Empty) => return Self::take(file, path, operation, None),
+                    Ok(Content::Holder(prev)) if is_stale(&prev) => {
                         if opts.force {
                             return Self::take(file, path, operation, Some(prev));
                         }
+                        unlock(&file, &path)?;
                         return Err(StateError::StaleLock {
                             holder: Box::new(prev),
                         });
                     }
-                    Content::Holder(prev) => {
+                    Ok(Content::Holder(prev)) => {
                         // The OS lock is free but the holder may be alive (the pid was reused, or
                         // it runs on another machine sharing this directory): keep waiting.
                         unlock(&file, &path)?;
                         Busy::Holder(prev)
                     }
-                    Content::Unreadable(detail) => {
+                    Ok(Content::Unreadable(detail)) => {
                         if opts.force {
                             return Self::take(file, path, operation, None);
                         }
+                        unlock(&file, &path)?;
                         return Err(StateError::UnreadableLock { path, detail });
                     }
                 },

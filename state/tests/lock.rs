@@ -431,3 +431,50 @@ fn lock_age_is_shown_in_minutes_and_seconds() {
         "state is locked: lock a1b2c3d4 held by ops@bastion pid 4242 (apply), held for 3m 4s"
     );
 }
+
+/// A failed acquire must leave the lock free at once, even while another thread of the same
+/// process forks children: between fork and exec a child shares every open file description,
+/// flock included, so a lock released only by closing its file stayed held by such a child
+/// (a long-running berth forks constantly: the local transport runs every command that way).
+/// Each child here lingers 20 ms before exec, so one almost always holds copies of the
+/// parent's descriptors.
+#[test]
+fn a_failed_acquire_leaves_the_lock_free_while_other_threads_fork() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let forker = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let mut cmd = Command::new("true");
+                // SAFETY: the closure only calls usleep, which is async-signal-safe.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::usleep(20_000);
+                        Ok(())
+                    });
+                }
+                if let Ok(mut child) = cmd.spawn() {
+                    let _ = child.wait();
+                }
+            }
+        })
+    };
+    let mut failures = Vec::new();
+    for round in 0..100 {
+        std::fs::write(tmp.path().join("berth.lock"), b"garbled").unwrap();
+        let err = StateLock::acquire(tmp.path(), "apply", &no_wait()).unwrap_err();
+        assert!(matches!(err, StateError::UnreadableLock { .. }), "{err:?}");
+        match StateLock::acquire(tmp.path(), "apply", &forced()) {
+            Ok(lock) => lock.release().unwrap(),
+            Err(err) => failures.push(format!("round {round}: {err}")),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    forker.join().unwrap();
+    assert!(failures.is_empty(), "the lock stayed held: {failures:#?}");
+}
