@@ -350,11 +350,11 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                 e.to_string(),
                 None,
             )),
-            Some(Ok(cmd)) => match exec(cmd.value.clone()).await {
+            Some(Ok(cmd)) => match exec(cmd.reveal().to_string()).await {
                 Ok(out) if out.success() => checks.push(check(
                     format!("verify {b}"),
                     Status::Ok,
-                    launch::scrub(&cmd.value, &secrets),
+                    cmd.display(),
                     None,
                 )),
                 Ok(out) => {
@@ -369,7 +369,7 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                         ),
                         Some(format!(
                             "make `{}` succeed on the host",
-                            launch::scrub(&cmd.value, &secrets)
+                            cmd.display()
                         )),
                     ));
                 }
