@@ -410,26 +410,22 @@ fn secret_shapes() -> impl proptest::strategy::Strategy<Value = (String, Vec<Str
     use proptest::prelude::*;
     let run = "[a-zA-Z0-9]{6,10}";
     let special = "[ -/:-@\\[-`{-~]{1,3}";
-    (
-        special,
-        prop::collection::vec((run, special), 1..4),
-    )
-        .prop_map(|(lead, parts)| {
-            let mut secret = lead;
-            let mut runs = Vec::new();
-            for (r, s) in parts {
-                secret.push_str(&r);
-                secret.push_str(&s);
-                runs.push(r);
-            }
-            (secret, runs)
-        })
+    (special, prop::collection::vec((run, special), 1..4)).prop_map(|(lead, parts)| {
+        let mut secret = lead;
+        let mut runs = Vec::new();
+        for (r, s) in parts {
+            secret.push_str(&r);
+            secret.push_str(&s);
+            runs.push(r);
+        }
+        (secret, runs)
+    })
 }
 
 #[test]
 fn no_secret_shape_leaks_from_any_interpolation_site() {
     use proptest::test_runner::{Config, TestRunner};
-    let cases = 16;
+    let cases = 32;
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -458,7 +454,10 @@ fn no_secret_shape_leaks_from_any_interpolation_site() {
             )
             .unwrap();
             let vars = write_vars(&refused, &secret);
-            for args in [&["validate", "--var-file", &vars][..], &["plan", "--var-file", &vars]] {
+            for args in [
+                &["validate", "--var-file", &vars][..],
+                &["plan", "--var-file", &vars],
+            ] {
                 let run = refused.berth(args);
                 proptest::prop_assert_ne!(run.code, Some(0));
                 for part in &runs {
@@ -473,4 +472,106 @@ fn no_secret_shape_leaks_from_any_interpolation_site() {
         "{tried} secret shapes x {} interpolation sites: 0 leaked",
         SITES_TRACKED + SITES_REFUSED
     );
+}
+
+#[test]
+fn hostile_secrets_reach_the_server_byte_for_byte_and_nothing_else() {
+    let hostile = [
+        "p@ss'w$rd",
+        "a\\b",
+        "'\"$\\`!{}%",
+        "${HOME} %{x} $(id) `id`",
+        " spaced out ",
+        "{port}}{{",
+        "line1\nline2",
+    ];
+    let ports = free_ports(2);
+    let fleet = Fleet::new(&[Model::new("plain", ports[0], "")], 2);
+    let mut hcl = String::new();
+    let mut vars = String::new();
+    let mut env = Vec::new();
+    for (i, secret) in hostile.iter().enumerate() {
+        hcl += &format!("variable \"tok{i}\" {{\n  sensitive = true\n}}\n\n");
+        vars += &format!("tok{i} = {}\n", hcl_string(secret));
+        env.push(format!("KEY{i} = var.tok{i}"));
+    }
+    hcl += &format!(
+        r#"model "keyed" {{
+  source   = "/srv/models/keyed.gguf"
+  size_gib = 0.1
+  env      = {{ {} }}
+  runtime_defaults {{
+    port = {}
+  }}
+  launch {{
+    start_cmd  = "berth-model-server --port {{port}} --model {{model}}"
+    probe_http = "/v1/models"
+  }}
+}}
+"#,
+        env.join(", "),
+        ports[1]
+    );
+    std::fs::write(fleet.dir().join("secret.hcl"), hcl).unwrap();
+    let vars_file = fleet.path("secret.vars");
+    std::fs::write(&vars_file, vars).unwrap();
+    let vars = vars_file.to_str().unwrap();
+    let plan_file = fleet.path("saved.plan");
+    let plan_path = plan_file.to_str().unwrap();
+    let cleanup = scopeguard(ports[1]);
+
+    let mut printed = Vec::new();
+    for args in [
+        &["plan", "--var-file", vars, "--out", plan_path][..],
+        &["apply", plan_path, "--var-file", vars],
+        &["state", "show", &addr("keyed")],
+        &["plan", "--format", "json", "--var-file", vars],
+        &["models", "show", "keyed", "--json", "--var-file", vars],
+    ] {
+        let run = fleet.berth(args);
+        run.expect(0);
+        printed.extend_from_slice(run.all().as_bytes());
+    }
+    printed.extend(std::fs::read(&plan_file).unwrap());
+
+    let server = server_on(ports[1]);
+    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
+    let cmdlines: Vec<(String, Vec<u8>)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path().join("cmdline");
+            std::fs::read(&p).ok().map(|c| (p.display().to_string(), c))
+        })
+        .collect();
+    // Only the deployments' env files (mode 0600, sourced by the launcher) may hold a secret.
+    let state_files: Vec<_> = files_under(&fleet.state_dir())
+        .into_iter()
+        .filter(|p| !p.ends_with("env"))
+        .collect();
+    for (i, secret) in hostile.iter().enumerate() {
+        let mut entry = format!("KEY{i}={secret}").into_bytes();
+        entry.push(0);
+        assert!(
+            environ.windows(entry.len()).any(|w| w == entry),
+            "the server's environment lacks KEY{i}={secret:?}"
+        );
+        // Whitespace-padded secrets are checked by their inner text, which is what leaks.
+        let needle = secret.trim();
+        assert!(!contains(&printed, needle), "{secret:?} was shown");
+        for f in &state_files {
+            assert!(
+                !contains(&std::fs::read(f).unwrap(), needle),
+                "{} holds {secret:?}",
+                f.display()
+            );
+        }
+        for (path, cmdline) in &cmdlines {
+            assert!(!contains(cmdline, needle), "{path} holds {secret:?}");
+        }
+    }
+    fleet
+        .berth(&["destroy", "--auto-approve", "--var-file", vars])
+        .expect(0);
+    drop(cleanup);
 }

@@ -740,10 +740,7 @@ async fn run_verify_cmd(
             .map_or("a signal".to_string(), |s| format!("status {s}"));
         return Err(failed(
             "verify",
-            format!(
-                "verify_cmd `{}` exited with {status}",
-                cmd.display()
-            ),
+            format!("verify_cmd `{}` exited with {status}", cmd.display()),
             Some(launch::scrub(&tail, &ctx.secrets)),
         ));
     }
@@ -755,10 +752,7 @@ async fn run_verify_cmd(
         fingerprint: None,
         attributes: BTreeMap::from([
             ("backend".to_string(), Value::from(backend)),
-            (
-                "verify_cmd".to_string(),
-                Value::from(cmd.display()),
-            ),
+            ("verify_cmd".to_string(), Value::from(cmd.display())),
             ("verified_at".to_string(), Value::from(now())),
         ]),
         updated_at: now(),

@@ -367,10 +367,7 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                             out.status.unwrap_or(-1),
                             launch::scrub(tail.trim(), &secrets)
                         ),
-                        Some(format!(
-                            "make `{}` succeed on the host",
-                            cmd.display()
-                        )),
+                        Some(format!("make `{}` succeed on the host", cmd.display())),
                     ));
                 }
                 Err(e) => checks.push(check(

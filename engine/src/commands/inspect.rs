@@ -311,9 +311,7 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     );
     println!(
         "  verify_cmd    {}",
-        b.verify_cmd
-            .as_ref()
-            .map_or("-", |c| c.display())
+        b.verify_cmd.as_ref().map_or("-", |c| c.display())
     );
     if !b.args.is_empty() {
         println!(

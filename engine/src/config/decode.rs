@@ -701,7 +701,9 @@ impl Decoder<'_> {
             Err(e) => {
                 // The message quotes the template text, which may hold the secret.
                 let message = if sensitive {
-                    format!("`{key}`: a sensitive value interpolated into it holds `{{` or `}}`, which is read as a placeholder")
+                    format!(
+                        "`{key}`: a sensitive value interpolated into it holds `{{` or `}}`, which is read as a placeholder"
+                    )
                 } else {
                     format!("`{key}`: {}", e.message)
                 };
@@ -729,7 +731,9 @@ impl Decoder<'_> {
             }
             // A placeholder name inside a sensitive command may be part of the secret.
             let message = if sensitive {
-                format!("`{key}` uses an unknown placeholder (in text that holds a sensitive value: write `${{shellquote(var.NAME)}}`, which doubles braces)")
+                format!(
+                    "`{key}` uses an unknown placeholder (in text that holds a sensitive value: write `${{shellquote(var.NAME)}}`, which doubles braces)"
+                )
             } else {
                 format!("`{key}` uses unknown placeholder {{{}}}", p.name)
             };

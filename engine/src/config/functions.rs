@@ -338,11 +338,11 @@ mod tests {
 
     #[test]
     fn shellquote_quotes_one_word_and_doubles_braces() {
-        assert_eq!(eval(r#"shellquote("plain")"#).unwrap(), Value::from("plain"));
         assert_eq!(
-            eval(r#"shellquote("a b")"#).unwrap(),
-            Value::from("'a b'")
+            eval(r#"shellquote("plain")"#).unwrap(),
+            Value::from("plain")
         );
+        assert_eq!(eval(r#"shellquote("a b")"#).unwrap(), Value::from("'a b'"));
         assert_eq!(
             eval(r#"shellquote("{x}")"#).unwrap(),
             Value::from("'{{x}}'")

@@ -159,9 +159,12 @@ impl Redactable {
 
     /// Text that is sensitive as a whole.
     pub fn secret(text: impl Into<String>) -> Redactable {
-        let text = text.into();
-        let sensitive = vec![0..text.len()];
-        Redactable { text, sensitive }
+        let text: String = text.into();
+        let whole = 0..text.len();
+        Redactable {
+            text,
+            sensitive: Vec::from([whole]),
+        }
     }
 
     /// Appends `piece`, marking it sensitive when `sensitive` is set.

@@ -194,10 +194,7 @@ pub fn quote_args(args: &[MaybeSecret]) -> Result<Redactable, usize> {
         if i > 0 {
             out.push(" ", false);
         }
-        out.push(
-            &shlex::try_quote(&arg.value).map_err(|_| i)?,
-            arg.sensitive,
-        );
+        out.push(&shlex::try_quote(&arg.value).map_err(|_| i)?, arg.sensitive);
     }
     Ok(out)
 }
@@ -263,7 +260,10 @@ mod tests {
                 _ => lookup(name),
             })
             .unwrap();
-        assert_eq!(out.reveal(), r#"srv -m "/m/x-p@ss'w"'$rd.gguf' --port 8080"#);
+        assert_eq!(
+            out.reveal(),
+            r#"srv -m "/m/x-p@ss'w"'$rd.gguf' --port 8080"#
+        );
         assert_eq!(out.display(), "srv -m (sensitive) --port 8080");
     }
 
@@ -318,7 +318,10 @@ mod tests {
         let out = t
             .render(|_| Some(Value::plain("$(touch /tmp/pwned); `id` && rm -rf /")))
             .unwrap();
-        assert_eq!(out.reveal(), r#"echo '$(touch /tmp/pwned); `id` && rm -rf /'"#);
+        assert_eq!(
+            out.reveal(),
+            r#"echo '$(touch /tmp/pwned); `id` && rm -rf /'"#
+        );
     }
 
     #[test]
