@@ -575,3 +575,39 @@ fn hostile_secrets_reach_the_server_byte_for_byte_and_nothing_else() {
         .expect(0);
     drop(cleanup);
 }
+
+#[test]
+fn a_shellquoted_value_with_braces_reaches_the_process_byte_for_byte() {
+    let ports = free_ports(2);
+    let fleet = Fleet::new(&[Model::new("plain", ports[0], "")], 2);
+    let value = "a {b} {{c}} 'd' \"e\" $f `g` {port}";
+    std::fs::write(
+        fleet.dir().join("quoted.hcl"),
+        format!(
+            r#"variable "name" {{
+  default = {}
+}}
+
+model "quoted" {{
+  source   = "/srv/models/quoted.gguf"
+  size_gib = 0.1
+  runtime_defaults {{
+    port = {}
+  }}
+  launch {{
+    start_cmd  = "berth-model-server --port {{port}} --model ${{shellquote(var.name)}}"
+    probe_http = "/v1/models"
+  }}
+}}
+"#,
+            hcl_string(value),
+            ports[1]
+        ),
+    )
+    .unwrap();
+    let cleanup = scopeguard(ports[1]);
+    fleet.berth(&["apply", "--auto-approve"]).expect(0);
+    assert_eq!(server_on(ports[1]).flag("--model"), Some(value));
+    fleet.berth(&["destroy", "--auto-approve"]).expect(0);
+    drop(cleanup);
+}
