@@ -220,14 +220,6 @@ impl Redactable {
     }
 }
 
-impl From<&MaybeSecret> for Redactable {
-    fn from(value: &MaybeSecret) -> Redactable {
-        let mut out = Redactable::default();
-        out.push(&value.value, value.sensitive);
-        out
-    }
-}
-
 /// A `host` block.
 #[derive(Debug, Clone)]
 pub struct Host {
