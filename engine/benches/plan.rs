@@ -28,7 +28,6 @@ fn main() {
     {
         let store = SledStore::open(&dir.join(".berth")).unwrap();
         let key = hex::decode(store.meta().unwrap().hmac_key).unwrap();
-        let secrets: Vec<&str> = ws.config.secrets().collect();
         for p in ws.placements.iter().filter(|p| p.active) {
             let r = launch::render(&ws.config, p).unwrap();
             store
@@ -38,7 +37,7 @@ fn main() {
                     host: r.host.clone(),
                     status: ResourceStatus::Ready,
                     fingerprint: Some(r.fingerprint(&key)),
-                    attributes: r.attributes(&secrets),
+                    attributes: r.attributes(),
                     updated_at: 0,
                 })
                 .unwrap();

@@ -1,6 +1,6 @@
 //! What one placement runs: its start command and probe rendered from the templates (every
-//! value shell-quoted), its environment, and the fingerprint that tells whether a running
-//! instance is still the one the config describes. Pure: no I/O.
+//! value shell-quoted, sensitive parts tracked), its environment, and the fingerprint that
+//! tells whether a running instance is still the one the config describes. Pure: no I/O.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +8,8 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::template::{self, Template, Value};
-use crate::config::{Config, MaybeSecret, Probe, REDACTED, RuntimeKind};
+use crate::config::template::{self, Value};
+use crate::config::{Config, MaybeSecret, Probe, REDACTED, Redactable, RuntimeKind};
 use crate::placement::Placement;
 
 /// A placement's launch, ready to hand to a runtime.
@@ -25,7 +25,7 @@ pub struct Rendered {
     pub source: MaybeSecret,
     pub size_gib: Option<f64>,
     /// The start command, every template value quoted.
-    pub command: MaybeSecret,
+    pub command: Redactable,
     /// Backend env overlaid by model env.
     pub env: BTreeMap<String, MaybeSecret>,
     pub probe: RenderedProbe,
@@ -36,15 +36,15 @@ pub struct Rendered {
 /// A rendered readiness probe.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RenderedProbe {
-    Cmd(MaybeSecret),
+    Cmd(Redactable),
     Http(String),
 }
 
 impl RenderedProbe {
     /// How the probe is shown in plans.
-    pub fn display(&self, secrets: &[&str]) -> String {
+    pub fn display(&self) -> String {
         match self {
-            RenderedProbe::Cmd(c) => format!("cmd: {}", scrub(&c.value, secrets)),
+            RenderedProbe::Cmd(c) => format!("cmd: {}", c.display()),
             RenderedProbe::Http(p) => format!("http: GET {p}"),
         }
     }
@@ -72,58 +72,35 @@ pub fn render(config: &Config, placement: &Placement) -> Result<Rendered, Render
         .backend(&placement.backend)
         .expect("placement with a known backend");
     let address = placement.address();
-    let args = template::quote_words(backend.args.iter().map(String::as_str)).map_err(|_| {
-        RenderError {
-            address: address.clone(),
-            field: "backend args",
-            source: template::RenderError::Nul("backend_args".into()),
-        }
+    let args = template::quote_args(&backend.args).map_err(|i| RenderError {
+        address: address.clone(),
+        field: "backend args",
+        source: template::RenderError::Nul(format!("backend_args (argument {})", i + 1)),
     })?;
-    let mut backend_env = String::new();
-    for (k, v) in &backend.env {
-        let quoted = shlex::try_quote(&v.value).map_err(|_| RenderError {
-            address: address.clone(),
-            field: "backend env",
-            source: template::RenderError::Nul(k.clone()),
-        })?;
-        if !backend_env.is_empty() {
-            backend_env.push(' ');
-        }
-        backend_env.push_str(&format!("{k}={quoted}"));
-    }
-    let backend_env_secret = backend.env.values().any(|v| v.sensitive);
+    let backend_env = template::quote_env(&backend.env).map_err(|k| RenderError {
+        address: address.clone(),
+        field: "backend env",
+        source: template::RenderError::Nul(k),
+    })?;
     let port = placement.port.to_string();
     let lookup = |name: &str| -> Option<Value> {
         Some(match name {
-            "source" => Value::Word(model.source.value.clone()),
-            "port" => Value::Word(port.clone()),
-            "host" => Value::Word(host.id.value.clone()),
-            "model" => Value::Word(model.id.value.clone()),
-            "run_dir" => Value::Word(host.run_dir.clone()),
+            "source" => Value::Word(model.source.clone()),
+            "port" => Value::plain(port.clone()),
+            "host" => Value::plain(host.id.value.clone()),
+            "model" => Value::plain(model.id.value.clone()),
+            "run_dir" => Value::plain(host.run_dir.clone()),
             "backend_args" => Value::Quoted(args.clone()),
             "backend_env" => Value::Quoted(backend_env.clone()),
             _ => return None,
         })
     };
-    let uses_secret = |t: &Template, sensitive: bool| {
-        sensitive
-            || t.placeholders().any(|p| match p.name {
-                "source" => model.source.sensitive,
-                "backend_env" => backend_env_secret,
-                "backend_args" => backend.args_sensitive,
-                _ => false,
-            })
-    };
     let render_cmd =
-        |cmd: &crate::config::Command, field: &'static str| -> Result<MaybeSecret, RenderError> {
-            let value = cmd.template.render(lookup).map_err(|source| RenderError {
+        |cmd: &crate::config::Command, field: &'static str| -> Result<Redactable, RenderError> {
+            render_command(cmd, &lookup).map_err(|source| RenderError {
                 address: address.clone(),
                 field,
                 source,
-            })?;
-            Ok(MaybeSecret {
-                value,
-                sensitive: uses_secret(&cmd.template, cmd.sensitive),
             })
         };
     let command = render_cmd(&model.launch.start_cmd, "start_cmd")?;
@@ -151,52 +128,58 @@ pub fn render(config: &Config, placement: &Placement) -> Result<Rendered, Render
     })
 }
 
+/// Renders a `*_cmd`; a command whose own text holds a secret (HCL interpolated it) is
+/// sensitive whole, since nothing tells where in the text the secret went.
+fn render_command(
+    cmd: &crate::config::Command,
+    lookup: &dyn Fn(&str) -> Option<Value>,
+) -> Result<Redactable, template::RenderError> {
+    let rendered = cmd.template.render(lookup)?;
+    Ok(if cmd.sensitive {
+        rendered.into_secret()
+    } else {
+        rendered
+    })
+}
+
 /// Renders a backend's `verify_cmd` for one host.
 pub fn render_verify(
     config: &Config,
     backend: &str,
     host: &str,
-) -> Option<Result<MaybeSecret, RenderError>> {
+) -> Option<Result<Redactable, RenderError>> {
     let backend = config.backend(backend)?;
     let host = config.host(host)?;
     let cmd = backend.verify_cmd.as_ref()?;
-    let args = template::quote_words(backend.args.iter().map(String::as_str)).unwrap_or_default();
     let address = crate::graph::backend_address(&backend.id.value, &host.id.value);
-    let mut env = Vec::new();
-    for (k, v) in &backend.env {
-        match shlex::try_quote(&v.value) {
-            Ok(q) => env.push(format!("{k}={q}")),
-            Err(_) => {
-                return Some(Err(RenderError {
-                    address,
-                    field: "backend env",
-                    source: template::RenderError::Nul(k.clone()),
-                }));
-            }
+    let fail = |field: &'static str, source| RenderError {
+        address: address.clone(),
+        field,
+        source,
+    };
+    let args = match template::quote_args(&backend.args) {
+        Ok(args) => args,
+        Err(i) => {
+            return Some(Err(fail(
+                "backend args",
+                template::RenderError::Nul(format!("backend_args (argument {})", i + 1)),
+            )));
         }
-    }
-    let env = env.join(" ");
-    Some(
-        cmd.template
-            .render(|name| {
-                Some(match name {
-                    "host" => Value::Word(host.id.value.clone()),
-                    "run_dir" => Value::Word(host.run_dir.clone()),
-                    "backend_args" => Value::Quoted(args.clone()),
-                    "backend_env" => Value::Quoted(env.clone()),
-                    _ => return None,
-                })
-            })
-            .map(|value| MaybeSecret {
-                value,
-                sensitive: cmd.sensitive || backend.env.values().any(|v| v.sensitive),
-            })
-            .map_err(|source| RenderError {
-                address,
-                field: "verify_cmd",
-                source,
-            }),
-    )
+    };
+    let env = match template::quote_env(&backend.env) {
+        Ok(env) => env,
+        Err(k) => return Some(Err(fail("backend env", template::RenderError::Nul(k)))),
+    };
+    let lookup = |name: &str| {
+        Some(match name {
+            "host" => Value::plain(host.id.value.clone()),
+            "run_dir" => Value::plain(host.run_dir.clone()),
+            "backend_args" => Value::Quoted(args.clone()),
+            "backend_env" => Value::Quoted(env.clone()),
+            _ => return None,
+        })
+    };
+    Some(render_command(cmd, &lookup).map_err(|source| fail("verify_cmd", source)))
 }
 
 /// The fingerprint input: everything that changes what runs. Sensitive values enter only as an
@@ -228,7 +211,10 @@ impl Rendered {
             run_dir: &self.run_dir,
             port: self.port,
             source: protect(&self.source),
-            command: protect(&self.command),
+            command: protect(&MaybeSecret {
+                value: self.command.reveal().to_string(),
+                sensitive: self.command.is_sensitive(),
+            }),
             env: self
                 .env
                 .iter()
@@ -239,9 +225,9 @@ impl Rendered {
         format!("sha256:{}", hex::encode(Sha256::digest(&json)))
     }
 
-    /// What berth records about this launch in state and shows in plans; secrets appear only
-    /// as `(sensitive)`.
-    pub fn attributes(&self, secrets: &[&str]) -> BTreeMap<String, serde_json::Value> {
+    /// What berth records about this launch in state and shows in plans; sensitive parts
+    /// appear only as `(sensitive)`.
+    pub fn attributes(&self) -> BTreeMap<String, serde_json::Value> {
         use serde_json::Value;
         let mut attrs = BTreeMap::from([
             ("model".to_string(), Value::from(self.model.clone())),
@@ -249,18 +235,9 @@ impl Rendered {
             ("runtime".to_string(), Value::from(self.runtime.as_str())),
             ("port".to_string(), Value::from(self.port)),
             ("run_dir".to_string(), Value::from(self.run_dir.clone())),
-            (
-                "source".to_string(),
-                Value::from(scrub(self.source.display(), secrets)),
-            ),
-            (
-                "command".to_string(),
-                Value::from(self.command_display(secrets)),
-            ),
-            (
-                "probe".to_string(),
-                Value::from(self.probe.display(secrets)),
-            ),
+            ("source".to_string(), Value::from(self.source.display())),
+            ("command".to_string(), Value::from(self.command.display())),
+            ("probe".to_string(), Value::from(self.probe.display())),
         ]);
         if !self.env.is_empty() {
             let env: serde_json::Map<String, Value> = self
@@ -279,11 +256,6 @@ impl Rendered {
         attrs
     }
 
-    /// The start command as it may be shown (secrets replaced).
-    pub fn command_display(&self, secrets: &[&str]) -> String {
-        scrub(&self.command.value, secrets)
-    }
-
     /// The environment as it may be shown.
     pub fn env_display(&self) -> BTreeMap<String, String> {
         self.env
@@ -299,16 +271,26 @@ fn hmac_hex(key: &[u8], value: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Replaces every occurrence of every secret (and of its shell-quoted form) in `text`.
+/// Replaces every occurrence of every secret in `text`: plain, shell-quoted and JSON-escaped.
+/// Only for text that comes back from hosts (log tails, stderr), which berth cannot track;
+/// text berth renders itself carries its sensitive ranges in a [`Redactable`].
 pub fn scrub(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        if let Ok(quoted) = shlex::try_quote(secret)
-            && quoted != *secret
-        {
-            out = out.replace(quoted.as_ref(), REDACTED);
+        let mut forms = Vec::new();
+        if let Ok(quoted) = shlex::try_quote(secret) {
+            forms.push(quoted.into_owned());
         }
-        out = out.replace(secret, REDACTED);
+        for form in forms.clone().iter().map(String::as_str).chain([*secret]) {
+            let json = serde_json::to_string(form).expect("a string serialises");
+            forms.push(json[1..json.len() - 1].to_string());
+        }
+        forms.push(secret.to_string());
+        // Longest first, so a form that contains another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        for form in forms.iter().filter(|f| !f.is_empty()) {
+            out = out.replace(form.as_str(), REDACTED);
+        }
     }
     out
 }
@@ -326,6 +308,13 @@ mod tests {
     }
 
     #[test]
+    fn scrub_hides_json_escaped_secrets() {
+        let text = r#"{"log":"key=a\\b\"c"}"#;
+        let out = scrub(text, &["a\\b\"c"]);
+        assert_eq!(out, r#"{"log":"key=(sensitive)"}"#);
+    }
+
+    #[test]
     fn fingerprint_changes_with_secret_but_never_shows_it() {
         let mut r = Rendered {
             address: "model.m@h".into(),
@@ -340,10 +329,7 @@ mod tests {
                 sensitive: false,
             },
             size_gib: None,
-            command: MaybeSecret {
-                value: "srv".into(),
-                sensitive: false,
-            },
+            command: Redactable::plain("srv"),
             env: BTreeMap::from([(
                 "KEY".to_string(),
                 MaybeSecret {

@@ -21,7 +21,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The provider form of a rendered probe.
 pub fn provider_probe(p: &RenderedProbe) -> Probe {
     match p {
-        RenderedProbe::Cmd(cmd) => Probe::Cmd(cmd.value.clone()),
+        RenderedProbe::Cmd(cmd) => Probe::Cmd(cmd.reveal().to_string()),
         RenderedProbe::Http(path) => Probe::Http { path: path.clone() },
     }
 }

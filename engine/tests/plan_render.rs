@@ -95,14 +95,13 @@ const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccdde
 fn record(ws: &Workspace, model: &str, tweak: impl FnOnce(&mut ResourceRecord)) -> ResourceRecord {
     let p = ws.placements_of(model).next().unwrap();
     let r = launch::render(&ws.config, p).unwrap();
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     let mut rec = ResourceRecord {
         address: r.address.clone(),
         kind: ResourceKind::Model,
         host: r.host.clone(),
         status: ResourceStatus::Ready,
         fingerprint: Some(r.fingerprint(&hex::decode(KEY).unwrap())),
-        attributes: r.attributes(&secrets),
+        attributes: r.attributes(),
         updated_at: 1_700_000_000,
     };
     tweak(&mut rec);

@@ -403,7 +403,7 @@ fn record_failure(
                 .and_then(|p| launch::render(&ctx.ws.config, p).ok()),
         };
         let attributes = match rendered.or(rendered_now.as_ref()) {
-            Some(r) => r.attributes(&ctx.secrets),
+            Some(r) => r.attributes(),
             None => ctx
                 .previous
                 .get(&change.address)
@@ -460,7 +460,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         owner: ctx.options.owner.clone(),
         address: address.to_string(),
         run_dir: rendered.run_dir.clone(),
-        command: rendered.command.value.clone(),
+        command: rendered.command.reveal().to_string(),
         env: rendered
             .env
             .iter()
@@ -625,7 +625,7 @@ async fn start_and_gate(
             return Err(failed(step, error_text(&e), tail));
         }
     };
-    let mut attributes = rendered.attributes(&ctx.secrets);
+    let mut attributes = rendered.attributes();
     attributes.insert("pid".into(), Value::from(instance.pid));
     attributes.insert("started_at".into(), Value::from(instance.started_at));
     attributes.insert(
@@ -730,7 +730,10 @@ async fn run_verify_cmd(
     let cmd = cmd.map_err(|e| failed("render", e.to_string(), None))?;
     ctx.phase(address, Phase::Verifying);
     let out = transport
-        .exec(Command::new(cmd.value.clone(), ctx.options.verify_timeout))
+        .exec(Command::new(
+            cmd.reveal().to_string(),
+            ctx.options.verify_timeout,
+        ))
         .await
         .map_err(|e| failed("verify", error_text(&e), None))?;
     if !out.success() {
@@ -740,10 +743,7 @@ async fn run_verify_cmd(
             .map_or("a signal".to_string(), |s| format!("status {s}"));
         return Err(failed(
             "verify",
-            format!(
-                "verify_cmd `{}` exited with {status}",
-                launch::scrub(&cmd.value, &ctx.secrets)
-            ),
+            format!("verify_cmd `{}` exited with {status}", cmd.display()),
             Some(launch::scrub(&tail, &ctx.secrets)),
         ));
     }
@@ -755,10 +755,7 @@ async fn run_verify_cmd(
         fingerprint: None,
         attributes: BTreeMap::from([
             ("backend".to_string(), Value::from(backend)),
-            (
-                "verify_cmd".to_string(),
-                Value::from(launch::scrub(&cmd.value, &ctx.secrets)),
-            ),
+            ("verify_cmd".to_string(), Value::from(cmd.display())),
             ("verified_at".to_string(), Value::from(now())),
         ]),
         updated_at: now(),

@@ -350,11 +350,11 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                 e.to_string(),
                 None,
             )),
-            Some(Ok(cmd)) => match exec(cmd.value.clone()).await {
+            Some(Ok(cmd)) => match exec(cmd.reveal().to_string()).await {
                 Ok(out) if out.success() => checks.push(check(
                     format!("verify {b}"),
                     Status::Ok,
-                    launch::scrub(&cmd.value, &secrets),
+                    cmd.display(),
                     None,
                 )),
                 Ok(out) => {
@@ -367,10 +367,7 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                             out.status.unwrap_or(-1),
                             launch::scrub(tail.trim(), &secrets)
                         ),
-                        Some(format!(
-                            "make `{}` succeed on the host",
-                            launch::scrub(&cmd.value, &secrets)
-                        )),
+                        Some(format!("make `{}` succeed on the host", cmd.display())),
                     ));
                 }
                 Err(e) => checks.push(check(

@@ -225,13 +225,12 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
 /// `berth backends`
 pub fn backends(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
     let ws = open(cli)?;
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     if json {
         let items: Vec<Value> = ws
             .config
             .backends
             .iter()
-            .map(|b| backend_json(&ws, b, &secrets))
+            .map(|b| backend_json(&ws, b))
             .collect();
         print_json(&Value::Array(items));
         return Ok(exit_codes::SUCCESS);
@@ -258,8 +257,8 @@ pub fn backends(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
                 },
                 b.verify_cmd
                     .as_ref()
-                    .map(|c| launch::scrub(c.template.raw(), &secrets))
-                    .unwrap_or_else(|| "-".into()),
+                    .map_or("-", |c| c.display())
+                    .to_string(),
             ]
         })
         .collect();
@@ -270,14 +269,14 @@ pub fn backends(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
     Ok(exit_codes::SUCCESS)
 }
 
-fn backend_json(ws: &Workspace, b: &crate::config::Backend, secrets: &[&str]) -> Value {
+fn backend_json(ws: &Workspace, b: &crate::config::Backend) -> Value {
     json!({
         "id": b.id.value,
         "runtime": b.runtime.as_str(),
         "host_filters": b.host_filters.as_ref().map(|f| f.value.iter().map(|s| &s.value).collect::<Vec<_>>()),
-        "verify_cmd": b.verify_cmd.as_ref().map(|c| launch::scrub(c.template.raw(), secrets)),
+        "verify_cmd": b.verify_cmd.as_ref().map(|c| c.display()),
         "env": b.env.iter().map(|(k, v)| (k.clone(), Value::from(v.display()))).collect::<serde_json::Map<_, _>>(),
-        "args": b.args.iter().map(|a| launch::scrub(a, secrets)).collect::<Vec<_>>(),
+        "args": b.args.iter().map(|a| a.display()).collect::<Vec<_>>(),
         "container": b.container.as_ref().map(|c| json!({"image": c.image, "image_archive": c.image_archive, "gpus": c.gpus, "volumes": c.volumes})),
         "placements": ws.placements.iter().filter(|p| p.backend == b.id.value).map(|p| p.address()).collect::<Vec<_>>(),
     })
@@ -293,9 +292,8 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             ws.config.backends.iter().map(|b| b.id.value.as_str()),
         )
     })?;
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     if json {
-        print_json(&backend_json(&ws, b, &secrets));
+        print_json(&backend_json(&ws, b));
         return Ok(exit_codes::SUCCESS);
     }
     outln!("{}", ui.bold(&format!("backend.{}", b.id.value)));
@@ -313,15 +311,16 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     );
     outln!(
         "  verify_cmd    {}",
-        b.verify_cmd
-            .as_ref()
-            .map(|c| launch::scrub(c.template.raw(), &secrets))
-            .unwrap_or_else(|| "-".into())
+        b.verify_cmd.as_ref().map_or("-", |c| c.display())
     );
     if !b.args.is_empty() {
         outln!(
             "  args          {}",
-            launch::scrub(&b.args.join(" "), &secrets)
+            b.args
+                .iter()
+                .map(|a| a.display())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
     }
     for (k, v) in &b.env {
@@ -407,7 +406,6 @@ pub fn models(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
 }
 
 fn model_json(ws: &Workspace, m: &crate::config::Model) -> Value {
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     json!({
         "id": m.id.value,
         "enabled": m.enabled,
@@ -417,8 +415,8 @@ fn model_json(ws: &Workspace, m: &crate::config::Model) -> Value {
         "group": m.group.as_ref().map(|g| &g.value),
         "default": m.default.as_ref().map(|d| d.value),
         "depends_on": m.depends_on.iter().map(|d| format!("model.{}", d.value)).collect::<Vec<_>>(),
-        "start_cmd": launch::scrub(m.launch.start_cmd.template.raw(), &secrets),
-        "probe": match &m.launch.probe { Probe::Cmd(c) => json!({"cmd": launch::scrub(c.template.raw(), &secrets)}), Probe::Http(p) => json!({"http": p}) },
+        "start_cmd": m.launch.start_cmd.display(),
+        "probe": match &m.launch.probe { Probe::Cmd(c) => json!({"cmd": c.display()}), Probe::Http(p) => json!({"http": p}) },
         "env": m.env.iter().map(|(k, v)| (k.clone(), Value::from(v.display()))).collect::<serde_json::Map<_, _>>(),
         "placements": ws.placements_of(&m.id.value).map(|p| json!({
             "address": p.address(), "host": p.host, "backend": p.backend, "port": p.port, "active": p.active,
@@ -440,7 +438,6 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         print_json(&model_json(&ws, m));
         return Ok(exit_codes::SUCCESS);
     }
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     outln!("{}", ui.bold(&format!("model.{}", m.id.value)));
     outln!("  enabled       {}", m.enabled);
     outln!("  source        {}", m.source.display());
@@ -484,8 +481,8 @@ pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         outln!("    backend     {}", p.backend);
         match launch::render(&ws.config, p) {
             Ok(r) => {
-                outln!("    start       {}", r.command_display(&secrets));
-                outln!("    probe       {}", r.probe.display(&secrets));
+                outln!("    start       {}", r.command.display());
+                outln!("    probe       {}", r.probe.display());
             }
             Err(e) => outln!("    cannot render: {e}"),
         }

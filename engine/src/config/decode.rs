@@ -350,13 +350,37 @@ impl Decoder<'_> {
         self.push(Finding::error(Code::InvalidValue, span, label, message).with_help(help));
     }
 
-    /// True when attribute `key` refers to a sensitive variable.
-    fn mentions_secret(&self, body: &Body, key: &str) -> bool {
-        body.get_attribute(key).is_some_and(|attr| {
-            let mut refs = VarRefs::default();
-            refs.visit_expr(&attr.value);
-            refs.found.iter().any(|(n, _)| self.sensitive.contains(n))
-        })
+    /// True when `expr` refers to a sensitive variable.
+    fn mentions_secret(&self, expr: &Expression) -> bool {
+        let mut refs = VarRefs::default();
+        refs.visit_expr(expr);
+        refs.found.iter().any(|(n, _)| self.sensitive.contains(n))
+    }
+
+    /// Refuses a sensitive value in an attribute berth shows as it is (names, paths, numbers,
+    /// labels): hiding it would hide what the config means, and it is never needed there.
+    fn refuse_secret(&mut self, attr: &Attribute, ev: Evaluated) -> Option<Evaluated> {
+        if !ev.sensitive {
+            return Some(ev);
+        }
+        let key = attr.key.as_str();
+        let span = self.span(attr.value.span());
+        self.push(
+            Finding::error(
+                Code::SensitiveNotAllowed,
+                span,
+                "uses a sensitive variable",
+                format!("`{key}` cannot hold a sensitive value: berth shows it in plans, state and output"),
+            )
+            .with_help("pass secrets through `env`, `source`, backend `args` or a `*_cmd`; if the value is not secret, declare its variable without `sensitive = true`"),
+        );
+        None
+    }
+
+    /// Evaluates an attribute whose value berth shows as it is.
+    fn eval_shown(&mut self, attr: &Attribute) -> Option<Evaluated> {
+        let ev = self.eval(attr)?;
+        self.refuse_secret(attr, ev)
     }
 
     /// An `env` map: keys must be names a shell accepts, since they become variables.
@@ -393,13 +417,26 @@ impl Decoder<'_> {
         }
     }
 
+    /// A string attribute that may not hold a secret.
+    fn shown_string(&mut self, body: &Body, key: &str) -> Option<Spanned<String>> {
+        let attr = body.get_attribute(key)?;
+        let ev = self.eval_shown(attr)?;
+        match functions::scalar_to_string(&ev.value) {
+            Ok(s) => Some(Spanned::new(s, self.span(attr.value.span()))),
+            Err(_) => {
+                self.wrong_type(attr, "a string", &ev.value);
+                None
+            }
+        }
+    }
+
     fn plain_string(&mut self, body: &Body, key: &str) -> Option<String> {
-        self.string(body, key).map(|(s, _)| s.value)
+        self.shown_string(body, key).map(|s| s.value)
     }
 
     fn bool(&mut self, body: &Body, key: &str) -> Option<Spanned<bool>> {
         let attr = body.get_attribute(key)?;
-        let ev = self.eval(attr)?;
+        let ev = self.eval_shown(attr)?;
         match ev.value {
             hcl::Value::Bool(b) => Some(Spanned::new(b, self.span(attr.value.span()))),
             other => {
@@ -411,7 +448,7 @@ impl Decoder<'_> {
 
     fn number<'b>(&mut self, body: &'b Body, key: &str) -> Option<(f64, &'b Attribute)> {
         let attr = body.get_attribute(key)?;
-        let ev = self.eval(attr)?;
+        let ev = self.eval_shown(attr)?;
         match ev.value.as_number().and_then(|n| n.as_f64()) {
             Some(n) => Some((n, attr)),
             None => {
@@ -454,7 +491,7 @@ impl Decoder<'_> {
     /// A list of strings, each with its own span when written literally.
     fn string_list(&mut self, body: &Body, key: &str) -> Option<Spanned<Vec<Spanned<String>>>> {
         let attr = body.get_attribute(key)?;
-        let ev = self.eval(attr)?;
+        let ev = self.eval_shown(attr)?;
         let whole = self.span(attr.value.span());
         let hcl::Value::Array(items) = &ev.value else {
             self.wrong_type(attr, "a list of strings", &ev.value);
@@ -492,6 +529,54 @@ impl Decoder<'_> {
         Some(Spanned::new(out, whole))
     }
 
+    /// A list of strings that may hold secrets: an item written literally is sensitive when it
+    /// mentions a sensitive variable; every item is when the list as a whole comes from one.
+    fn secret_list(&mut self, body: &Body, key: &str) -> Vec<MaybeSecret> {
+        let Some(attr) = body.get_attribute(key) else {
+            return Vec::new();
+        };
+        let Some(ev) = self.eval(attr) else {
+            return Vec::new();
+        };
+        let hcl::Value::Array(items) = &ev.value else {
+            self.wrong_type(attr, "a list of strings", &ev.value);
+            return Vec::new();
+        };
+        let item_sensitive: Option<Vec<bool>> = match &attr.value {
+            Expression::Array(arr) if arr.len() == items.len() => {
+                Some(arr.iter().map(|e| self.mentions_secret(e)).collect())
+            }
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match functions::scalar_to_string(item) {
+                Ok(value) => out.push(MaybeSecret {
+                    value,
+                    sensitive: item_sensitive.as_ref().map_or(ev.sensitive, |s| s[i]),
+                }),
+                Err(_) => {
+                    let span = self.span(attr.value.span());
+                    self.push(
+                        Finding::error(
+                            Code::WrongType,
+                            span,
+                            "expected a string",
+                            format!(
+                                "`{key}` must be a list of strings; item {} is {}",
+                                i + 1,
+                                functions::type_name(item)
+                            ),
+                        )
+                        .with_help(format!("write {}", example_of("a list of strings"))),
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        out
+    }
+
     fn plain_list(&mut self, body: &Body, key: &str) -> Vec<String> {
         self.string_list(body, key)
             .map(|l| l.value.into_iter().map(|s| s.value).collect())
@@ -512,14 +597,28 @@ impl Decoder<'_> {
             self.wrong_type(attr, "a map of strings", &ev.value);
             return None;
         };
+        // A key is shown wherever its value is (hidden or not), so it may not hold a secret.
+        if let Expression::Object(obj) = &attr.value
+            && obj.iter().any(|(k, _)| match k {
+                hcl_edit::expr::ObjectKey::Expression(e) => self.mentions_secret(e),
+                hcl_edit::expr::ObjectKey::Ident(_) => false,
+            })
+        {
+            self.push(
+                Finding::error(
+                    Code::SensitiveNotAllowed,
+                    whole,
+                    "a key uses a sensitive variable",
+                    format!("the keys of `{key}` cannot hold a sensitive value: berth shows them"),
+                )
+                .with_help("keep the secret in the value: `KEY = var.secret`"),
+            );
+            return None;
+        }
         let entry_sensitive: Option<Vec<bool>> = match &attr.value {
             Expression::Object(obj) if obj.len() == map.len() => Some(
                 obj.iter()
-                    .map(|(_, v)| {
-                        let mut refs = VarRefs::default();
-                        refs.visit_expr(v.expr());
-                        refs.found.iter().any(|(n, _)| self.sensitive.contains(n))
-                    })
+                    .map(|(_, v)| self.mentions_secret(v.expr()))
                     .collect(),
             ),
             _ => None,
@@ -557,6 +656,26 @@ impl Decoder<'_> {
         Some(Spanned::new(out, whole))
     }
 
+    /// A map of strings that may not hold secrets (labels are matched and shown as they are).
+    fn shown_map(&mut self, body: &Body, key: &str) -> Option<Spanned<BTreeMap<String, String>>> {
+        let map = self.string_map(body, key)?;
+        if map.value.values().any(|v| v.sensitive) {
+            let attr = body.get_attribute(key).expect("decoded above");
+            self.refuse_secret(
+                attr,
+                Evaluated {
+                    value: hcl::Value::Null,
+                    sensitive: true,
+                },
+            );
+            return None;
+        }
+        Some(Spanned::new(
+            map.value.into_iter().map(|(k, v)| (k, v.value)).collect(),
+            map.span,
+        ))
+    }
+
     /// A `*_cmd` attribute: parses its `{name}` placeholders and checks them against `allowed`.
     fn command(&mut self, body: &Body, key: &str, allowed: &[&str]) -> Option<Command> {
         let attr = body.get_attribute(key)?;
@@ -580,14 +699,27 @@ impl Decoder<'_> {
         let template = match Template::parse(&text.value) {
             Ok(t) => t,
             Err(e) => {
+                // The message quotes the template text, which may hold the secret.
+                let message = if sensitive {
+                    format!(
+                        "`{key}`: a sensitive value interpolated into it holds `{{` or `}}`, which is read as a placeholder"
+                    )
+                } else {
+                    format!("`{key}`: {}", e.message)
+                };
+                let help = if sensitive {
+                    "write `${shellquote(var.NAME)}`, which doubles braces, or pass the value through `env`"
+                } else {
+                    "placeholders look like {port}; write {{ and }} for literal braces"
+                };
                 self.push(
                     Finding::error(
                         Code::UnknownTemplateVar,
                         at(e.offset, 1),
                         "bad placeholder",
-                        format!("`{key}`: {}", e.message),
+                        message,
                     )
-                    .with_help("placeholders look like {port}; write {{ and }} for literal braces"),
+                    .with_help(help),
                 );
                 return None;
             }
@@ -597,11 +729,19 @@ impl Decoder<'_> {
             if allowed.contains(&p.name) {
                 continue;
             }
+            // A placeholder name inside a sensitive command may be part of the secret.
+            let message = if sensitive {
+                format!(
+                    "`{key}` uses an unknown placeholder (in text that holds a sensitive value: write `${{shellquote(var.NAME)}}`, which doubles braces)"
+                )
+            } else {
+                format!("`{key}` uses unknown placeholder {{{}}}", p.name)
+            };
             let mut f = Finding::error(
                 Code::UnknownTemplateVar,
                 at(p.offset, p.name.len() + 2),
                 "unknown placeholder",
-                format!("`{key}` uses unknown placeholder {{{}}}", p.name),
+                message,
             );
             f = match did_you_mean(p.name, allowed.iter().copied()) {
                 Some(s) => f.with_help(format!(
@@ -669,8 +809,8 @@ impl Decoder<'_> {
             .map(|b| self.capabilities(b))
             .unwrap_or_default();
         let labels = self
-            .string_map(body, "labels")
-            .map(|m| m.value.into_iter().map(|(k, v)| (k, v.value)).collect())
+            .shown_map(body, "labels")
+            .map(|m| m.value)
             .unwrap_or_default();
         let enabled = self.bool(body, "enabled").is_none_or(|b| b.value);
         let run_dir = self.plain_string(body, "run_dir");
@@ -842,8 +982,7 @@ impl Decoder<'_> {
         }
         let verify_cmd = self.command(body, "verify_cmd", super::template::BACKEND_PLACEHOLDERS);
         let env = self.env(body);
-        let args_sensitive = self.mentions_secret(body, "args");
-        let args = self.plain_list(body, "args");
+        let args = self.secret_list(body, "args");
         let container = Self::block(body, "container").map(|b| self.container(b));
         let runtime = runtime?;
         if let Some(c) = &container {
@@ -888,7 +1027,6 @@ impl Decoder<'_> {
             verify_cmd,
             env,
             args,
-            args_sensitive,
             container,
         })
     }
@@ -997,7 +1135,7 @@ impl Decoder<'_> {
             }
         };
         let env = self.env(body);
-        let group = self.string(body, "group").map(|(g, _)| g);
+        let group = self.shown_string(body, "group");
         if let Some(g) = &group
             && let Err(why) = check_id(&g.value)
         {
@@ -1062,12 +1200,7 @@ impl Decoder<'_> {
         let body = &block.body;
         self.check_keys(body, "host_policy", &["hosts", "labels", "replicas"], &[]);
         let hosts = self.string_list(body, "hosts");
-        let labels = self.string_map(body, "labels").map(|m| {
-            Spanned::new(
-                m.value.into_iter().map(|(k, v)| (k, v.value)).collect(),
-                m.span,
-            )
-        });
+        let labels = self.shown_map(body, "labels");
         let replicas = self
             .uint(body, "replicas", 1, 10_000)
             .map_or(1, |n| n.value as usize);
@@ -1106,7 +1239,7 @@ impl Decoder<'_> {
             );
         }
         let probe_cmd = self.command(body, "probe_cmd", placeholders);
-        let probe_http = self.string(body, "probe_http").map(|(s, _)| s);
+        let probe_http = self.shown_string(body, "probe_http");
         let probe = match (probe_cmd, probe_http, body.get_attribute("probe_http")) {
             _ if body.has_attribute("probe_cmd") && body.has_attribute("probe_http") => {
                 let attr = body.get_attribute("probe_http").expect("checked above");

@@ -37,6 +37,8 @@ pub enum Code {
     DependencyCycle,
     VramExceeded,
     Unplaceable,
+    /// A sensitive value where berth would have to show it (names, paths, numbers, labels).
+    SensitiveNotAllowed,
 }
 
 impl Code {
@@ -68,6 +70,7 @@ impl Code {
             Code::DependencyCycle => "berth::config::dependency_cycle",
             Code::VramExceeded => "berth::config::vram_exceeded",
             Code::Unplaceable => "berth::config::unplaceable",
+            Code::SensitiveNotAllowed => "berth::config::sensitive_not_allowed",
         }
     }
 }

@@ -20,6 +20,7 @@ pub const NAMES: &[&str] = &[
     "merge",
     "min",
     "replace",
+    "shellquote",
     "split",
     "tonumber",
     "tostring",
@@ -140,6 +141,7 @@ pub fn declare(ctx: &mut Context<'_>) {
             ))
         }),
     );
+    ctx.declare_func("shellquote", str1(shellquote));
     ctx.declare_func("tostring", FuncDef::builder().param(P::Any).build(tostring));
     ctx.declare_func("tonumber", FuncDef::builder().param(P::Any).build(tonumber));
     ctx.declare_func(
@@ -150,6 +152,14 @@ pub fn declare(ctx: &mut Context<'_>) {
 
 fn string(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
+}
+
+/// One shell word, quoted as `{placeholder}` values are, with `{`/`}` doubled so that a `*_cmd`
+/// template gives the value back unchanged.
+fn shellquote(a: FuncArgs) -> Result<Value, String> {
+    super::template::shell_quote_for_template(string(&a[0]))
+        .map(Value::from)
+        .map_err(|_| "shellquote() cannot quote a string holding a NUL byte".to_string())
 }
 
 fn join(a: FuncArgs) -> Result<Value, String> {
@@ -324,6 +334,20 @@ mod tests {
             2
         );
         assert_eq!(eval(r#"tonumber("42")"#).unwrap(), Value::from(42i64));
+    }
+
+    #[test]
+    fn shellquote_quotes_one_word_and_doubles_braces() {
+        assert_eq!(
+            eval(r#"shellquote("plain")"#).unwrap(),
+            Value::from("plain")
+        );
+        assert_eq!(eval(r#"shellquote("a b")"#).unwrap(), Value::from("'a b'"));
+        assert_eq!(
+            eval(r#"shellquote("{x}")"#).unwrap(),
+            Value::from("'{{x}}'")
+        );
+        assert!(eval(r#"shellquote(1)"#).is_err());
     }
 
     #[test]

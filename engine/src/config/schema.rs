@@ -2,6 +2,7 @@
 //! decoded and evaluated. Plain data with spans; decoding lives in `decode`, checks in `validate`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 
 use super::source::{Sources, Span, Spanned};
@@ -69,7 +70,8 @@ impl Config {
         self.index.models.get(id).map(|&i| &self.models[i])
     }
 
-    /// Values of sensitive variables, so output can be scrubbed of them.
+    /// Values of sensitive variables, so text that comes back from hosts (log tails, stderr)
+    /// can be scrubbed of them. Text berth renders itself tracks sensitivity instead.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
         self.secret_texts.iter().map(String::as_str)
     }
@@ -133,6 +135,88 @@ impl MaybeSecret {
         } else {
             &self.value
         }
+    }
+}
+
+/// Text assembled from pieces, some of which came from sensitive values. The byte ranges of
+/// those pieces are kept with the text, so the text goes to hosts as it is and is shown with
+/// each range replaced by `(sensitive)`: berth never has to find a secret in text it built.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Redactable {
+    text: String,
+    /// Sorted, disjoint and never adjacent (adjacent pieces merge into one range).
+    sensitive: Vec<Range<usize>>,
+}
+
+impl Redactable {
+    /// Text with no sensitive part.
+    pub fn plain(text: impl Into<String>) -> Redactable {
+        Redactable {
+            text: text.into(),
+            sensitive: Vec::new(),
+        }
+    }
+
+    /// Text that is sensitive as a whole.
+    pub fn secret(text: impl Into<String>) -> Redactable {
+        let text: String = text.into();
+        let whole = 0..text.len();
+        Redactable {
+            text,
+            sensitive: Vec::from([whole]),
+        }
+    }
+
+    /// Appends `piece`, marking it sensitive when `sensitive` is set.
+    pub fn push(&mut self, piece: &str, sensitive: bool) {
+        let start = self.text.len();
+        self.text.push_str(piece);
+        if !sensitive {
+            return;
+        }
+        match self.sensitive.last_mut() {
+            Some(last) if last.end == start => last.end = self.text.len(),
+            _ => self.sensitive.push(start..self.text.len()),
+        }
+    }
+
+    /// Appends another redactable text, keeping its sensitive ranges.
+    pub fn append(&mut self, other: &Redactable) {
+        let mut at = 0;
+        for range in &other.sensitive {
+            self.push(&other.text[at..range.start], false);
+            self.push(&other.text[range.clone()], true);
+            at = range.end;
+        }
+        self.push(&other.text[at..], false);
+    }
+
+    /// The same text, sensitive as a whole.
+    pub fn into_secret(self) -> Redactable {
+        Redactable::secret(self.text)
+    }
+
+    /// The real text: for the host only, never for output, state or logs.
+    pub fn reveal(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether any part came from a sensitive value.
+    pub fn is_sensitive(&self) -> bool {
+        !self.sensitive.is_empty()
+    }
+
+    /// The text as it may be shown: every sensitive range replaced by `(sensitive)`.
+    pub fn display(&self) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        let mut at = 0;
+        for range in &self.sensitive {
+            out.push_str(&self.text[at..range.start]);
+            out.push_str(REDACTED);
+            at = range.end;
+        }
+        out.push_str(&self.text[at..]);
+        out
     }
 }
 
@@ -243,9 +327,8 @@ pub struct Backend {
     pub host_filters: Option<Spanned<Vec<Spanned<String>>>>,
     pub verify_cmd: Option<Command>,
     pub env: BTreeMap<String, MaybeSecret>,
-    pub args: Vec<String>,
-    /// `args` mentions a sensitive variable.
-    pub args_sensitive: bool,
+    /// Arguments for `{backend_args}`, each sensitive on its own.
+    pub args: Vec<MaybeSecret>,
     pub container: Option<Container>,
 }
 
@@ -265,8 +348,20 @@ pub struct Command {
     pub template: Template,
     /// The attribute value's span.
     pub span: Span,
-    /// The command mentions a sensitive variable.
+    /// The command mentions a sensitive variable: after HCL evaluation nobody can tell where
+    /// the value went, so the whole command is sensitive.
     pub sensitive: bool,
+}
+
+impl Command {
+    /// The template as it may be shown.
+    pub fn display(&self) -> &str {
+        if self.sensitive {
+            REDACTED
+        } else {
+            self.template.raw()
+        }
+    }
 }
 
 /// A `model` block.

@@ -122,7 +122,6 @@ pub fn plan(
     options: &PlanOptions,
     config_hash: &str,
 ) -> Result<Plan> {
-    let secrets: Vec<&str> = ws.config.secrets().collect();
     let key = state.hmac_key();
     // Instances another berth state started (on a shared host, or before this state was lost)
     // are adopted only when they run exactly the wanted launch, and never stopped.
@@ -178,7 +177,7 @@ pub fn plan(
 
     for (address, r) in &desired {
         let fingerprint = r.fingerprint(&key);
-        let attrs = r.attributes(&secrets);
+        let attrs = r.attributes();
         let record = state.records.get(address);
         let seen = instance(&r.host, address);
         let requested = options.replace.iter().any(|t| target_matches(t, address));
