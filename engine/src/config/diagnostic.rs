@@ -37,6 +37,7 @@ pub enum Code {
     DependencyCycle,
     VramExceeded,
     Unplaceable,
+    TooLarge,
 }
 
 impl Code {
@@ -68,6 +69,7 @@ impl Code {
             Code::DependencyCycle => "berth::config::dependency_cycle",
             Code::VramExceeded => "berth::config::vram_exceeded",
             Code::Unplaceable => "berth::config::unplaceable",
+            Code::TooLarge => "berth::config::too_large",
         }
     }
 }

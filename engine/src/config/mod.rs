@@ -4,6 +4,7 @@ mod decode;
 mod diagnostic;
 pub mod fmt;
 mod functions;
+pub mod limits;
 mod load;
 mod schema;
 mod source;

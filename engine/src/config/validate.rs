@@ -33,14 +33,31 @@ pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
     check_cycles(config, findings);
 }
 
-fn undefined(code: Code, kind: &str, id: &Spanned<String>, known: &[&str]) -> Finding {
+/// How many undefined references of one check get a "did you mean" among every known id: each
+/// suggestion compares the reference with all ids, so a list of thousands of undefined ones
+/// would cost the product of the two.
+const SUGGESTIONS: usize = 100;
+
+fn undefined(
+    code: Code,
+    kind: &str,
+    id: &Spanned<String>,
+    known: &[&str],
+    suggestions_left: &mut usize,
+) -> Finding {
     let f = Finding::error(
         code,
         id.span,
         format!("no such {kind}"),
         format!("{kind} `{}` is not defined", id.value),
     );
-    match did_you_mean(&id.value, known.iter().copied()) {
+    let suggestion = if *suggestions_left > 0 {
+        *suggestions_left -= 1;
+        did_you_mean(&id.value, known.iter().copied())
+    } else {
+        None
+    };
+    match suggestion {
         Some(s) => f.with_help(format!("did you mean `{s}`?")),
         None if known.is_empty() => f.with_help(format!(
             "define it with a `{kind} \"{}\" {{ ... }}` block",
@@ -70,17 +87,30 @@ fn check_backend_refs(config: &Config, declared: &Declared, findings: &mut Findi
         .iter()
         .map(|b| b.id.value.as_str())
         .collect();
+    let mut suggestions = SUGGESTIONS;
     for host in &config.hosts {
         for b in &host.capabilities.backends {
             if !declared.backends.contains(&b.value) {
-                findings.push(undefined(Code::UndefinedBackend, "backend", b, &known));
+                findings.push(undefined(
+                    Code::UndefinedBackend,
+                    "backend",
+                    b,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
     for model in &config.models {
         for b in &model.backend_policy.prefer {
             if !declared.backends.contains(&b.value) {
-                findings.push(undefined(Code::UndefinedBackend, "backend", b, &known));
+                findings.push(undefined(
+                    Code::UndefinedBackend,
+                    "backend",
+                    b,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
@@ -93,7 +123,8 @@ fn check_host_patterns(
     findings: &mut Findings,
 ) {
     let known: Vec<&str> = config.hosts.iter().map(|h| h.id.value.as_str()).collect();
-    let check = |pattern: &Spanned<String>, owner: &str, findings: &mut Findings| match matcher
+    let mut suggestions = SUGGESTIONS;
+    let mut check = |pattern: &Spanned<String>, owner: &str, findings: &mut Findings| match matcher
         .matches(&pattern.value)
     {
         Err(why) => findings.push(
@@ -131,7 +162,13 @@ fn check_host_patterns(
                     .with_help(format!("hosts: {}", list(&known))),
                 );
             } else {
-                findings.push(undefined(Code::UndefinedHost, "host", pattern, &known));
+                findings.push(undefined(
+                    Code::UndefinedHost,
+                    "host",
+                    pattern,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
         Ok(_) => {}
@@ -178,6 +215,7 @@ fn check_host_patterns(
 
 fn check_model_refs(config: &Config, declared: &Declared, findings: &mut Findings) {
     let known: Vec<&str> = config.models.iter().map(|m| m.id.value.as_str()).collect();
+    let mut suggestions = SUGGESTIONS;
     for model in &config.models {
         for dep in &model.depends_on {
             if dep.value == model.id.value {
@@ -191,7 +229,13 @@ fn check_model_refs(config: &Config, declared: &Declared, findings: &mut Finding
                     .with_help("remove it from its own depends_on"),
                 );
             } else if !declared.models.contains(&dep.value) {
-                findings.push(undefined(Code::UndefinedModel, "model", dep, &known));
+                findings.push(undefined(
+                    Code::UndefinedModel,
+                    "model",
+                    dep,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
