@@ -18,4 +18,5 @@ pub use functions::NAMES as FUNCTION_NAMES;
 pub use load::{Invalid, Loaded, display_name, load, load_texts, state_dir_of};
 pub use schema::*;
 pub use source::{FileId, SourceFile, Sources, Span, Spanned};
+pub use validate::long_start_commands;
 pub use vars::{ENV_PREFIX, VarInputs, parse_cli_var};

@@ -8,10 +8,11 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::diagnostic::{Code, Finding, Findings, did_you_mean};
+use super::limits;
 use super::schema::Config;
 use super::source::{Span, Spanned};
 use crate::graph::cycle_path;
-use crate::placement::HostMatcher;
+use crate::placement::{HostMatcher, Placement};
 
 /// The ids of every host, backend and model block, including blocks that failed to decode, so
 /// that a reference to a broken block is not reported as undefined as well.
@@ -349,4 +350,74 @@ fn check_cycles(config: &Config, findings: &mut Findings) {
         }
         findings.push(f);
     }
+}
+
+/// Warnings for start commands that render longer than [`limits::MAX_COMMAND_BYTES`] on one of
+/// their placements: the OS refuses an argument that long (E2BIG), so such a start would fail
+/// on every host. Only models whose command could come near the bound are rendered.
+pub fn long_start_commands(config: &Config, placements: &[Placement]) -> Vec<Finding> {
+    // Shell quoting at most quadruples a value (`'` becomes `'\''`) and adds two quotes.
+    let quoted = |len: usize| len * 4 + 2;
+    let longest_run_dir = config.hosts.iter().map(|h| h.run_dir.len()).max();
+    let longest_args = config.backends.iter().map(|b| {
+        b.args.iter().map(|a| quoted(a.len()) + 1).sum::<usize>()
+            + b.env
+                .iter()
+                .map(|(k, v)| k.len() + quoted(v.value.len()) + 2)
+                .sum::<usize>()
+    });
+    let longest_value = quoted(
+        [64, longest_run_dir.unwrap_or(0)]
+            .into_iter()
+            .max()
+            .unwrap_or(0),
+    )
+    .max(longest_args.max().unwrap_or(0));
+    let mut out = Vec::new();
+    let mut warned: HashSet<&str> = HashSet::new();
+    for placement in placements {
+        let Some(model) = config.model(&placement.model) else {
+            continue;
+        };
+        let template = &model.launch.start_cmd.template;
+        let bound = template.raw().len()
+            + template
+                .placeholders()
+                .map(|p| {
+                    if p.name == "source" {
+                        quoted(model.source.value.len())
+                    } else {
+                        longest_value
+                    }
+                })
+                .sum::<usize>();
+        if bound <= limits::MAX_COMMAND_BYTES || warned.contains(model.id.value.as_str()) {
+            continue;
+        }
+        let Ok(rendered) = crate::launch::render(config, placement) else {
+            continue;
+        };
+        let len = rendered.command.value.len();
+        if len <= limits::MAX_COMMAND_BYTES {
+            continue;
+        }
+        warned.insert(&model.id.value);
+        out.push(
+            Finding::error(
+                Code::TooLarge,
+                model.launch.start_cmd.span,
+                format!("{} KiB once rendered", len.div_ceil(1024)),
+                format!(
+                    "the start command of model `{}` is {} KiB on host `{}`, over the {} KiB that pass safely as one argument: the OS would refuse it (\"argument list too long\")",
+                    model.id.value,
+                    len.div_ceil(1024),
+                    placement.host,
+                    limits::MAX_COMMAND_BYTES / 1024
+                ),
+            )
+            .with_help("move the long part into a script or a config file on the host, and start that")
+            .warning(),
+        );
+    }
+    out
 }
