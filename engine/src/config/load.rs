@@ -231,7 +231,12 @@ fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
         .collect();
-    let total: u64 = sizes.iter().sum();
+    let total: u64 = sizes.iter().filter(|&&s| s <= limits::MAX_FILE_BYTES).sum();
+    for (path, &size) in paths.iter().zip(&sizes) {
+        if size > limits::MAX_FILE_BYTES {
+            findings.push(limits::file_too_large(&display_name(path), size));
+        }
+    }
     if total > limits::MAX_TOTAL_BYTES {
         findings.push(limits::config_too_large(
             &display_name(dir),
@@ -243,7 +248,6 @@ fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec
     let mut ids = Vec::new();
     for (path, size) in paths.into_iter().zip(sizes) {
         if size > limits::MAX_FILE_BYTES {
-            findings.push(limits::file_too_large(&display_name(&path), size));
             continue;
         }
         match std::fs::read(&path) {
