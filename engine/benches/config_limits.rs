@@ -17,8 +17,11 @@ use common::Fleet;
 
 const MIB: usize = 1024 * 1024;
 
+/// Writes one case's config into a directory.
+type Writer = Box<dyn Fn(&std::path::Path)>;
+
 fn main() {
-    let cases: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
+    let cases: Vec<(&str, Writer)> = vec![
         (
             "fleet benchmark: 1,000 hosts, 5,000 models",
             Box::new(|d| Fleet::LARGE.write(d)),

@@ -148,7 +148,10 @@ fn config_over_32_mib_in_all_is_refused_before_it_is_read() {
 fn file_just_under_10_mib_loads() {
     let files = oversized::fleet(45_000, MAX_FILE_BYTES as usize);
     let largest = files.iter().map(|(_, t)| t.len()).max().unwrap();
-    assert!(largest > 9 * 1024 * 1024 && largest as u64 <= MAX_FILE_BYTES, "{largest}");
+    assert!(
+        largest > 9 * 1024 * 1024 && largest as u64 <= MAX_FILE_BYTES,
+        "{largest}"
+    );
     let ws = open(&files).unwrap();
     assert_eq!(ws.placements.len(), 45_000);
 }

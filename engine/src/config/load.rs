@@ -112,7 +112,7 @@ fn check_sources(
             .filter(|&f| match within_limits(&sources, f) {
                 Ok(()) => true,
                 Err(finding) => {
-                    findings.push(finding);
+                    findings.push(*finding);
                     false
                 }
             })
@@ -145,14 +145,14 @@ fn check_sources(
 }
 
 /// Checks one file's text against the limits that must hold before it is parsed.
-fn within_limits(sources: &Sources, file: FileId) -> Result<(), Finding> {
+fn within_limits(sources: &Sources, file: FileId) -> Result<(), Box<Finding>> {
     let source = sources.get(file);
     let bytes = source.text.len() as u64;
     if bytes > limits::MAX_FILE_BYTES {
-        return Err(limits::file_too_large(&source.name, bytes));
+        return Err(Box::new(limits::file_too_large(&source.name, bytes)));
     }
     match limits::check_items(file, &source.text) {
-        Some(finding) => Err(finding),
+        Some(finding) => Err(Box::new(finding)),
         None => Ok(()),
     }
 }
