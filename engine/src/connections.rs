@@ -174,11 +174,34 @@ fn lock_local(host: &str, path: &str, holder: &str) -> Result<HostLockGuard, Str
     }
 }
 
-/// An error with its help line, on one line, for step failures.
+/// An error with the causes its message leaves out and its help line, on one line, for step
+/// failures.
 pub fn error_text(err: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> String {
-    match err.help() {
-        Some(help) => format!("{err} (help: {help})"),
-        None => err.to_string(),
+    let mut text = err.to_string();
+    let mut help = err.help().map(|h| h.to_string());
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let shown = c.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        if c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::E2BIG)
+        {
+            help.get_or_insert_with(|| {
+                format!(
+                    "the command is longer than the OS takes as one argument ({} KiB on Linux): move the long part of start_cmd into a script on the host",
+                    crate::config::limits::MAX_COMMAND_BYTES / 1024
+                )
+            });
+        }
+        cause = c.source();
+    }
+    match help {
+        Some(help) => format!("{text} (help: {help})"),
+        None => text,
     }
 }
 

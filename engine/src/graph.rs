@@ -2,7 +2,7 @@
 //! of a model to the placements that depend on it. Built from placements with petgraph; rendered
 //! as DOT or JSON; walked by the planner and the executor. It holds addresses, not config.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
@@ -276,13 +276,14 @@ where
         .iter()
         .min_by_key(|n| key(**n))
         .expect("non-empty component");
+    let members: HashSet<NodeIndex> = component.iter().copied().collect();
     let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
         let mut next: Vec<NodeIndex> = graph
             .successors(node)
             .into_iter()
-            .filter(|n| component.contains(n))
+            .filter(|n| members.contains(n))
             .collect();
         next.sort_by_key(|n| key(*n));
         for n in next {

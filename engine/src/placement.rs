@@ -139,20 +139,29 @@ impl<'c> HostMatcher<'c> {
     }
 }
 
-/// What is already placed on one host.
+/// What is already placed on one host. Every question placement asks of it is answered in
+/// constant time, so that a host with thousands of models costs no more per model than one.
 #[derive(Default)]
 struct HostLoad {
-    /// (port, group, model index)
-    ports: Vec<(u16, Option<String>, usize)>,
-    /// VRAM of models outside groups, and the largest member of each group.
+    ports: HashMap<u16, PortUse>,
+    /// VRAM of models outside groups, and the largest member of each group (and their sum).
     vram_single: f64,
     vram_groups: HashMap<String, f64>,
+    vram_groups_total: f64,
     models: Vec<usize>,
+}
+
+/// The models placed on one port of a host, as far as a port check needs them.
+struct PortUse {
+    /// The first model placed on the port, and its group.
+    first: (usize, Option<String>),
+    /// The first model placed on it whose group differs from the first one's.
+    other_group: Option<usize>,
 }
 
 impl HostLoad {
     fn vram_used(&self) -> f64 {
-        self.vram_single + self.vram_groups.values().sum::<f64>()
+        self.vram_single + self.vram_groups_total
     }
 
     fn vram_with(&self, model: &Model) -> f64 {
@@ -166,12 +175,15 @@ impl HostLoad {
         }
     }
 
+    /// The earliest model on the host that `model` cannot share its port with: any model on
+    /// the port for a model outside groups, a model of another group for a group member.
     fn port_holder(&self, model: &Model) -> Option<usize> {
-        let group = model.group.as_ref().map(|g| &g.value);
-        self.ports
-            .iter()
-            .find(|(port, g, _)| *port == model.port && (group.is_none() || g.as_ref() != group))
-            .map(|(_, _, m)| *m)
+        let used = self.ports.get(&model.port)?;
+        match &model.group {
+            None => Some(used.first.0),
+            Some(g) if used.first.1.as_ref() != Some(&g.value) => Some(used.first.0),
+            Some(_) => used.other_group,
+        }
     }
 
     fn add(&mut self, index: usize, model: &Model) {
@@ -179,15 +191,28 @@ impl HostLoad {
         match &model.group {
             Some(g) => {
                 let entry = self.vram_groups.entry(g.value.clone()).or_insert(0.0);
-                *entry = entry.max(size);
+                if size > *entry {
+                    self.vram_groups_total += size - *entry;
+                    *entry = size;
+                }
             }
             None => self.vram_single += size,
         }
-        self.ports.push((
-            model.port,
-            model.group.as_ref().map(|g| g.value.clone()),
-            index,
-        ));
+        let group = model.group.as_ref().map(|g| g.value.clone());
+        match self.ports.entry(model.port) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(PortUse {
+                    first: (index, group),
+                    other_group: None,
+                });
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let used = e.get_mut();
+                if used.other_group.is_none() && used.first.1 != group {
+                    used.other_group = Some(index);
+                }
+            }
+        }
         self.models.push(index);
     }
 }

@@ -44,11 +44,16 @@ impl Workspace {
             }
         };
         let graph = ResourceGraph::build(&config, &placements).map_err(Error::Cycle)?;
+        let mut warnings = loaded.warnings;
+        for finding in config::long_start_commands(&config, &placements) {
+            warnings.push(finding);
+        }
+        warnings.sort();
         Ok(Workspace {
             config,
             placements,
             graph,
-            warnings: loaded.warnings,
+            warnings,
         })
     }
 

@@ -55,12 +55,24 @@ impl Ui {
         out
     }
 
-    /// Prints config findings to stderr.
+    /// Prints config findings to stderr, the first [`Ui::MAX_FINDINGS_SHOWN`] of them in full.
     pub fn print_findings(&self, findings: &Findings, sources: &Sources) {
-        for finding in findings.iter() {
+        for finding in findings.iter().take(Self::MAX_FINDINGS_SHOWN) {
             errln!("{}", self.render(&finding.render(sources)));
         }
+        if let Some(rest) = findings.len().checked_sub(Self::MAX_FINDINGS_SHOWN)
+            && rest > 0
+        {
+            errln!(
+                "... and {rest} more finding{} not shown (`berth validate --json` lists them all)\n",
+                if rest == 1 { "" } else { "s" }
+            );
+        }
     }
+
+    /// Findings shown in full: each snippet is drawn from its file's text, so thousands of
+    /// them (one per item of a long list) would take minutes and bury the first ones.
+    pub const MAX_FINDINGS_SHOWN: usize = 200;
 
     /// Prints a diagnostic to stderr.
     pub fn eprint(&self, diagnostic: &dyn Diagnostic) {

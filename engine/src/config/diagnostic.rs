@@ -39,6 +39,8 @@ pub enum Code {
     Unplaceable,
     /// A sensitive value where berth would have to show it (names, paths, numbers, labels).
     SensitiveNotAllowed,
+    /// A file, the config, or one collection over its size limit.
+    TooLarge,
 }
 
 impl Code {
@@ -71,6 +73,7 @@ impl Code {
             Code::VramExceeded => "berth::config::vram_exceeded",
             Code::Unplaceable => "berth::config::unplaceable",
             Code::SensitiveNotAllowed => "berth::config::sensitive_not_allowed",
+            Code::TooLarge => "berth::config::too_large",
         }
     }
 }

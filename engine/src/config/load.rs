@@ -13,7 +13,7 @@ use super::diagnostic::{Code, Finding, Findings, did_you_mean};
 use super::schema::*;
 use super::source::{FileId, Sources, Span, Spanned};
 use super::vars::{VarInputs, coerce};
-use super::{functions, validate};
+use super::{functions, limits, validate};
 
 /// A config that loaded with no errors (it may have warnings).
 #[derive(Debug)]
@@ -40,6 +40,10 @@ pub fn state_dir_of(dir: &Path, inputs: &VarInputs) -> Result<PathBuf, Invalid> 
     let mut literal_dir = None;
     let mut needs_full_load = false;
     for file in files {
+        // An oversized file is refused by the full load; here it is only skipped, unparsed.
+        if within_limits(&sources, file).is_err() {
+            continue;
+        }
         let Ok(body) = hcl_edit::parser::parse_body(&sources.get(file).text) else {
             continue;
         };
@@ -91,6 +95,29 @@ fn check_sources(
     mut findings: Findings,
     inputs: &VarInputs,
 ) -> Result<Loaded, Invalid> {
+    let total: u64 = files
+        .iter()
+        .map(|&f| sources.get(f).text.len() as u64)
+        .sum();
+    let files = if total > limits::MAX_TOTAL_BYTES {
+        findings.push(limits::config_too_large(
+            &display_name(dir),
+            total,
+            files.len(),
+        ));
+        Vec::new()
+    } else {
+        files
+            .into_iter()
+            .filter(|&f| match within_limits(&sources, f) {
+                Ok(()) => true,
+                Err(finding) => {
+                    findings.push(*finding);
+                    false
+                }
+            })
+            .collect()
+    };
     let mut bodies = Vec::new();
     for (file, parsed) in parse_all(&sources, &files) {
         match parsed {
@@ -114,6 +141,19 @@ fn check_sources(
             config,
             warnings: findings,
         })
+    }
+}
+
+/// Checks one file's text against the limits that must hold before it is parsed.
+fn within_limits(sources: &Sources, file: FileId) -> Result<(), Box<Finding>> {
+    let source = sources.get(file);
+    let bytes = source.text.len() as u64;
+    if bytes > limits::MAX_FILE_BYTES {
+        return Err(Box::new(limits::file_too_large(&source.name, bytes)));
+    }
+    match limits::check_items(file, &source.text) {
+        Some(finding) => Err(Box::new(finding)),
+        None => Ok(()),
     }
 }
 
@@ -231,8 +271,30 @@ fn read_files(dir: &Path, sources: &mut Sources, findings: &mut Findings) -> Vec
             .with_help("run berth in a directory of *.hcl files, or pass -C DIR"),
         );
     }
+    // Sizes are checked before anything is read, so an oversized config costs no memory.
+    let sizes: Vec<u64> = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let total: u64 = sizes.iter().filter(|&&s| s <= limits::MAX_FILE_BYTES).sum();
+    for (path, &size) in paths.iter().zip(&sizes) {
+        if size > limits::MAX_FILE_BYTES {
+            findings.push(limits::file_too_large(&display_name(path), size));
+        }
+    }
+    if total > limits::MAX_TOTAL_BYTES {
+        findings.push(limits::config_too_large(
+            &display_name(dir),
+            total,
+            paths.len(),
+        ));
+        return Vec::new();
+    }
     let mut ids = Vec::new();
-    for path in paths {
+    for (path, size) in paths.into_iter().zip(sizes) {
+        if size > limits::MAX_FILE_BYTES {
+            continue;
+        }
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => ids.push(sources.add(display_name(&path), path, text)),
@@ -646,6 +708,12 @@ fn resolve_variables(
         }
     }
     for path in &inputs.files {
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.len() > limits::MAX_FILE_BYTES
+        {
+            findings.push(limits::file_too_large(&display_name(path), meta.len()));
+            continue;
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(err) => {
@@ -660,6 +728,10 @@ fn resolve_variables(
             }
         };
         let file = sources.add(display_name(path), path.clone(), text);
+        if let Some(finding) = limits::check_items(file, &sources.get(file).text) {
+            findings.push(finding);
+            continue;
+        }
         let body = match hcl_edit::parser::parse_body(&sources.get(file).text) {
             Ok(body) => body,
             Err(err) => {

@@ -2,7 +2,7 @@
 //! (byte offset to line and column); knows nothing of HCL.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use miette::NamedSource;
 
@@ -60,6 +60,39 @@ pub struct SourceFile {
     pub name: String,
     pub path: PathBuf,
     pub text: Arc<String>,
+    /// Where each line starts, built on first use: a config with thousands of findings asks
+    /// for thousands of positions, and scanning the text for each would be quadratic.
+    lines: OnceLock<LineIndex>,
+}
+
+/// Byte offsets of line starts, and whether each line is ASCII (so its columns are bytes).
+#[derive(Debug, Clone)]
+struct LineIndex {
+    starts: Vec<usize>,
+    ascii: Vec<bool>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let ascii = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                let end = starts.get(i + 1).copied().unwrap_or(text.len());
+                text.as_bytes()[start..end].is_ascii()
+            })
+            .collect();
+        LineIndex { starts, ascii }
+    }
+}
+
+impl SourceFile {
+    fn line_index(&self) -> &LineIndex {
+        self.lines.get_or_init(|| LineIndex::new(&self.text))
+    }
 }
 
 /// All files read for one config, addressed by [`FileId`].
@@ -75,6 +108,7 @@ impl Sources {
             name,
             path,
             text: Arc::new(text),
+            lines: OnceLock::new(),
         });
         self.files.len() - 1
     }
@@ -103,25 +137,27 @@ impl Sources {
 
     /// One-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, id: FileId, offset: usize) -> (usize, usize) {
-        let text = &self.files[id].text;
+        let file = &self.files[id];
+        let text = &file.text;
         let offset = floor_char_boundary(text, offset.min(text.len()));
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let index = file.line_index();
+        let line = index.starts.partition_point(|&start| start <= offset);
+        let line_start = index.starts[line - 1];
+        let column = if index.ascii[line - 1] {
+            offset - line_start + 1
+        } else {
+            text[line_start..offset].chars().count() + 1
+        };
         (line, column)
     }
 
     /// Byte offset of a one-based line and column, clamped to the text.
     pub fn offset_of(&self, id: FileId, line: usize, column: usize) -> usize {
-        let text = &self.files[id].text;
-        let mut offset = 0;
-        for _ in 1..line {
-            match text[offset..].find('\n') {
-                Some(i) => offset += i + 1,
-                None => return text.len(),
-            }
-        }
+        let file = &self.files[id];
+        let text = &file.text;
+        let Some(&offset) = file.line_index().starts.get(line.max(1) - 1) else {
+            return text.len();
+        };
         let rest = &text[offset..];
         let line_len = rest.find('\n').unwrap_or(rest.len());
         let col_bytes: usize = rest[..line_len]

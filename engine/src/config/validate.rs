@@ -8,10 +8,11 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::diagnostic::{Code, Finding, Findings, did_you_mean};
+use super::limits;
 use super::schema::Config;
 use super::source::{Span, Spanned};
 use crate::graph::cycle_path;
-use crate::placement::HostMatcher;
+use crate::placement::{HostMatcher, Placement};
 
 /// The ids of every host, backend and model block, including blocks that failed to decode, so
 /// that a reference to a broken block is not reported as undefined as well.
@@ -33,14 +34,31 @@ pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
     check_cycles(config, findings);
 }
 
-fn undefined(code: Code, kind: &str, id: &Spanned<String>, known: &[&str]) -> Finding {
+/// How many undefined references of one check get a "did you mean" among every known id: each
+/// suggestion compares the reference with all ids, so a list of thousands of undefined ones
+/// would cost the product of the two.
+const SUGGESTIONS: usize = 100;
+
+fn undefined(
+    code: Code,
+    kind: &str,
+    id: &Spanned<String>,
+    known: &[&str],
+    suggestions_left: &mut usize,
+) -> Finding {
     let f = Finding::error(
         code,
         id.span,
         format!("no such {kind}"),
         format!("{kind} `{}` is not defined", id.value),
     );
-    match did_you_mean(&id.value, known.iter().copied()) {
+    let suggestion = if *suggestions_left > 0 {
+        *suggestions_left -= 1;
+        did_you_mean(&id.value, known.iter().copied())
+    } else {
+        None
+    };
+    match suggestion {
         Some(s) => f.with_help(format!("did you mean `{s}`?")),
         None if known.is_empty() => f.with_help(format!(
             "define it with a `{kind} \"{}\" {{ ... }}` block",
@@ -70,17 +88,30 @@ fn check_backend_refs(config: &Config, declared: &Declared, findings: &mut Findi
         .iter()
         .map(|b| b.id.value.as_str())
         .collect();
+    let mut suggestions = SUGGESTIONS;
     for host in &config.hosts {
         for b in &host.capabilities.backends {
             if !declared.backends.contains(&b.value) {
-                findings.push(undefined(Code::UndefinedBackend, "backend", b, &known));
+                findings.push(undefined(
+                    Code::UndefinedBackend,
+                    "backend",
+                    b,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
     for model in &config.models {
         for b in &model.backend_policy.prefer {
             if !declared.backends.contains(&b.value) {
-                findings.push(undefined(Code::UndefinedBackend, "backend", b, &known));
+                findings.push(undefined(
+                    Code::UndefinedBackend,
+                    "backend",
+                    b,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
@@ -93,7 +124,8 @@ fn check_host_patterns(
     findings: &mut Findings,
 ) {
     let known: Vec<&str> = config.hosts.iter().map(|h| h.id.value.as_str()).collect();
-    let check = |pattern: &Spanned<String>, owner: &str, findings: &mut Findings| match matcher
+    let mut suggestions = SUGGESTIONS;
+    let mut check = |pattern: &Spanned<String>, owner: &str, findings: &mut Findings| match matcher
         .matches(&pattern.value)
     {
         Err(why) => findings.push(
@@ -131,7 +163,13 @@ fn check_host_patterns(
                     .with_help(format!("hosts: {}", list(&known))),
                 );
             } else {
-                findings.push(undefined(Code::UndefinedHost, "host", pattern, &known));
+                findings.push(undefined(
+                    Code::UndefinedHost,
+                    "host",
+                    pattern,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
         Ok(_) => {}
@@ -178,6 +216,7 @@ fn check_host_patterns(
 
 fn check_model_refs(config: &Config, declared: &Declared, findings: &mut Findings) {
     let known: Vec<&str> = config.models.iter().map(|m| m.id.value.as_str()).collect();
+    let mut suggestions = SUGGESTIONS;
     for model in &config.models {
         for dep in &model.depends_on {
             if dep.value == model.id.value {
@@ -191,7 +230,13 @@ fn check_model_refs(config: &Config, declared: &Declared, findings: &mut Finding
                     .with_help("remove it from its own depends_on"),
                 );
             } else if !declared.models.contains(&dep.value) {
-                findings.push(undefined(Code::UndefinedModel, "model", dep, &known));
+                findings.push(undefined(
+                    Code::UndefinedModel,
+                    "model",
+                    dep,
+                    &known,
+                    &mut suggestions,
+                ));
             }
         }
     }
@@ -305,4 +350,77 @@ fn check_cycles(config: &Config, findings: &mut Findings) {
         }
         findings.push(f);
     }
+}
+
+/// Warnings for start commands that render longer than [`limits::MAX_COMMAND_BYTES`] on one of
+/// their placements: the OS refuses an argument that long (E2BIG), so such a start would fail
+/// on every host. Only models whose command could come near the bound are rendered.
+pub fn long_start_commands(config: &Config, placements: &[Placement]) -> Vec<Finding> {
+    // Shell quoting at most quadruples a value (`'` becomes `'\''`) and adds two quotes.
+    let quoted = |len: usize| len * 4 + 2;
+    let longest_run_dir = config.hosts.iter().map(|h| h.run_dir.len()).max();
+    let longest_args = config.backends.iter().map(|b| {
+        b.args
+            .iter()
+            .map(|a| quoted(a.value.len()) + 1)
+            .sum::<usize>()
+            + b.env
+                .iter()
+                .map(|(k, v)| k.len() + quoted(v.value.len()) + 2)
+                .sum::<usize>()
+    });
+    let longest_value = quoted(
+        [64, longest_run_dir.unwrap_or(0)]
+            .into_iter()
+            .max()
+            .unwrap_or(0),
+    )
+    .max(longest_args.max().unwrap_or(0));
+    let mut out = Vec::new();
+    let mut warned: HashSet<&str> = HashSet::new();
+    for placement in placements {
+        let Some(model) = config.model(&placement.model) else {
+            continue;
+        };
+        let template = &model.launch.start_cmd.template;
+        let bound = template.raw().len()
+            + template
+                .placeholders()
+                .map(|p| {
+                    if p.name == "source" {
+                        quoted(model.source.value.len())
+                    } else {
+                        longest_value
+                    }
+                })
+                .sum::<usize>();
+        if bound <= limits::MAX_COMMAND_BYTES || warned.contains(model.id.value.as_str()) {
+            continue;
+        }
+        let Ok(rendered) = crate::launch::render(config, placement) else {
+            continue;
+        };
+        let len = rendered.command.reveal().len();
+        if len <= limits::MAX_COMMAND_BYTES {
+            continue;
+        }
+        warned.insert(&model.id.value);
+        out.push(
+            Finding::error(
+                Code::TooLarge,
+                model.launch.start_cmd.span,
+                format!("{} KiB once rendered", len.div_ceil(1024)),
+                format!(
+                    "the start command of model `{}` is {} KiB on host `{}`, over the {} KiB that pass safely as one argument: the OS would refuse it (\"argument list too long\")",
+                    model.id.value,
+                    len.div_ceil(1024),
+                    placement.host,
+                    limits::MAX_COMMAND_BYTES / 1024
+                ),
+            )
+            .with_help("move the long part into a script or a config file on the host, and start that")
+            .warning(),
+        );
+    }
+    out
 }
