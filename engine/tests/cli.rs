@@ -357,8 +357,14 @@ fn settings_state_block_places_the_state_for_every_command() {
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(text.contains("The state is empty."), "{text}");
     berth(dir.path(), &["plan", "--refresh=false"]).success();
-    assert!(state.join("berth.lock").is_file(), "the lock lives in the state dir");
-    assert!(state.join("db").is_dir(), "the store lives in the state dir");
+    assert!(
+        state.join("berth.lock").is_file(),
+        "the lock lives in the state dir"
+    );
+    assert!(
+        state.join("db").is_dir(),
+        "the store lives in the state dir"
+    );
     assert!(
         !dir.path().join(".berth").exists(),
         "nothing is written to the default state dir"
@@ -375,7 +381,11 @@ fn a_postgres_state_is_refused_as_not_available_yet() {
     let dir = config_with_settings(
         "settings {\n  state {\n    backend = \"postgres\"\n    url     = \"postgres://db/berth\"\n  }\n}\n",
     );
-    for args in [&["state", "list"][..], &["plan"], &["force-unlock", "a1b2c3d4"]] {
+    for args in [
+        &["state", "list"][..],
+        &["plan"],
+        &["force-unlock", "a1b2c3d4"],
+    ] {
         let out = berth(dir.path(), args).code(1);
         let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
         assert!(

@@ -370,7 +370,10 @@ mod tests {
         let dir = tmp.path().join(".berth");
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.meta().unwrap().format_version, STATE_FORMAT_VERSION);
-        assert!(dir.join(DB_DIR).is_dir(), "sled keeps its files in {DB_DIR}/");
+        assert!(
+            dir.join(DB_DIR).is_dir(),
+            "sled keeps its files in {DB_DIR}/"
+        );
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }

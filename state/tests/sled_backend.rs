@@ -129,10 +129,7 @@ fn an_unreadable_lock_file_is_reported_not_panicked_on() {
     ));
 
     let guard = backend.lock("apply", &forced()).unwrap();
-    assert_eq!(
-        backend.holder().unwrap().as_ref(),
-        Some(guard.info())
-    );
+    assert_eq!(backend.holder().unwrap().as_ref(), Some(guard.info()));
 }
 
 #[test]

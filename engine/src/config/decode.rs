@@ -694,11 +694,16 @@ impl Decoder<'_> {
                         self.invalid(
                             attr,
                             "not available yet",
-                            format!("the `{name}` state backend is not available in this berth yet"),
+                            format!(
+                                "the `{name}` state backend is not available in this berth yet"
+                            ),
                             format!("use backend = {available} (the default) for now"),
                         );
                     } else {
-                        let help = match did_you_mean(&name, StateBackendKind::AVAILABLE.iter().copied()) {
+                        let help = match did_you_mean(
+                            &name,
+                            StateBackendKind::AVAILABLE.iter().copied(),
+                        ) {
                             Some(s) => format!("did you mean \"{s}\"? Available: {available}"),
                             None => format!("available: {available}"),
                         };

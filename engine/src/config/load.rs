@@ -64,12 +64,10 @@ pub fn state_of(dir: &Path, inputs: &VarInputs) -> Result<StateSettings, Invalid
             }
             match state.and_then(|s| literal(s, "backend")) {
                 None => {}
-                Some(Some(hcl::Value::String(name))) => {
-                    match StateBackendKind::from_name(&name) {
-                        Some(kind) => backend = kind,
-                        None => needs_full_load = true,
-                    }
-                }
+                Some(Some(hcl::Value::String(name))) => match StateBackendKind::from_name(&name) {
+                    Some(kind) => backend = kind,
+                    None => needs_full_load = true,
+                },
                 Some(_) => needs_full_load = true,
             }
         }

@@ -142,7 +142,12 @@ impl Suite {
 
     fn spawn(&self, mode: &str, dir: &Path) -> Child {
         Command::new(std::env::current_exe().unwrap())
-            .args([self.test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                self.test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -318,7 +323,11 @@ pub fn serial_bumps_on_changes_of_resources_and_selections_only(suite: &Suite) {
     store.clear_intent("model.a@gpu-a").unwrap();
     store.append_history(&history(5)).unwrap();
     store.flush().unwrap();
-    assert_eq!(serial(store), 5, "intents and history are bookkeeping, not state");
+    assert_eq!(
+        serial(store),
+        5,
+        "intents and history are bookkeeping, not state"
+    );
 }
 
 pub fn concurrent_writers_each_get_their_own_serial_bump(suite: &Suite) {
@@ -384,7 +393,10 @@ pub fn lists_are_ordered_by_address_group_host_and_age(suite: &Suite) {
         .into_iter()
         .map(|s| format!("{}/{}", s.group, s.host))
         .collect();
-    assert_eq!(pairs, ["aux/gpu-a", "main/gpu-a", "main/gpu-b", "main-2/gpu-a"]);
+    assert_eq!(
+        pairs,
+        ["aux/gpu-a", "main/gpu-a", "main/gpu-b", "main-2/gpu-a"]
+    );
 
     for address in ["model.z@gpu-a", "model.c@gpu-a"] {
         store.put_intent(&intent(address)).unwrap();
@@ -498,7 +510,10 @@ pub fn a_waiting_writer_times_out_then_gets_the_lock_after_release(suite: &Suite
             .lock("apply", &patient(Duration::from_millis(300))),
     );
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(300), "gave up after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up after {waited:?}"
+    );
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
 
     let first_id = first.info().id.clone();
@@ -514,7 +529,11 @@ pub fn a_waiting_writer_times_out_then_gets_the_lock_after_release(suite: &Suite
     assert!(started.elapsed() >= Duration::from_millis(250));
     releaser.join().unwrap();
     assert_ne!(second.info().id, first_id);
-    assert_eq!(second.took_over(), None, "a released lock is not taken over");
+    assert_eq!(
+        second.took_over(),
+        None,
+        "a released lock is not taken over"
+    );
     assert_eq!(
         suite.backend(tmp.path()).holder().unwrap().as_ref(),
         Some(second.info())
@@ -741,7 +760,10 @@ pub fn the_guard_opens_one_store_shared_by_its_callers(suite: &Suite) {
     drop(again);
 
     let Open {
-        _tmp, dir, store, guard,
+        _tmp,
+        dir,
+        store,
+        guard,
     } = s;
     drop(store);
     guard.release().unwrap();
