@@ -13,7 +13,9 @@ use berth::config::VarInputs;
 use berth::launch;
 use berth::placement::Previous;
 use berth::workspace::Workspace;
-use berth_state::{ResourceKind, ResourceRecord, ResourceStatus, SledStore, StateStore};
+use berth_state::{
+    LockOptions, ResourceKind, ResourceRecord, ResourceStatus, SledBackend, StateBackend,
+};
 use common::{Fleet, median_ms};
 
 fn main() {
@@ -26,7 +28,10 @@ fn main() {
     let ws = Workspace::open(dir, &VarInputs::default(), &Previous::default()).unwrap();
     let setup = Instant::now();
     {
-        let store = SledStore::open(&dir.join(".berth")).unwrap();
+        let guard = SledBackend::new(dir.join(".berth"))
+            .lock("bench setup", &LockOptions::default())
+            .unwrap();
+        let store = guard.store().unwrap();
         let key = hex::decode(store.meta().unwrap().hmac_key).unwrap();
         for p in ws.placements.iter().filter(|p| p.active) {
             let r = launch::render(&ws.config, p).unwrap();

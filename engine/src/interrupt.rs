@@ -1,6 +1,9 @@
-//! Ctrl-C, SIGTERM and SIGHUP (the terminal or the SSH session to a bastion closed) outside an apply: berth's lock is released (its file emptied) and berth
-//! exits 130, so an interrupted plan, drift or confirmation prompt leaves no stale lock. During
-//! an apply the executor handles the signals itself (finish running steps, then cancel).
+//! Ctrl-C, SIGTERM and SIGHUP (the terminal or the SSH session to a bastion closed) outside an
+//! apply: berth's lock is released and berth exits 130, so an interrupted plan, drift or
+//! confirmation prompt leaves no stale lock. A handler cannot run destructors, so it truncates
+//! the descriptor the state backend's guard names (`StateGuard::interrupt_fd`: sled's lock
+//! file); a backend without one releases its lock when the process ends. During an apply the
+//! executor handles the signals itself (finish running steps, then cancel).
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -31,7 +34,7 @@ fn on_signal() {
     }
 }
 
-/// The lock file to empty if berth is interrupted.
+/// The descriptor to truncate if berth is interrupted: the state guard's `interrupt_fd`.
 pub fn guard_lock(fd: Option<RawFd>) {
     LOCK_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
 }

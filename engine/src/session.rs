@@ -1,39 +1,50 @@
-//! Opening berth's state for one command: the lock is taken first (naming its holder if it is
-//! busy), then the store; the config is placed against what the state remembers.
+//! Opening berth's state for one command: the configured backend is built, its lock taken
+//! (naming the holder if it is busy), then the store opened through the lock's guard; the config
+//! is placed against what the state remembers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_state::{LockOptions, SledStore, StateLock, StateStore};
+use berth_state::{LockOptions, SledBackend, StateBackend, StateGuard, StateStore};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, VarInputs};
+use crate::config::{self, StateBackendKind, StateSettings, VarInputs};
 use crate::error::{Error, Result};
 use crate::plan::StateView;
 use crate::workspace::Workspace;
 
-/// The state of one command, held under berth's lock until dropped.
+/// The backend of the configured state; the one place that names backend types.
+pub fn backend(state: &StateSettings) -> Box<dyn StateBackend> {
+    match state.backend {
+        StateBackendKind::Sled => Box::new(SledBackend::new(&state.dir)),
+    }
+}
+
+/// The state of one command, held under its backend's lock until dropped.
 pub struct Session {
-    pub store: Arc<SledStore>,
-    pub state_dir: PathBuf,
+    pub store: Arc<dyn StateStore>,
     // Dropped after the store (fields drop in declaration order), so the lock outlives it.
-    pub lock: StateLock,
+    pub lock: StateGuard,
+    pub backend: Box<dyn StateBackend>,
 }
 
 impl Session {
-    /// Takes the lock of `state_dir` for `operation`, then opens the store.
-    pub fn open(state_dir: PathBuf, operation: &str, lock: &LockOptions) -> Result<Session> {
-        let lock = StateLock::acquire(&state_dir, operation, lock)?;
+    /// Takes the lock of the state of `backend` for `operation`, then opens the store.
+    pub fn open(
+        backend: Box<dyn StateBackend>,
+        operation: &str,
+        lock: &LockOptions,
+    ) -> Result<Session> {
+        let lock = backend.lock(operation, lock)?;
         if let Some(stale) = lock.took_over() {
             errln!("warning: took over the stale {stale}");
         }
-        crate::interrupt::guard_lock(lock.raw_fd());
-        let store = Arc::new(SledStore::open(&state_dir)?);
+        crate::interrupt::guard_lock(lock.interrupt_fd());
+        let store = lock.store()?;
         Ok(Session {
             store,
-            state_dir,
             lock,
+            backend,
         })
     }
 
@@ -77,8 +88,8 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let loaded =
         config::load(dir, vars).map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
-    let state_dir = loaded.config.dir.join(&loaded.config.settings.state_dir);
-    let session = Session::open(state_dir, operation, lock)?;
+    let state = loaded.config.settings.state(&loaded.config.dir);
+    let session = Session::open(backend(&state), operation, lock)?;
     let view = session.view()?;
     let ws = Workspace::from_loaded(loaded, &view.previous())?;
     Ok(Prepared { ws, session, view })

@@ -322,3 +322,77 @@ fn the_examples_are_formatted() {
         berth(&repo().join(example), &["fmt", "--check"]).success();
     }
 }
+
+/// A config with one local host and no models, under the given `settings` block.
+fn config_with_settings(settings: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        format!(
+            r#"{settings}
+host "local" {{
+  connection {{
+    transport = "local"
+  }}
+  capabilities {{
+    backends = ["cpu"]
+  }}
+}}
+backend "cpu" {{}}
+"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn settings_state_block_places_the_state_for_every_command() {
+    let dir = config_with_settings(
+        "settings {\n  state {\n    backend = \"sled\"\n    dir     = \"custom-state\"\n  }\n}\n",
+    );
+    let state = dir.path().join("custom-state");
+
+    let out = berth(dir.path(), &["state", "list"]).success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(text.contains("The state is empty."), "{text}");
+    berth(dir.path(), &["plan", "--refresh=false"]).success();
+    assert!(
+        state.join("berth.lock").is_file(),
+        "the lock lives in the state dir"
+    );
+    assert!(
+        state.join("db").is_dir(),
+        "the store lives in the state dir"
+    );
+    assert!(
+        !dir.path().join(".berth").exists(),
+        "nothing is written to the default state dir"
+    );
+
+    let out = berth(dir.path(), &["force-unlock", "0badc0de"]).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("there is no lock to remove"), "{err}");
+    assert!(err.contains("custom-state"), "{err}");
+}
+
+#[test]
+fn a_postgres_state_is_refused_as_not_available_yet() {
+    let dir = config_with_settings(
+        "settings {\n  state {\n    backend = \"postgres\"\n    url     = \"postgres://db/berth\"\n  }\n}\n",
+    );
+    for args in [
+        &["state", "list"][..],
+        &["plan"],
+        &["force-unlock", "a1b2c3d4"],
+    ] {
+        let out = berth(dir.path(), args).code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(
+            err.contains("the `postgres` state backend is not available in this berth yet"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!dir.path().join(".berth").exists(), "no state was made");
+}

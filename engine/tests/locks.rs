@@ -177,12 +177,18 @@ fn an_apply_killed_mid_gate_leaves_a_stale_lock_that_force_reclaims() {
         );
     }
 
-    // force-unlock of a wrong id refuses and names the right one; the lock stays.
+    // force-unlock of a wrong id refuses and names the holder, but not the right id: the id
+    // proves the operator looked at this holder. The lock stays.
     let wrong = fleet.berth(&["force-unlock", "0badc0de"]);
     assert_ne!(wrong.code, Some(0), "{}", wrong.all());
     assert!(
-        wrong.stderr.contains(&id),
-        "the right id is not named:\n{}",
+        wrong.stderr.contains(&format!("pid {pid}")),
+        "the holder is not named:\n{}",
+        wrong.stderr
+    );
+    assert!(
+        !wrong.stderr.contains(&id),
+        "the right id is handed out:\n{}",
         wrong.stderr
     );
     assert_eq!(

@@ -29,19 +29,15 @@ pub enum StateError {
         source: std::io::Error,
     },
 
-    /// sled reported an error.
-    #[error("state store at {}: {source}", path.display())]
+    /// The store's storage engine reported an error (its own type stays inside this crate).
+    #[error("state store at {}: {detail}", path.display())]
     #[diagnostic(
         code(berth::state::store),
         help(
             "the store may be damaged; the hosts still carry every deployment, so a fresh state directory re-adopts them on the next plan"
         )
     )]
-    Store {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
+    Store { path: PathBuf, detail: String },
 
     /// Another handle (this process or another one) has the sled database open.
     #[error("state store at {} is already open in another process or handle", path.display())]
@@ -148,13 +144,19 @@ pub enum StateError {
     NotLocked { path: PathBuf },
 
     /// `force-unlock` was given an id other than the current lock's.
+    ///
+    /// The current id is not shown: force-unlock takes the id as proof that the operator looked
+    /// at this holder, and a lock that changed hands must be looked at again.
     #[error(
-        "lock id {given} does not match the current lock {} (held by {}@{} pid {}, {})",
-        .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation
+        "lock id {given} does not match the current lock (held by {}@{} pid {}, {}, since {})",
+        .holder.user, .holder.hostname, .holder.pid, .holder.operation,
+        format_unix(.holder.started_at)
     )]
     #[diagnostic(
         code(berth::state::lock_id_mismatch),
-        help("check the holder, then: berth force-unlock {}", holder.id)
+        help(
+            "the lock changed hands or the id was mistyped: `berth state list` shows the current holder and its id; check that it is gone before removing its lock"
+        )
     )]
     LockIdMismatch {
         given: String,

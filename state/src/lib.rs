@@ -1,22 +1,27 @@
-//! berth-state: the state store, its lock and the saved-plan file format.
+//! berth-state: the state behind the `StateBackend` seam (lock + store), its sled
+//! implementation, and the saved-plan file format.
 //!
 //! Only declares the modules and re-exports their public items.
 
+mod backend;
 mod error;
 mod ids;
 mod lock;
 mod plan_file;
 mod private_fs;
 mod record;
+mod sled_backend;
 mod sled_store;
 mod store;
 
+pub use backend::{StateBackend, StateGuard};
 pub use error::{Result, StateError};
-pub use lock::{LockInfo, LockOptions, StateLock, force_unlock, read_lock_info};
+pub use lock::{LockInfo, LockOptions};
 pub use plan_file::{PLAN_FORMAT_VERSION, PlanFile};
 pub use record::{
     HistoryChange, HistoryEntry, Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus,
     Selection,
 };
-pub use sled_store::{STATE_FORMAT_VERSION, SledStore};
+pub use sled_backend::SledBackend;
+pub use sled_store::STATE_FORMAT_VERSION;
 pub use store::StateStore;

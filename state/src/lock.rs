@@ -1,5 +1,6 @@
-//! berth's state lock: an OS file lock on `berth.lock` plus who holds it, stale-holder detection
-//! and force-unlock; must not touch the store itself (it is taken before the store is opened).
+//! The sled backend's state lock: an OS file lock on `berth.lock` plus who holds it, stale-holder
+//! detection and force-unlock; must not touch the store itself (it is taken before the store is
+//! opened). `LockInfo` and `LockOptions` are every backend's words for a holder and a request.
 //!
 //! The lock file is never deleted, only emptied: deleting it would let a second berth lock a
 //! fresh file while the first still holds the old one.
@@ -62,9 +63,9 @@ pub struct LockOptions {
     pub force: bool,
 }
 
-/// The held state lock; released (file emptied, OS lock dropped) on `release` or drop.
+/// The held lock file; released (file emptied, OS lock dropped) on `release` or drop.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     file: Option<File>,
     path: PathBuf,
     info: LockInfo,
@@ -87,13 +88,13 @@ enum Busy {
 impl StateLock {
     /// The lock file's descriptor, so that a signal handler can empty it before the process
     /// dies (the kernel then drops the OS lock).
-    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+    pub(crate) fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         self.file.as_ref().map(|f| f.as_raw_fd())
     }
 
     /// Takes the lock of the state in `dir` (created 0700 if missing) for `operation`.
-    pub fn acquire(dir: &Path, operation: &str, opts: &LockOptions) -> Result<StateLock> {
+    pub(crate) fn acquire(dir: &Path, operation: &str, opts: &LockOptions) -> Result<StateLock> {
         ensure_private_dir(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut file = open_private_rw(&path)?;
@@ -193,26 +194,18 @@ impl StateLock {
     }
 
     /// Who holds the lock now: this process.
-    pub fn info(&self) -> &LockInfo {
+    pub(crate) fn info(&self) -> &LockInfo {
         &self.info
     }
 
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The stale holder this lock replaced, when it was taken with `force` over one.
-    pub fn took_over(&self) -> Option<&LockInfo> {
+    pub(crate) fn took_over(&self) -> Option<&LockInfo> {
         self.took_over.as_ref()
     }
 
-    /// Releases the lock, reporting a failure to empty the lock file (drop ignores it).
-    pub fn release(mut self) -> Result<()> {
-        self.release_inner()
-    }
-
-    fn release_inner(&mut self) -> Result<()> {
+    /// Releases the lock, reporting a failure to empty the lock file (drop ignores it); a second
+    /// call does nothing.
+    pub(crate) fn release(&mut self) -> Result<()> {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
@@ -228,14 +221,14 @@ impl StateLock {
 
 impl Drop for StateLock {
     fn drop(&mut self) {
-        let _ = self.release_inner();
+        let _ = self.release();
     }
 }
 
 /// Who holds the lock of the state in `dir`, if anyone wrote it (for display).
 ///
 /// An empty or missing file reads as `None`; an unreadable one is an error.
-pub fn read_lock_info(dir: &Path) -> Result<Option<LockInfo>> {
+pub(crate) fn read_lock_info(dir: &Path) -> Result<Option<LockInfo>> {
     let path = dir.join(LOCK_FILE);
     let mut file = match File::open(&path) {
         Ok(file) => file,
@@ -253,7 +246,7 @@ pub fn read_lock_info(dir: &Path) -> Result<Option<LockInfo>> {
 /// what was removed.
 ///
 /// Refuses when `id` is not the current lock's, and when a process still holds the OS lock.
-pub fn force_unlock(dir: &Path, id: &str) -> Result<LockInfo> {
+pub(crate) fn force_unlock(dir: &Path, id: &str) -> Result<LockInfo> {
     let path = dir.join(LOCK_FILE);
     let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(file) => file,

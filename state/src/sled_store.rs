@@ -2,6 +2,7 @@
 //! modes; must not be opened without berth's lock held (that is the caller's job).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,8 +30,8 @@ const INTENTS_TREE: &str = "intents";
 const SELECTIONS_TREE: &str = "selections";
 const HISTORY_TREE: &str = "history";
 
-/// A state store in a directory, backed by sled.
-pub struct SledStore {
+/// A state store in a directory, backed by sled; reached through `SledBackend`.
+pub(crate) struct SledStore {
     dir: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
@@ -43,13 +44,10 @@ pub struct SledStore {
 impl SledStore {
     /// Opens the store in `dir` (created 0700 if missing), creating its meta on first use and
     /// refusing a store written by a newer berth.
-    pub fn open(dir: &Path) -> Result<SledStore> {
+    pub(crate) fn open(dir: &Path) -> Result<SledStore> {
         ensure_private_dir(dir)?;
         let db_path = dir.join(DB_DIR);
-        let db = sled::Config::new()
-            .path(&db_path)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let db = open_db(dir, &db_path)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| store_error(dir, e));
         let store = SledStore {
             meta: tree(META_TREE)?,
@@ -63,11 +61,6 @@ impl SledStore {
         store.init_meta()?;
         store.flush()?;
         Ok(store)
-    }
-
-    /// The state directory this store lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn init_meta(&self) -> Result<()> {
@@ -246,6 +239,31 @@ impl StateStore for SledStore {
     }
 }
 
+/// How long a reopen waits for a closed handle of this process to let go of sled's directory.
+const REOPEN_GRACE: Duration = Duration::from_secs(2);
+
+/// Opens sled's db, waiting briefly while another handle holds it.
+///
+/// sled unlocks its directory only when its background threads drop their last reference to a
+/// closed handle, a little after the handle itself is gone; so a second lock of the same state
+/// in one process (a test, a long-running berth) can find the directory still taken. Berth's own
+/// lock is held here, so a holder that stays past the grace period is a foreign process.
+fn open_db(dir: &Path, db_path: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + REOPEN_GRACE;
+    loop {
+        match sled::Config::new().path(db_path).open() {
+            Ok(db) => return Ok(db),
+            Err(e) => {
+                let e = open_error(dir, e);
+                if !matches!(e, StateError::StoreInUse { .. }) || Instant::now() >= deadline {
+                    return Err(e);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
     ConflictableTransactionError::Abort(e)
 }
@@ -253,7 +271,7 @@ fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
 fn store_error(dir: &Path, source: sled::Error) -> StateError {
     StateError::Store {
         path: dir.to_path_buf(),
-        source,
+        detail: source.to_string(),
     }
 }
 
@@ -324,10 +342,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::record::{HistoryChange, ResourceKind, ResourceStatus};
+    use crate::record::{ResourceKind, ResourceStatus};
 
     fn record(address: &str) -> ResourceRecord {
         let mut attributes = BTreeMap::new();
@@ -347,217 +364,18 @@ mod tests {
         }
     }
 
-    fn serial(store: &SledStore) -> u64 {
-        store.meta().unwrap().serial
-    }
-
     #[test]
-    fn first_open_creates_a_private_dir_and_a_fresh_meta() {
+    fn first_open_creates_a_private_dir_and_records_the_format() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(".berth");
         let store = SledStore::open(&dir).unwrap();
-        let meta = store.meta().unwrap();
-        assert_eq!(meta.lineage.len(), 32);
-        assert!(meta.lineage.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(meta.hmac_key.len(), 64);
-        assert!(meta.hmac_key.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(meta.serial, 0);
-        assert_eq!(meta.format_version, STATE_FORMAT_VERSION);
+        assert_eq!(store.meta().unwrap().format_version, STATE_FORMAT_VERSION);
+        assert!(
+            dir.join(DB_DIR).is_dir(),
+            "sled keeps its files in {DB_DIR}/"
+        );
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-
-        let other = SledStore::open(&tmp.path().join("other")).unwrap();
-        assert_ne!(other.meta().unwrap().lineage, meta.lineage);
-        assert_ne!(other.meta().unwrap().hmac_key, meta.hmac_key);
-    }
-
-    #[test]
-    fn everything_written_survives_a_reopen() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("state");
-        let intent = Intent {
-            address: "model.b@gpu-a".into(),
-            action: "replace".into(),
-            pid: 42,
-            started_at: 5,
-        };
-        let selection = Selection {
-            group: "main".into(),
-            host: "gpu-a".into(),
-            model: "qwen".into(),
-            selected_at: 6,
-        };
-        let entry = HistoryEntry {
-            serial: 3,
-            operation: "apply".into(),
-            user: "ops".into(),
-            hostname: "laptop".into(),
-            started_at: 1,
-            finished_at: 2,
-            changes: vec![HistoryChange {
-                address: "model.a@gpu-a".into(),
-                action: "create".into(),
-                outcome: "ok".into(),
-            }],
-        };
-        let meta_before = {
-            let store = SledStore::open(&dir).unwrap();
-            store.put_resource(&record("model.a@gpu-a")).unwrap();
-            store.put_intent(&intent).unwrap();
-            store.put_selection(&selection).unwrap();
-            store.append_history(&entry).unwrap();
-            store.meta().unwrap()
-        };
-
-        let store = SledStore::open(&dir).unwrap();
-        assert_eq!(store.meta().unwrap(), meta_before);
-        assert_eq!(store.resources().unwrap(), vec![record("model.a@gpu-a")]);
-        assert_eq!(
-            store.resource("model.a@gpu-a").unwrap(),
-            Some(record("model.a@gpu-a"))
-        );
-        assert_eq!(store.resource("model.zz@gpu-a").unwrap(), None);
-        assert_eq!(store.intents().unwrap(), vec![intent]);
-        assert_eq!(store.selections().unwrap(), vec![selection]);
-        assert_eq!(store.history().unwrap(), vec![entry]);
-    }
-
-    #[test]
-    fn serial_counts_changes_of_resources_and_selections_only() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SledStore::open(tmp.path()).unwrap();
-        assert_eq!(serial(&store), 0);
-        store.put_resource(&record("model.a@gpu-a")).unwrap();
-        assert_eq!(serial(&store), 1);
-        store.put_resource(&record("model.a@gpu-a")).unwrap();
-        assert_eq!(serial(&store), 2);
-        assert!(store.remove_resource("model.a@gpu-a").unwrap());
-        assert_eq!(serial(&store), 3);
-        assert!(!store.remove_resource("model.a@gpu-a").unwrap());
-        assert_eq!(serial(&store), 3, "removing nothing changes nothing");
-
-        let selection = Selection {
-            group: "g".into(),
-            host: "h".into(),
-            model: "m".into(),
-            selected_at: 0,
-        };
-        store.put_selection(&selection).unwrap();
-        assert_eq!(serial(&store), 4);
-        assert!(store.remove_selection("g", "h").unwrap());
-        assert!(!store.remove_selection("g", "h").unwrap());
-        assert_eq!(serial(&store), 5);
-
-        let intent = Intent {
-            address: "model.a@gpu-a".into(),
-            action: "create".into(),
-            pid: 1,
-            started_at: 0,
-        };
-        store.put_intent(&intent).unwrap();
-        store.clear_intent(&intent.address).unwrap();
-        store.clear_intent(&intent.address).unwrap();
-        assert_eq!(store.intents().unwrap(), vec![]);
-        assert_eq!(serial(&store), 5, "intents are bookkeeping, not state");
-    }
-
-    #[test]
-    fn concurrent_writers_each_get_their_own_serial_bump() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(SledStore::open(tmp.path()).unwrap());
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let store = Arc::clone(&store);
-                std::thread::spawn(move || {
-                    for i in 0..10 {
-                        store
-                            .put_resource(&record(&format!("model.m{w}-{i}@gpu-a")))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
-        assert_eq!(serial(&store), 40);
-        assert_eq!(store.resources().unwrap().len(), 40);
-    }
-
-    #[test]
-    fn lists_are_sorted_by_address_and_history_is_oldest_first() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SledStore::open(tmp.path()).unwrap();
-        for address in [
-            "model.b@gpu-a",
-            "backend.cuda@gpu-a",
-            "host.gpu-a",
-            "model.a@gpu-b",
-        ] {
-            store.put_resource(&record(address)).unwrap();
-        }
-        let addresses: Vec<_> = store
-            .resources()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.address)
-            .collect();
-        assert_eq!(
-            addresses,
-            [
-                "backend.cuda@gpu-a",
-                "host.gpu-a",
-                "model.a@gpu-b",
-                "model.b@gpu-a"
-            ]
-        );
-
-        for (group, host) in [("main", "gpu-b"), ("aux", "gpu-a"), ("main", "gpu-a")] {
-            store
-                .put_selection(&Selection {
-                    group: group.into(),
-                    host: host.into(),
-                    model: "m".into(),
-                    selected_at: 0,
-                })
-                .unwrap();
-        }
-        let pairs: Vec<_> = store
-            .selections()
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.group, s.host))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("aux".to_owned(), "gpu-a".to_owned()),
-                ("main".to_owned(), "gpu-a".to_owned()),
-                ("main".to_owned(), "gpu-b".to_owned())
-            ]
-        );
-
-        // More entries than one byte can count, so a little-endian key would misorder them.
-        for serial in 0..300u64 {
-            store
-                .append_history(&HistoryEntry {
-                    serial,
-                    operation: "apply".into(),
-                    user: "u".into(),
-                    hostname: "h".into(),
-                    started_at: 0,
-                    finished_at: 0,
-                    changes: vec![],
-                })
-                .unwrap();
-        }
-        let serials: Vec<_> = store
-            .history()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.serial)
-            .collect();
-        assert_eq!(serials, (0..300).collect::<Vec<_>>());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::time::Duration;
 
-use berth_state::{HistoryChange, HistoryEntry, StateStore};
+use berth_state::{HistoryChange, HistoryEntry};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, Display, Outcome, StateWriter, Subscriber};
 use crate::cli::args::{ApplyArgs, Cli, DestroyArgs, PlanScope};

@@ -1,7 +1,7 @@
 //! `berth endpoints [--json]`: the OpenAI-compatible base URL of every model the state records
 //! as ready.
 
-use berth_state::{ResourceKind, ResourceStatus, StateStore};
+use berth_state::{ResourceKind, ResourceStatus};
 use serde_json::{Value, json};
 
 use crate::cli::args::{Cli, EndpointsArgs};

@@ -1,7 +1,7 @@
 //! `berth state list | show A | rm A | history`: inspect and edit the state. `rm` forgets a
 //! resource without touching its host.
 
-use berth_state::{ResourceStatus, StateStore};
+use berth_state::ResourceStatus;
 use serde_json::json;
 
 use crate::cli::args::{Cli, StateArgs, StateCommand};
@@ -10,9 +10,11 @@ use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::session::Session;
 
-fn state_dir(cli: &Cli) -> Result<std::path::PathBuf> {
-    crate::config::state_dir_of(&cli.dir, &crate::cli::var_inputs(cli))
-        .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))
+/// The configured state's backend, from the `settings` block alone.
+fn backend(cli: &Cli) -> Result<Box<dyn berth_state::StateBackend>> {
+    let state = crate::config::state_of(&cli.dir, &crate::cli::var_inputs(cli))
+        .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
+    Ok(crate::session::backend(&state))
 }
 
 fn age(secs: u64) -> String {
@@ -27,7 +29,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
         StateCommand::Show { .. } => "state show",
         StateCommand::History => "state history",
     };
-    let session = Session::open(state_dir(cli)?, operation, &args.lock.options())?;
+    let session = Session::open(backend(cli)?, operation, &args.lock.options())?;
     let store = session.store.clone();
     match &args.command {
         StateCommand::List => {
@@ -128,7 +130,8 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
 
 /// `berth force-unlock ID`
 pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
-    let info = berth_state::force_unlock(&state_dir(cli)?, id)?;
-    outln!("Removed {info}.");
+    let backend = backend(cli)?;
+    let info = backend.force_unlock(id)?;
+    outln!("Removed {info} from the {}.", backend.describe());
     Ok(exit_codes::SUCCESS)
 }

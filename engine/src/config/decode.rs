@@ -767,16 +767,98 @@ impl Decoder<'_> {
     pub fn settings(&mut self, block: &Block) -> Settings {
         self.no_labels(block);
         let body = &block.body;
-        self.check_keys(body, "settings", &["state_dir", "parallelism"], &[]);
+        self.check_keys(body, "settings", &["state_dir", "parallelism"], &["state"]);
+        let mut state_dir = self.plain_string(body, "state_dir");
+        let mut state_backend = StateBackendKind::default();
+        if let Some(state) = Self::block(body, "state") {
+            let (backend, dir) = self.state(state);
+            state_backend = backend.unwrap_or_default();
+            if let (Some(old), Some(new)) = (
+                body.get_attribute("state_dir"),
+                state.body.get_attribute("dir"),
+            ) {
+                self.push(
+                    Finding::error(
+                        Code::InvalidValue,
+                        self.span(new.span()),
+                        "second state directory",
+                        "the state directory is set twice: by `state_dir` and by `state { dir }`",
+                    )
+                    .with_secondary(self.span(old.span()), "first set here")
+                    .with_help("keep one of them: `state { dir = ... }` or `state_dir = ...`"),
+                );
+            } else if dir.is_some() {
+                state_dir = dir;
+            }
+        }
         Settings {
-            state_dir: self
-                .plain_string(body, "state_dir")
+            state_dir: state_dir
                 .unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.into())
                 .into(),
+            state_backend,
             parallelism: self
                 .uint(body, "parallelism", 1, 10_000)
                 .map_or(Settings::DEFAULT_PARALLELISM, |n| n.value as usize),
         }
+    }
+
+    /// Decodes `settings { state { ... } }`: the backend (`None` when it is not usable, which
+    /// is reported) and the directory, if given.
+    fn state(&mut self, block: &Block) -> (Option<StateBackendKind>, Option<String>) {
+        self.no_labels(block);
+        let body = &block.body;
+        let name = self.plain_string(body, "backend");
+        let not_yet = name
+            .as_deref()
+            .is_some_and(|n| StateBackendKind::NOT_YET.contains(&n));
+        // The settings of a backend that is not built in yet are not reported as unknown: the
+        // backend itself is.
+        let keys: &[&str] = if not_yet {
+            &["backend", "dir", "url", "workspace"]
+        } else {
+            &["backend", "dir"]
+        };
+        self.check_keys(body, "the state block", keys, &[]);
+        let backend = match (name, body.get_attribute("backend")) {
+            (None, Some(_)) => None,
+            (None, None) => Some(StateBackendKind::default()),
+            (Some(name), attr) => {
+                let kind = StateBackendKind::from_name(&name);
+                if let (None, Some(attr)) = (kind, attr) {
+                    let available = StateBackendKind::AVAILABLE
+                        .iter()
+                        .map(|n| format!("\"{n}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if not_yet {
+                        self.invalid(
+                            attr,
+                            "not available yet",
+                            format!(
+                                "the `{name}` state backend is not available in this berth yet"
+                            ),
+                            format!("use backend = {available} (the default) for now"),
+                        );
+                    } else {
+                        let help = match did_you_mean(
+                            &name,
+                            StateBackendKind::AVAILABLE.iter().copied(),
+                        ) {
+                            Some(s) => format!("did you mean \"{s}\"? Available: {available}"),
+                            None => format!("available: {available}"),
+                        };
+                        self.invalid(
+                            attr,
+                            "unknown backend",
+                            format!("state backend `{name}` does not exist"),
+                            help,
+                        );
+                    }
+                }
+                kind
+            }
+        };
+        (backend, self.plain_string(body, "dir"))
     }
 
     /// Decodes a `host` block.

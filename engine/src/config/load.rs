@@ -29,15 +29,17 @@ pub struct Invalid {
     pub findings: Findings,
 }
 
-/// Where the state of the config in `dir` lives, read from its `settings` block alone, so that
-/// the state can be inspected and unlocked even while the rest of the config has errors. A
-/// `state_dir` that is not a plain string needs the whole config loaded.
-pub fn state_dir_of(dir: &Path, inputs: &VarInputs) -> Result<PathBuf, Invalid> {
+/// Which state the config in `dir` uses, read from its `settings` block alone, so that the
+/// state can be inspected and unlocked even while the rest of the config has errors. Settings
+/// that are not plain strings, or name a backend this berth lacks, need the whole config loaded
+/// (which reports what is wrong).
+pub fn state_of(dir: &Path, inputs: &VarInputs) -> Result<StateSettings, Invalid> {
     let mut sources = Sources::default();
     let mut findings = Findings::default();
     let files = read_files(dir, &mut sources, &mut findings);
     let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut literal_dir = None;
+    let mut backend = StateBackendKind::default();
     let mut needs_full_load = false;
     for file in files {
         // An oversized file is refused by the full load; here it is only skipped, unparsed.
@@ -48,22 +50,40 @@ pub fn state_dir_of(dir: &Path, inputs: &VarInputs) -> Result<PathBuf, Invalid> 
             continue;
         };
         for block in body.get_blocks("settings") {
-            match block
-                .body
-                .get_attribute("state_dir")
-                .map(|a| super::decode::literal_value(&a.value))
-            {
-                Some(Some(hcl::Value::String(s))) => literal_dir = Some(s),
-                Some(_) => needs_full_load = true,
+            let state = block.body.get_blocks("state").next().map(|b| &b.body);
+            let literal = |body: &Body, key: &str| {
+                body.get_attribute(key)
+                    .map(|a| super::decode::literal_value(&a.value))
+            };
+            let dirs = [
+                literal(&block.body, "state_dir"),
+                state.and_then(|s| literal(s, "dir")),
+            ];
+            for value in dirs.into_iter().flatten() {
+                match value {
+                    Some(hcl::Value::String(s)) if literal_dir.is_none() => literal_dir = Some(s),
+                    // Set twice, or not a plain string: the full load explains.
+                    _ => needs_full_load = true,
+                }
+            }
+            match state.and_then(|s| literal(s, "backend")) {
                 None => {}
+                Some(Some(hcl::Value::String(name))) => match StateBackendKind::from_name(&name) {
+                    Some(kind) => backend = kind,
+                    None => needs_full_load = true,
+                },
+                Some(_) => needs_full_load = true,
             }
         }
     }
     if needs_full_load {
         let loaded = load(dir, inputs)?;
-        return Ok(loaded.config.dir.join(&loaded.config.settings.state_dir));
+        return Ok(loaded.config.settings.state(&loaded.config.dir));
     }
-    Ok(base.join(literal_dir.unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.to_string())))
+    Ok(StateSettings {
+        backend,
+        dir: base.join(literal_dir.unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.to_string())),
+    })
 }
 
 /// Loads and checks the config in `dir`.
@@ -434,10 +454,7 @@ fn decode_all(
             }
         }
     }
-    let settings = settings.map(|(s, _)| s).unwrap_or(Settings {
-        state_dir: Settings::DEFAULT_STATE_DIR.into(),
-        parallelism: Settings::DEFAULT_PARALLELISM,
-    });
+    let settings = settings.map(|(s, _)| s).unwrap_or_default();
     let resolved = resolve_variables(variables.items, inputs, sources, findings, &base_ctx);
 
     let mut ctx = hcl::eval::Context::new();

@@ -15,7 +15,7 @@ mod vars;
 pub use decode::check_id;
 pub use diagnostic::{Code, Finding, FindingJson, Findings, Level, did_you_mean};
 pub use functions::NAMES as FUNCTION_NAMES;
-pub use load::{Invalid, Loaded, display_name, load, load_texts, state_dir_of};
+pub use load::{Invalid, Loaded, display_name, load, load_texts, state_of};
 pub use schema::*;
 pub use source::{FileId, SourceFile, Sources, Span, Spanned};
 pub use validate::long_start_commands;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::source::{Sources, Span, Spanned};
 use super::template::Template;
@@ -80,8 +80,11 @@ impl Config {
 /// The `settings` block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Where the state store and its lock live (relative to the config directory).
+    /// Where the state store and its lock live (relative to the config directory), from
+    /// `state { dir }` or `state_dir`.
     pub state_dir: PathBuf,
+    /// What keeps the state, from `state { backend }`.
+    pub state_backend: StateBackendKind,
     /// Resource operations in flight at once.
     pub parallelism: usize,
 }
@@ -89,6 +92,55 @@ pub struct Settings {
 impl Settings {
     pub const DEFAULT_STATE_DIR: &str = ".berth";
     pub const DEFAULT_PARALLELISM: usize = 10;
+
+    /// The state these settings name, its directory taken relative to `config_dir`.
+    pub fn state(&self, config_dir: &Path) -> StateSettings {
+        StateSettings {
+            backend: self.state_backend,
+            dir: config_dir.join(&self.state_dir),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            state_dir: Settings::DEFAULT_STATE_DIR.into(),
+            state_backend: StateBackendKind::default(),
+            parallelism: Settings::DEFAULT_PARALLELISM,
+        }
+    }
+}
+
+/// The storage a state lives in, as named by `state { backend = "..." }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateBackendKind {
+    /// The embedded sled store in the state directory.
+    #[default]
+    Sled,
+}
+
+impl StateBackendKind {
+    /// The names `backend` accepts today.
+    pub const AVAILABLE: &[&str] = &["sled"];
+    /// Names of backends that are planned but not built into this berth.
+    pub const NOT_YET: &[&str] = &["postgres"];
+
+    /// The backend called `name`, if this berth has it.
+    pub fn from_name(name: &str) -> Option<StateBackendKind> {
+        match name {
+            "sled" => Some(StateBackendKind::Sled),
+            _ => None,
+        }
+    }
+}
+
+/// Which state a command works on: its backend and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    pub backend: StateBackendKind,
+    /// The state directory, already joined to the config directory.
+    pub dir: PathBuf,
 }
 
 /// A `variable` block and the value it ended up with.

@@ -1,0 +1,20 @@
+settings {
+  state_dir = ".berth"
+  state {
+    backend = "sled"
+    dir     = ".state"
+  }
+}
+
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}

@@ -1,0 +1,18 @@
+settings {
+  state {
+    directory = ".state"
+  }
+}
+
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["cpu"]
+  }
+}
+
+backend "cpu" {
+  runtime = "process"
+}
