@@ -29,6 +29,28 @@ pub enum StateError {
         source: std::io::Error,
     },
 
+    /// The operating system refused berth access to the state (EACCES or EPERM).
+    #[error("permission denied: cannot {action} {}: this user ({user}) may not use the state directory {}, which belongs to {owner}", path.display(), dir.display())]
+    #[diagnostic(
+        code(berth::state::permission),
+        help(
+            "this is a permission problem, not a damaged store: run berth as {owner}, or give {user} the directory (`sudo chown -R {user} {}`)",
+            dir.display()
+        )
+    )]
+    PermissionDenied {
+        action: String,
+        path: PathBuf,
+        /// The state directory the path is in.
+        dir: PathBuf,
+        /// Who owns `dir`.
+        owner: String,
+        /// Who berth runs as.
+        user: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// sled reported an error.
     #[error("state store at {}: {source}", path.display())]
     #[diagnostic(
@@ -222,6 +244,26 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// A refused access to `path`, inside the state directory `dir`.
+    pub(crate) fn permission(
+        action: &str,
+        path: &Path,
+        dir: &Path,
+        source: std::io::Error,
+    ) -> Self {
+        let owner = std::fs::metadata(dir)
+            .map(|m| crate::lock::user_name(std::os::unix::fs::MetadataExt::uid(&m)))
+            .unwrap_or_else(|_| "another user".to_owned());
+        StateError::PermissionDenied {
+            action: action.to_owned(),
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            owner,
+            user: crate::lock::current_user(),
+            source,
+        }
+    }
+
     pub(crate) fn corrupt(
         tree: &'static str,
         key: impl Into<String>,
@@ -244,6 +286,14 @@ impl StateError {
     }
 
     pub(crate) fn io(action: &str, path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            let dir = if path.is_dir() {
+                path
+            } else {
+                path.parent().unwrap_or(path)
+            };
+            return StateError::permission(action, path, dir, source);
+        }
         StateError::Io {
             action: action.to_owned(),
             path: path.to_path_buf(),
