@@ -99,5 +99,10 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
     assert!(environ.split('\0').any(|kv| kv == "TOK=tok-value-4711"));
     assert!(!environ.contains("BERTH_VAR_tok"));
 
-    fleet.berth(&["destroy", "--auto-approve"]).expect(0);
+    fleet
+        .spawn_with(&["destroy", "--auto-approve"], |cmd| {
+            cmd.env("BERTH_VAR_tok", "tok-value-4711");
+        })
+        .wait(common::COMMAND_DEADLINE)
+        .expect(0);
 }

@@ -34,7 +34,7 @@ pub enum StateError {
     #[diagnostic(
         code(berth::state::permission),
         help(
-            "this is a permission problem, not a damaged store: run berth as {owner}, or give {user} the directory (`sudo chown -R {user} {}`)",
+            "this is a permission problem (the store itself is fine): run berth as {owner}, or give {user} the directory (`sudo chown -R {user} {}`)",
             dir.display()
         )
     )]
