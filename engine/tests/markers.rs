@@ -36,7 +36,10 @@ fn port_accepts(port: u16) -> bool {
 fn forget_identity(fleet: &Fleet, address: &str) {
     let store = SledStore::open(&fleet.state_dir()).expect("open the state");
     let mut record = store.resource(address).unwrap().expect("a record");
-    assert!(record.attributes.remove("start_ticks").is_some(), "{record:?}");
+    assert!(
+        record.attributes.remove("start_ticks").is_some(),
+        "{record:?}"
+    );
     store.put_resource(&record).unwrap();
     store.flush().unwrap();
 }
@@ -67,7 +70,11 @@ fn deleting_the_state_dir_keeps_the_markers() {
         .unwrap();
     assert_eq!(kept["action"], "reuse", "{kept:#}");
     fleet.berth(&["apply", "--auto-approve"]).expect(0);
-    assert_eq!(fleet.stand_in(ports[0]).pid, before, "adopted, not restarted");
+    assert_eq!(
+        fleet.stand_in(ports[0]).pid,
+        before,
+        "adopted, not restarted"
+    );
     fleet.berth(&["plan", "--detailed-exitcode"]).expect(0);
 
     fleet.berth(&["destroy", "--auto-approve"]).expect(0);
@@ -173,7 +180,10 @@ fn a_permission_denied_store_says_permission() {
     }
     let run = fleet
         .spawn_with(&["plan"], |cmd| {
-            cmd.uid(65534).gid(65534).env("HOME", "/").env("USER", "nobody");
+            cmd.uid(65534)
+                .gid(65534)
+                .env("HOME", "/")
+                .env("USER", "nobody");
         })
         .wait(common::COMMAND_DEADLINE);
     run.expect(1);

@@ -15,7 +15,10 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
     let ports = free_ports(2);
     // Registers the ports with the fleet's guard; models.hcl is rewritten below with env.
     let fleet = Fleet::new(
-        &[Model::new("plain", ports[0], ""), Model::new("keyed", ports[1], "")],
+        &[
+            Model::new("plain", ports[0], ""),
+            Model::new("keyed", ports[1], ""),
+        ],
         2,
     );
     let model = |id: &str, port: u16, env: &str| {
@@ -67,19 +70,43 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
     let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
     let env: BTreeMap<String, String> = environ
         .split(|b| *b == 0)
-        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|kv| {
+            String::from_utf8_lossy(kv)
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
-    eprintln!("environment of a local model: {:?}", env.keys().collect::<Vec<_>>());
-    for leaked in ["BERTH_VAR_tok", "TOK", "SSH_AUTH_SOCK", "AWS_SECRET_ACCESS_KEY"] {
-        assert!(!env.contains_key(leaked), "{leaked} reached the server: {env:?}");
+    eprintln!(
+        "environment of a local model: {:?}",
+        env.keys().collect::<Vec<_>>()
+    );
+    for leaked in [
+        "BERTH_VAR_tok",
+        "TOK",
+        "SSH_AUTH_SOCK",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        assert!(
+            !env.contains_key(leaked),
+            "{leaked} reached the server: {env:?}"
+        );
     }
     assert!(
-        !env.values().any(|v| v.contains("tok-value-4711") || v.contains("aws-secret-0815")),
+        !env.values()
+            .any(|v| v.contains("tok-value-4711") || v.contains("aws-secret-0815")),
         "{env:?}"
     );
     assert!(env.contains_key("PATH"), "{env:?}");
-    assert_eq!(env.get("HOME"), Some(&home.display().to_string()), "{env:?}");
-    assert_eq!(env.get("MODEL_MODE").map(String::as_str), Some("fast"), "{env:?}");
+    assert_eq!(
+        env.get("HOME"),
+        Some(&home.display().to_string()),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("MODEL_MODE").map(String::as_str),
+        Some("fast"),
+        "{env:?}"
+    );
 
     let cwd = std::fs::read_link(format!("/proc/{}/cwd", server.pid)).unwrap();
     let prefix = "model.plain_local_";
@@ -95,7 +122,9 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
         .into_iter()
         .find(|s| s.port == ports[1])
         .expect("the keyed model runs");
-    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", keyed.pid)).unwrap()).into_owned();
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", keyed.pid)).unwrap())
+            .into_owned();
     assert!(environ.split('\0').any(|kv| kv == "TOK=tok-value-4711"));
     assert!(!environ.contains("BERTH_VAR_tok"));
 

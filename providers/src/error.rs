@@ -200,7 +200,9 @@ pub enum ProviderError {
 
     /// A deployment's marker on the host cannot be read, and nothing else says which process
     /// is the service: berth will not signal a process it cannot identify.
-    #[error("{host}: cannot stop {address}: its marker {path} is unreadable ({detail}) and no process identity was recorded for it")]
+    #[error(
+        "{host}: cannot stop {address}: its marker {path} is unreadable ({detail}) and no process identity was recorded for it"
+    )]
     #[diagnostic(
         code(berth::providers::unreadable_marker),
         help("stop the server by hand, then remove its deployment directory {dir}")

@@ -612,7 +612,7 @@ async fn a_recorded_identity_never_signals_a_reused_pid() {
     let run_dir = run.path().to_str().unwrap();
     let (t, rt) = (local(), ProcessRuntime::new());
     // A process berth did not start, in a group of its own, posing as the recorded pid.
-    let other = std::process::Command::new("sleep")
+    let mut other = std::process::Command::new("sleep")
         .arg("30")
         .process_group(0)
         .spawn()
@@ -628,6 +628,8 @@ async fn a_recorded_identity_never_signals_a_reused_pid() {
         .await
         .unwrap();
     assert!(alive(pid), "an unrelated process was signalled");
+    other.kill().unwrap();
+    other.wait().unwrap();
 }
 
 /// A garbled marker is a problem the survey reports, and without a recorded identity a stop

@@ -30,23 +30,20 @@ pub enum StateError {
     },
 
     /// The operating system refused berth access to the state (EACCES or EPERM).
-    #[error("permission denied: cannot {action} {}: this user ({user}) may not use the state directory {}, which belongs to {owner}", path.display(), dir.display())]
+    #[error(
+        "permission denied: cannot {} {}: this user ({}) may not use the state directory {}, which belongs to {}",
+        .access.action, path.display(), .access.user, .access.dir.display(), .access.owner
+    )]
     #[diagnostic(
         code(berth::state::permission),
         help(
-            "this is a permission problem (the store itself is fine): run berth as {owner}, or give {user} the directory (`sudo chown -R {user} {}`)",
-            dir.display()
+            "this is a permission problem (the store itself is fine): run berth as {}, or give {} the directory (`sudo chown -R {} {}`)",
+            access.owner, access.user, access.user, access.dir.display()
         )
     )]
     PermissionDenied {
-        action: String,
         path: PathBuf,
-        /// The state directory the path is in.
-        dir: PathBuf,
-        /// Who owns `dir`.
-        owner: String,
-        /// Who berth runs as.
-        user: String,
+        access: Box<Access>,
         #[source]
         source: std::io::Error,
     },
@@ -243,6 +240,19 @@ pub enum StateError {
     StalePlan { plan_serial: u64, state_serial: u64 },
 }
 
+/// Who was refused what, in a [`StateError::PermissionDenied`].
+#[derive(Debug)]
+pub struct Access {
+    /// What berth tried to do with the path.
+    pub action: String,
+    /// The state directory the path is in.
+    pub dir: PathBuf,
+    /// Who owns `dir`.
+    pub owner: String,
+    /// Who berth runs as.
+    pub user: String,
+}
+
 impl StateError {
     /// A refused access to `path`, inside the state directory `dir`.
     pub(crate) fn permission(
@@ -255,11 +265,13 @@ impl StateError {
             .map(|m| crate::lock::user_name(std::os::unix::fs::MetadataExt::uid(&m)))
             .unwrap_or_else(|_| "another user".to_owned());
         StateError::PermissionDenied {
-            action: action.to_owned(),
             path: path.to_path_buf(),
-            dir: dir.to_path_buf(),
-            owner,
-            user: crate::lock::current_user(),
+            access: Box::new(Access {
+                action: action.to_owned(),
+                dir: dir.to_path_buf(),
+                owner,
+                user: crate::lock::current_user(),
+            }),
             source,
         }
     }

@@ -11,7 +11,7 @@ mod record;
 mod sled_store;
 mod store;
 
-pub use error::{Result, StateError};
+pub use error::{Access, Result, StateError};
 pub use lock::{LockInfo, LockOptions, StateLock, force_unlock, read_lock_info};
 pub use plan_file::{PLAN_FORMAT_VERSION, PlanFile};
 pub use record::{

@@ -8,9 +8,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use berth_providers::probe::{self, GateTiming};
-use berth_providers::{
-    Command, LaunchSpec, Liveness, ProcessIdentity, ProviderError, Transport,
-};
+use berth_providers::{Command, LaunchSpec, Liveness, ProcessIdentity, ProviderError, Transport};
 use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -564,7 +562,11 @@ async fn start_and_gate(
                 .map_err(|e| failed("stop", text(&e), None))?;
         }
         if port_accepts(transport, spec.port).await {
-            return Err(failed("stop", port_held(address, transport.host(), spec.port), None));
+            return Err(failed(
+                "stop",
+                port_held(address, transport.host(), spec.port),
+                None,
+            ));
         }
     }
     let instance = match instance {
@@ -704,11 +706,9 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         (Err(e), _) => Err(failed("stop", stop_error(address, port, &e), None)),
         // What berth knew of is stopped, but something still serves the model's port: most
         // likely an instance whose marker was lost. The record stays, so it is not forgotten.
-        (Ok(()), Some(port)) if port_accepts(transport.as_ref(), port).await => Err(failed(
-            "stop",
-            port_held(address, &change.host, port),
-            None,
-        )),
+        (Ok(()), Some(port)) if port_accepts(transport.as_ref(), port).await => {
+            Err(failed("stop", port_held(address, &change.host, port), None))
+        }
         (Ok(()), _) => ctx
             .emit(ApplyEvent::Forget {
                 address: address.to_string(),

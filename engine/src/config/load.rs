@@ -346,7 +346,10 @@ fn decode_all(
     let state_dir = base_dir.join(&settings.state_dir);
     // Beside the state directory, never inside it: deleting a damaged state must not delete the
     // markers that let berth re-adopt and stop what runs (`.berth` -> `.berth-run/HOST`).
-    let mut run_base = state_dir.components().collect::<std::path::PathBuf>().into_os_string();
+    let mut run_base = state_dir
+        .components()
+        .collect::<std::path::PathBuf>()
+        .into_os_string();
     run_base.push("-run");
     let run_base = std::path::PathBuf::from(run_base);
     let local_run_dir = |host: &str| run_base.join(host).display().to_string();

@@ -335,9 +335,7 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
         );
         let what = format!("start {}", spec.address);
         let out = transport
-            .exec(
-                Command::new(script, self.timeout + RESTART_GRACE).stdin(env.into_bytes()),
-            )
+            .exec(Command::new(script, self.timeout + RESTART_GRACE).stdin(env.into_bytes()))
             .await?;
         if !out.success() {
             return Err(stop_failure(transport, &spec.address, &dir, what, &out));
@@ -387,7 +385,12 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
     ) -> Result<Option<Observed>> {
         let dir = Self::deployment_dir(run_dir, address);
         let survey = self
-            .observe_dirs(transport, run_dir, &quote(&dir)?, format!("observe {address}"))
+            .observe_dirs(
+                transport,
+                run_dir,
+                &quote(&dir)?,
+                format!("observe {address}"),
+            )
             .await?;
         Ok(survey
             .found

@@ -129,9 +129,8 @@ impl Transport for LocalTransport {
 /// The variables of berth's environment that a script inherits.
 fn login_env() -> impl Iterator<Item = (OsString, OsString)> {
     std::env::vars_os().filter(|(key, _)| {
-        key.to_str().is_some_and(|k| {
-            INHERITED_ENV.contains(&k) || k.starts_with("LC_")
-        })
+        key.to_str()
+            .is_some_and(|k| INHERITED_ENV.contains(&k) || k.starts_with("LC_"))
     })
 }
 
