@@ -62,7 +62,7 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
 /// What the user reads about a deployment whose marker cannot be used.
 fn marker_warning(host: &str, problem: &MarkerProblem) -> String {
     format!(
-        "host {host}: {} {}: berth cannot tell which server runs there; it can stop one only through the pid and start ticks its state recorded (see \"A deployment's marker is unreadable\" in docs/troubleshooting.md)",
+        "host {host}: {} {}: berth cannot tell which server runs there; it can stop one only through the pid and start ticks its state recorded (docs/troubleshooting.md, 4.2)",
         problem.path, problem.detail
     )
 }
