@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_providers::probe::{self, Probe};
-use berth_providers::{Liveness, ProbeOutcome};
+use berth_providers::{Liveness, MarkerProblem, ProbeOutcome};
 use futures_util::future::join_all;
 
 use crate::config::RuntimeKind;
@@ -47,35 +47,52 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
         .map(|r| (r.address.clone(), (provider_probe(&r.probe), r.port)))
         .collect();
     let observed = join_all(hosts.iter().map(|h| observe_host(ws, conns, h, &probes))).await;
-    Observations {
-        hosts: hosts.into_iter().zip(observed).collect(),
-    }
+    let mut warnings = Vec::new();
+    let hosts = hosts
+        .into_iter()
+        .zip(observed)
+        .map(|(host, (observation, problems))| {
+            warnings.extend(problems.iter().map(|p| marker_warning(&host, p)));
+            (host, observation)
+        })
+        .collect();
+    Observations { hosts, warnings }
 }
 
+/// What the user reads about a deployment whose marker cannot be used.
+fn marker_warning(host: &str, problem: &MarkerProblem) -> String {
+    format!(
+        "host {host}: {} {}: berth cannot tell which server runs there; it can stop one only through the pid and start ticks its state recorded (docs/troubleshooting.md, 4.2)",
+        problem.path, problem.detail
+    )
+}
+
+/// One host's instances, and the markers there that cannot be read.
 async fn observe_host(
     ws: &Workspace,
     conns: &Connections,
     host: &str,
     probes: &BTreeMap<String, (Probe, u16)>,
-) -> HostObservation {
+) -> (HostObservation, Vec<MarkerProblem>) {
     let run_dir = ws
         .config
         .host(host)
         .map(|h| h.run_dir.clone())
         .unwrap_or_default();
+    let unreachable = |why| (HostObservation::Unreachable(why), Vec::new());
     let transport = match conns.transport(host).await {
         Ok(t) => t,
-        Err(why) => return HostObservation::Unreachable(why),
+        Err(why) => return unreachable(why),
     };
     let runtime = match conns.runtime(RuntimeKind::Process) {
         Ok(r) => r,
-        Err(why) => return HostObservation::Unreachable(why),
+        Err(why) => return unreachable(why),
     };
-    let found = match runtime.observe_all(transport.as_ref(), &run_dir).await {
-        Ok(found) => found,
-        Err(e) => return HostObservation::Unreachable(crate::connections::error_text(&e)),
+    let survey = match runtime.survey(transport.as_ref(), &run_dir).await {
+        Ok(survey) => survey,
+        Err(e) => return unreachable(crate::connections::error_text(&e)),
     };
-    let checks = found.into_iter().map(|o| {
+    let checks = survey.found.into_iter().map(|o| {
         let transport = transport.clone();
         async move {
             let probe = match (o.liveness, probes.get(&o.instance.address)) {
@@ -96,7 +113,10 @@ async fn observe_host(
             )
         }
     });
-    HostObservation::Reached(join_all(checks).await.into_iter().collect())
+    (
+        HostObservation::Reached(join_all(checks).await.into_iter().collect()),
+        survey.problems,
+    )
 }
 
 /// True when a probe outcome says ready.

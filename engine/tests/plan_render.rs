@@ -224,6 +224,7 @@ fn the_plan() -> berth::plan::Plan {
     ]);
     let observed = Observations {
         hosts: BTreeMap::from([("gpu-a".to_string(), HostObservation::Reached(found))]),
+        warnings: Vec::new(),
     };
     let state = StateView {
         meta: Meta {

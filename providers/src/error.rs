@@ -198,6 +198,25 @@ pub enum ProviderError {
         message: String,
     },
 
+    /// A deployment's marker on the host cannot be read, and nothing else says which process
+    /// is the service: berth will not signal a process it cannot identify.
+    #[error(
+        "{host}: cannot stop {address}: its marker {path} is unreadable ({detail}) and no process identity was recorded for it"
+    )]
+    #[diagnostic(
+        code(berth::providers::unreadable_marker),
+        help("stop the server by hand, then remove its deployment directory {dir}")
+    )]
+    UnreadableMarker {
+        host: String,
+        address: String,
+        /// The marker file (`meta.json`).
+        path: String,
+        /// The deployment directory that holds it.
+        dir: String,
+        detail: String,
+    },
+
     /// A launch spec cannot be run as given; the message names keys, never values.
     #[error("{address}: {message}")]
     #[diagnostic(code(berth::providers::invalid_spec))]

@@ -11,6 +11,9 @@ pub mod transport;
 
 pub use error::{ProviderError, Result};
 pub use probe::{GateFailure, GateReady, GateTick, GateTiming, Probe, ProbeOutcome};
-pub use runtime::{Instance, LaunchSpec, Liveness, Observed, ProcessRuntime, Runtime};
+pub use runtime::{
+    Instance, LaunchSpec, Liveness, MarkerProblem, Observed, ProcessIdentity, ProcessRuntime,
+    Runtime, Survey,
+};
 pub use transport::{Command, LocalTransport, Output, Transport};
 pub use transport::{HostLock, SshConfig, SshTransport};

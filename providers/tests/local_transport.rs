@@ -198,3 +198,25 @@ async fn connect_loopback_to_a_closed_port_is_refused() {
         other => panic!("unexpected error {other:?}"),
     }
 }
+
+/// A script sees a login's environment (PATH, HOME, ...), never the rest of berth's, and starts
+/// in the home directory rather than in berth's working directory.
+#[tokio::test]
+async fn scripts_get_a_login_environment_in_the_home_directory() {
+    // SAFETY: the other tests of this binary touch the environment only by spawning through
+    // std, which reads it under the lock that set_var takes.
+    unsafe {
+        std::env::set_var("BERTH_VAR_local_transport_secret", "v");
+        std::env::set_var("SSH_AUTH_SOCK", "/tmp/agent.sock");
+    }
+    let out = local()
+        .exec(Command::new("env; echo \"cwd=$(pwd)\"", T))
+        .await
+        .unwrap();
+    let text = out.stdout_text();
+    assert!(!text.contains("BERTH_VAR_local_transport_secret"), "{text}");
+    assert!(!text.contains("SSH_AUTH_SOCK"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("PATH=")), "{text}");
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/".into());
+    assert!(text.lines().any(|l| l == format!("cwd={home}")), "{text}");
+}

@@ -8,7 +8,9 @@ use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use berth_providers::probe::{GateTiming, Probe, gate};
-use berth_providers::{LaunchSpec, Liveness, LocalTransport, ProcessRuntime, Runtime};
+use berth_providers::{
+    LaunchSpec, Liveness, LocalTransport, ProcessIdentity, ProcessRuntime, ProviderError, Runtime,
+};
 use common::{
     KillOnDrop, alive, all_command_lines, free_port, group_members, stand_in, start_ticks,
     stat_fields, wait_until,
@@ -568,4 +570,131 @@ async fn an_invalid_env_key_is_refused_without_its_value() {
     spec.env = vec![("BAD KEY".into(), "hunter2".into())];
     let err = rt.start(&local(), &spec).await.unwrap_err().to_string();
     assert!(err.contains("BAD KEY") && !err.contains("hunter2"), "{err}");
+}
+
+/// A deployment whose `meta.json` was deleted is stopped through the identity berth's state
+/// recorded (pid and start ticks), and its directory goes with it.
+#[tokio::test]
+async fn a_missing_marker_is_stopped_through_the_recorded_identity() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = shell_service(run_dir, "svc.lost@local", "while :; do sleep 0.1; done");
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let dir = ProcessRuntime::deployment_dir(run_dir, &spec.address);
+    std::fs::remove_file(format!("{dir}/meta.json")).unwrap();
+
+    let survey = rt.survey(&t, run_dir).await.unwrap();
+    assert!(survey.found.is_empty());
+    assert_eq!(survey.problems.len(), 1, "{survey:?}");
+    assert_eq!(survey.problems[0].path, dir);
+    assert_eq!(survey.problems[0].detail, "has no meta.json");
+
+    rt.stop_with(
+        &t,
+        run_dir,
+        &spec.address,
+        Some(ProcessIdentity::from(&inst)),
+        GRACE,
+    )
+    .await
+    .unwrap();
+    assert!(group_members(inst.pid).is_empty(), "the service survived");
+    assert!(!std::path::Path::new(&dir).exists());
+}
+
+/// An identity whose start ticks differ from the live process with that pid is someone else's
+/// (the pid was reused): a stop through it signals nothing.
+#[tokio::test]
+async fn a_recorded_identity_never_signals_a_reused_pid() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    // A process berth did not start, in a group of its own, posing as the recorded pid.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = other.id();
+    let _guard = KillOnDrop(vec![pid]);
+    let ticks = start_ticks(pid).unwrap();
+    let stale = ProcessIdentity {
+        pid,
+        start_ticks: ticks + 1,
+    };
+    rt.stop_with(&t, run_dir, "svc.gone@local", Some(stale), GRACE)
+        .await
+        .unwrap();
+    assert!(alive(pid), "an unrelated process was signalled");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+/// A garbled marker is a problem the survey reports, and without a recorded identity a stop
+/// refuses (naming the marker) rather than leaving the service running unseen.
+#[tokio::test]
+async fn a_garbled_marker_without_identity_is_reported_and_not_stopped() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = shell_service(run_dir, "svc.garbled@local", "while :; do sleep 0.1; done");
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let marker = format!(
+        "{}/meta.json",
+        ProcessRuntime::deployment_dir(run_dir, &spec.address)
+    );
+    std::fs::write(&marker, "{\"address\":\"svc.garb").unwrap();
+
+    let survey = rt.survey(&t, run_dir).await.unwrap();
+    assert!(survey.found.is_empty());
+    assert_eq!(survey.problems.len(), 1, "{survey:?}");
+    assert_eq!(survey.problems[0].path, marker);
+    assert!(
+        survey.problems[0].detail.starts_with("is unreadable"),
+        "{survey:?}"
+    );
+
+    let err = rt
+        .stop(&t, run_dir, &spec.address, GRACE)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::UnreadableMarker { path, .. } if *path == marker),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no pid and start_ticks"), "{err}");
+    assert!(alive(inst.pid), "stopped without knowing what it stopped");
+    assert!(std::path::Path::new(&marker).exists());
+
+    // With the identity the state recorded, the same stop succeeds.
+    rt.stop_with(
+        &t,
+        run_dir,
+        &spec.address,
+        Some(ProcessIdentity::from(&inst)),
+        GRACE,
+    )
+    .await
+    .unwrap();
+    assert!(group_members(inst.pid).is_empty());
+}
+
+/// Services run in their deployment directory with a login's environment, whatever berth's
+/// own working directory and environment hold.
+#[tokio::test]
+async fn a_service_runs_in_its_deployment_directory() {
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().to_str().unwrap();
+    let (t, rt) = (local(), ProcessRuntime::new());
+    let spec = shell_service(run_dir, "svc.cwd@local", "pwd > where; sleep 30");
+    let inst = rt.start(&t, &spec).await.unwrap();
+    let _guard = KillOnDrop(vec![inst.pid]);
+    let dir = ProcessRuntime::deployment_dir(run_dir, &spec.address);
+    assert!(wait_until(Duration::from_secs(2), || {
+        std::fs::read_to_string(format!("{dir}/where")).is_ok_and(|w| w.trim() == dir)
+    }));
+    rt.stop(&t, run_dir, &spec.address, GRACE).await.unwrap();
 }

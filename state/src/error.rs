@@ -29,6 +29,25 @@ pub enum StateError {
         source: std::io::Error,
     },
 
+    /// The operating system refused berth access to the state (EACCES or EPERM).
+    #[error(
+        "permission denied: cannot {} {}: this user ({}) may not use the state directory {}, which belongs to {}",
+        .access.action, path.display(), .access.user, .access.dir.display(), .access.owner
+    )]
+    #[diagnostic(
+        code(berth::state::permission),
+        help(
+            "this is a permission problem (the store itself is fine): run berth as {}, or give {} the directory (`sudo chown -R {} {}`)",
+            access.owner, access.user, access.user, access.dir.display()
+        )
+    )]
+    PermissionDenied {
+        path: PathBuf,
+        access: Box<Access>,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The store's storage engine reported an error (its own type stays inside this crate).
     #[error("state store at {}: {detail}", path.display())]
     #[diagnostic(
@@ -223,7 +242,42 @@ pub enum StateError {
     StalePlan { plan_serial: u64, state_serial: u64 },
 }
 
+/// Who was refused what, in a [`StateError::PermissionDenied`].
+#[derive(Debug)]
+pub struct Access {
+    /// What berth tried to do with the path.
+    pub action: String,
+    /// The state directory the path is in.
+    pub dir: PathBuf,
+    /// Who owns `dir`.
+    pub owner: String,
+    /// Who berth runs as.
+    pub user: String,
+}
+
 impl StateError {
+    /// A refused access to `path`, inside the state directory `dir`.
+    pub(crate) fn permission(
+        action: &str,
+        path: &Path,
+        dir: &Path,
+        source: std::io::Error,
+    ) -> Self {
+        let owner = std::fs::metadata(dir)
+            .map(|m| crate::lock::user_name(std::os::unix::fs::MetadataExt::uid(&m)))
+            .unwrap_or_else(|_| "another user".to_owned());
+        StateError::PermissionDenied {
+            path: path.to_path_buf(),
+            access: Box::new(Access {
+                action: action.to_owned(),
+                dir: dir.to_path_buf(),
+                owner,
+                user: crate::lock::current_user(),
+            }),
+            source,
+        }
+    }
+
     pub(crate) fn corrupt(
         tree: &'static str,
         key: impl Into<String>,
@@ -246,6 +300,14 @@ impl StateError {
     }
 
     pub(crate) fn io(action: &str, path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            let dir = if path.is_dir() {
+                path
+            } else {
+                path.parent().unwrap_or(path)
+            };
+            return StateError::permission(action, path, dir, source);
+        }
         StateError::Io {
             action: action.to_owned(),
             path: path.to_path_buf(),

@@ -15,7 +15,7 @@ mod sled_store;
 mod store;
 
 pub use backend::{StateBackend, StateGuard};
-pub use error::{Result, StateError};
+pub use error::{Access, Result, StateError};
 pub use lock::{LockInfo, LockOptions};
 pub use plan_file::{PLAN_FORMAT_VERSION, PlanFile};
 pub use record::{

@@ -337,14 +337,18 @@ fn this_hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-fn current_user() -> String {
+pub(crate) fn current_user() -> String {
     if let Ok(user) = std::env::var("USER")
         && !user.is_empty()
     {
         return user;
     }
     // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    user_name(unsafe { libc::getuid() })
+}
+
+/// The login name of `uid`, or `uid N` when the user database has none.
+pub(crate) fn user_name(uid: libc::uid_t) -> String {
     // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes it is given; `pw_name`
     // points into `buf`, which outlives its use here.
     unsafe {

@@ -269,6 +269,12 @@ fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
 }
 
 fn store_error(dir: &Path, source: sled::Error) -> StateError {
+    match source {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            return StateError::permission("open the store in", dir, dir, io);
+        }
+        _ => {}
+    }
     StateError::Store {
         path: dir.to_path_buf(),
         detail: source.to_string(),

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use berth_providers::probe::{self, GateTiming};
-use berth_providers::{Command, LaunchSpec, Liveness, Transport};
+use berth_providers::{Command, LaunchSpec, Liveness, ProcessIdentity, ProviderError, Transport};
 use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -538,23 +538,39 @@ async fn start_and_gate(
     }
     if change.action == Action::Replace {
         ctx.phase(address, Phase::Stopping);
+        let previous = ctx.previous.get(address);
         // The old instance lives where it was started, which may not be the new run_dir.
-        let old_run_dir = ctx
-            .previous
-            .get(address)
+        let old_run_dir = previous
             .and_then(|r| r.attributes.get("run_dir"))
             .and_then(Value::as_str)
             .unwrap_or(&spec.run_dir);
+        let recorded = previous.and_then(recorded_identity);
+        runtime
+            .stop_with(
+                transport,
+                old_run_dir,
+                address,
+                recorded,
+                ctx.options.stop_grace,
+            )
+            .await
+            .map_err(|e| {
+                let port = previous.and_then(recorded_port);
+                failed("stop", stop_error(address, port, &e), None)
+            })?;
         if old_run_dir != spec.run_dir {
             runtime
-                .stop(transport, old_run_dir, address, ctx.options.stop_grace)
+                .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
                 .await
                 .map_err(|e| failed("stop", text(&e), None))?;
         }
-        runtime
-            .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
-            .await
-            .map_err(|e| failed("stop", text(&e), None))?;
+        if port_accepts(transport, spec.port).await {
+            return Err(failed(
+                "stop",
+                port_held(address, transport.host(), spec.port),
+                None,
+            ));
+        }
     }
     let instance = match instance {
         Some(i) => i,
@@ -614,7 +630,13 @@ async fn start_and_gate(
                 // user asked berth to stop now.)
                 ctx.phase(address, Phase::Stopping);
                 let _ = runtime
-                    .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
+                    .stop_with(
+                        transport,
+                        &spec.run_dir,
+                        address,
+                        Some(ProcessIdentity::from(&instance)),
+                        ctx.options.stop_grace,
+                    )
                     .await;
             }
             let step = if cancelled {
@@ -627,6 +649,7 @@ async fn start_and_gate(
     };
     let mut attributes = rendered.attributes();
     attributes.insert("pid".into(), Value::from(instance.pid));
+    attributes.insert("start_ticks".into(), Value::from(instance.start_ticks));
     attributes.insert("started_at".into(), Value::from(instance.started_at));
     attributes.insert(
         "ready_after_ms".into(),
@@ -672,26 +695,80 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
     })
     .map_err(|e| failed("record", e, None))?;
     ctx.phase(address, Phase::Stopping);
+    let port = recorded.and_then(recorded_port);
     let stopped = runtime
-        .stop(
+        .stop_with(
             transport.as_ref(),
             &run_dir,
             address,
+            recorded.and_then(recorded_identity),
             ctx.options.stop_grace,
         )
         .await;
-    let result = match stopped {
-        Ok(()) => ctx
+    let result = match (stopped, port) {
+        (Err(e), _) => Err(failed("stop", stop_error(address, port, &e), None)),
+        // What berth knew of is stopped, but something still serves the model's port: most
+        // likely an instance whose marker was lost. The record stays, so it is not forgotten.
+        (Ok(()), Some(port)) if port_accepts(transport.as_ref(), port).await => {
+            Err(failed("stop", port_held(address, &change.host, port), None))
+        }
+        (Ok(()), _) => ctx
             .emit(ApplyEvent::Forget {
                 address: address.to_string(),
             })
             .map_err(|e| failed("record", e, None)),
-        Err(e) => Err(failed("stop", error_text(&e), None)),
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
         address: address.to_string(),
     });
     result
+}
+
+/// The process identity a model's record holds (pid and start ticks), if it holds both.
+fn recorded_identity(record: &ResourceRecord) -> Option<ProcessIdentity> {
+    let number = |key: &str| record.attributes.get(key).and_then(Value::as_u64);
+    Some(ProcessIdentity {
+        pid: u32::try_from(number("pid")?).ok()?,
+        start_ticks: number("start_ticks")?,
+    })
+}
+
+/// The port a model's record says it listens on.
+fn recorded_port(record: &ResourceRecord) -> Option<u16> {
+    let port = record.attributes.get("port").and_then(Value::as_u64)?;
+    u16::try_from(port).ok()
+}
+
+/// The reason of a failed stop; an unreadable marker says how to finish the job by hand.
+fn stop_error(address: &str, port: Option<u16>, error: &ProviderError) -> String {
+    match error {
+        ProviderError::UnreadableMarker {
+            path, dir, detail, ..
+        } => {
+            let listens = port.map_or(String::new(), |p| format!(" (it listens on port {p})"));
+            format!(
+                "cannot stop {address}: its marker {path} is unreadable ({detail}) and the state has no process identity for it; stop the server by hand{listens}, remove {dir}, then run `berth state rm {address}`"
+            )
+        }
+        other => error_text(other),
+    }
+}
+
+/// How long the check that a stopped model's port is free may take.
+const PORT_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether something on the host accepts connections on its loopback `port`.
+async fn port_accepts(transport: &dyn Transport, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(PORT_CHECK_TIMEOUT, transport.connect_loopback(port)).await,
+        Ok(Ok(_))
+    )
+}
+
+fn port_held(address: &str, host: &str, port: u16) -> String {
+    format!(
+        "{address} is stopped, but port {port} on {host} still accepts connections: a process berth cannot identify holds it (an instance whose marker was lost?); find it with `ss -ltnp 'sport = :{port}'` on {host}, stop it, then run berth again"
+    )
 }
 
 /// Runs a backend's verify_cmd while the host lock is being taken: verify_cmd only reads the

@@ -23,12 +23,11 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
         replace: Vec::new(),
     };
     let plan = make_plan(&p, &conns, Operation::Apply, &scope)?;
-    let unreachable: Vec<String> = plan
+    let (unreachable, warnings): (Vec<String>, Vec<String>) = plan
         .warnings
         .iter()
-        .filter(|w| w.contains("could not be observed"))
         .cloned()
-        .collect();
+        .partition(|w| w.contains("could not be observed"));
     let unapplied: Vec<_> = plan
         .changes()
         .filter(|r| !matches!(r.cause, crate::plan::Cause::Drift))
@@ -48,6 +47,7 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
             "drift": plan.drift,
             "unapplied": unapplied.iter().map(|r| json!({"address": r.address, "action": r.action, "reason": r.reason})).collect::<Vec<_>>(),
             "errors": unreachable,
+            "warnings": warnings,
         });
         outln!(
             "{}",
@@ -57,6 +57,9 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
     }
     for w in &unreachable {
         errln!("{} {w}", ui.red("error:"));
+    }
+    for w in &warnings {
+        eprintln!("{} {w}", ui.yellow("warning:"));
     }
     if plan.drift.is_empty() && !unreachable.is_empty() {
         outln!(

@@ -468,7 +468,15 @@ fn decode_all(
     ctx.declare_var("var", hcl::Value::Object(var_obj));
     ctx.declare_var("path", hcl::Value::Object(path));
     let state_dir = base_dir.join(&settings.state_dir);
-    let local_run_dir = |host: &str| state_dir.join("run").join(host).display().to_string();
+    // Beside the state directory, never inside it: deleting a damaged state must not delete the
+    // markers that let berth re-adopt and stop what runs (`.berth` -> `.berth-run/HOST`).
+    let mut run_base = state_dir
+        .components()
+        .collect::<std::path::PathBuf>()
+        .into_os_string();
+    run_base.push("-run");
+    let run_base = std::path::PathBuf::from(run_base);
+    let local_run_dir = |host: &str| run_base.join(host).display().to_string();
 
     // Pass 2: hosts, backends and models.
     let mut declared = validate::Declared::default();

@@ -60,6 +60,8 @@ impl StateView {
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
     pub hosts: BTreeMap<String, HostObservation>,
+    /// What the user must hear about the hosts: records there that cannot be read.
+    pub warnings: Vec<String>,
 }
 
 /// One host's observation.
@@ -139,6 +141,7 @@ pub fn plan(
     };
     let mut unobserved_hosts = Vec::new();
     if let Some(obs) = observed {
+        warnings.extend(obs.warnings.iter().cloned());
         for (host, o) in &obs.hosts {
             if let HostObservation::Unreachable(why) = o {
                 warnings.push(format!("host {host} could not be observed: {why}"));

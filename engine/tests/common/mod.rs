@@ -479,9 +479,16 @@ impl Workdir {
 
     /// Starts `berth -C DIR ARGS...` in the background (stdin not a terminal).
     pub fn spawn(&self, args: &[&str]) -> Background {
+        self.spawn_with(args, |_| {})
+    }
+
+    /// Like [`Workdir::spawn`], with `adjust` changing the command first (its environment,
+    /// the user it runs as).
+    pub fn spawn_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Background {
         let (out, err) = self.output_files();
-        let child = self
-            .command(args)
+        let mut cmd = self.command(args);
+        adjust(&mut cmd);
+        let child = cmd
             .stdout(std::fs::File::create(&out).expect("stdout file"))
             .stderr(std::fs::File::create(&err).expect("stderr file"))
             .spawn()
@@ -584,9 +591,10 @@ impl Fleet {
         fleet
     }
 
-    /// Where the process runtime keeps its deployments for the local host.
+    /// Where the process runtime keeps its deployments for the local host (the default
+    /// run_dir, beside the state directory).
     pub fn deployments_dir(&self) -> PathBuf {
-        self.state_dir().join("run/local/deployments")
+        self.dir().join(".berth-run/local/deployments")
     }
     /// The deployments recorded on the host (directory names).
     pub fn deployments(&self) -> Vec<String> {

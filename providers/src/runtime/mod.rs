@@ -70,6 +70,41 @@ pub struct Observed {
     pub liveness: Liveness,
 }
 
+/// Which process a service is, as berth's state records it: what stops an instance whose
+/// marker on the host is lost. The start ticks tell the service from a process that reused
+/// its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    /// Kernel start time of `pid` in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+impl From<&Instance> for ProcessIdentity {
+    fn from(instance: &Instance) -> Self {
+        ProcessIdentity {
+            pid: instance.pid,
+            start_ticks: instance.start_ticks,
+        }
+    }
+}
+
+/// A deployment on the host whose marker berth cannot use: it cannot tell what runs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerProblem {
+    /// The marker file (or the deployment directory that lacks one).
+    pub path: String,
+    /// What is wrong with it, said of the path: `is unreadable (REASON)`, `has no meta.json`.
+    pub detail: String,
+}
+
+/// Everything found under a `run_dir`: the instances, and the markers that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    pub found: Vec<Observed>,
+    pub problems: Vec<MarkerProblem>,
+}
+
 /// A way of running services on a host: plain processes, systemd units, containers.
 #[async_trait]
 pub trait Runtime: Send + Sync {
@@ -85,6 +120,15 @@ pub trait Runtime: Send + Sync {
 
     /// Every instance recorded under `run_dir`, in one round trip.
     async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>>;
+
+    /// Every instance recorded under `run_dir` and every record that cannot be read, in one
+    /// round trip. Runtimes whose records cannot be damaged keep this default.
+    async fn survey(&self, transport: &dyn Transport, run_dir: &str) -> Result<Survey> {
+        Ok(Survey {
+            found: self.observe_all(transport, run_dir).await?,
+            problems: Vec::new(),
+        })
+    }
 
     /// The instance recorded for `address`, if any, in one round trip. The probe gate calls
     /// this between polls; runtimes override it when one instance is cheaper to look at than
@@ -106,6 +150,21 @@ pub trait Runtime: Send + Sync {
         transport: &dyn Transport,
         run_dir: &str,
         address: &str,
+        grace: Duration,
+    ) -> Result<()> {
+        self.stop_with(transport, run_dir, address, None, grace)
+            .await
+    }
+
+    /// Like [`Runtime::stop`], with the identity berth's state recorded for the instance, used
+    /// only when the record on the host is missing or unreadable. An unreadable record and no
+    /// identity is an error ([`crate::ProviderError::UnreadableMarker`]): the service may run.
+    async fn stop_with(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        recorded: Option<ProcessIdentity>,
         grace: Duration,
     ) -> Result<()>;
 

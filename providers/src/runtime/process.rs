@@ -12,6 +12,9 @@
 //!     log         stdout and stderr of the service, appended
 //! ```
 //!
+//! The service runs in its deployment directory, with the environment of the login (over SSH)
+//! or the one [`crate::LocalTransport`] builds, plus its env file.
+//!
 //! The recorded pid leads the service's own session and process group: it is the `sh -c` that
 //! runs the command (or the command itself, where the shell execs a simple command), and the
 //! whole group is the service. Liveness and pid reuse are read from `/proc/PID/stat` (Linux).
@@ -21,7 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::runtime::{Instance, LaunchSpec, Liveness, Observed, Runtime};
+use crate::runtime::{
+    Instance, LaunchSpec, Liveness, MarkerProblem, Observed, ProcessIdentity, Runtime, Survey,
+};
 use crate::transport::{Command, Output, Transport, quote};
 use crate::{ProviderError, Result};
 
@@ -36,19 +41,37 @@ const MAX_DIR_NAME: usize = 100;
 
 /// Shell functions shared by the scripts below. They read `/proc/PID/stat`, whose second field
 /// (the command name) may hold spaces and parentheses: fields are taken after the last ") ".
-/// `berth_stop DIR GRACE_NAPS`: stops the instance recorded in DIR (TERM, then KILL after
-/// GRACE_NAPS tenths of a second) and removes DIR; returns 7 when the group survives SIGKILL.
+/// `berth_stop DIR GRACE_NAPS [PID TICKS]`: stops the instance recorded in DIR (TERM, then KILL
+/// after GRACE_NAPS tenths of a second) and removes DIR; returns 7 when the group survives
+/// SIGKILL. PID and TICKS, the identity berth's state recorded, stand in for a marker that is
+/// missing or unreadable; an unreadable marker without them returns 8, saying why on stderr.
 const STOP_FUNCTION: &str = r#"
 berth_stop() {
   dir=$1
   grace_naps=$2
-  [ -e "$dir" ] || return 0
+  fb_pid=${3:-}
+  fb_ticks=${4:-}
   m_pid=
   m_ticks=
-  [ -f "$dir/meta.json" ] && berth_meta "$dir/meta.json"
-  pid=$m_pid
-  want=$m_ticks
+  marker=none
+  if [ -e "$dir/meta.json" ]; then
+    if berth_meta "$dir/meta.json" && [ -n "$m_pid" ] && [ -n "$m_ticks" ]; then marker=read; else marker=bad; fi
+  fi
   found=$m_pid:$m_ticks
+  if [ "$marker" = read ]; then
+    pid=$m_pid
+    want=$m_ticks
+  elif [ -n "$fb_pid" ] && [ -n "$fb_ticks" ]; then
+    pid=$fb_pid
+    want=$fb_ticks
+  elif [ "$marker" = bad ]; then
+    berth_marker_problem "$dir/meta.json" >&2
+    return 8
+  else
+    [ -e "$dir" ] || return 0
+    pid=
+    want=
+  fi
   case $pid in ''|*[!0-9]*|0|1) pid=;; esac
   # Ours: the recorded process with its recorded start time, or, once that leader is gone, what
   # is left of its group (the kernel never reuses an id while a group of that id exists). A
@@ -73,7 +96,7 @@ berth_stop() {
   # The stop of a berth killed meanwhile goes on without it, and a later apply may have started
   # a new instance here since: the directory goes only while it holds what this stop found (the
   # same record, or no record and no start in progress).
-  if [ -f "$dir/meta.json" ]; then
+  if [ -e "$dir/meta.json" ]; then
     berth_meta "$dir/meta.json"
     [ "$m_pid:$m_ticks" = "$found" ] || return 0
   elif [ -f "$dir/starting" ]; then
@@ -109,6 +132,12 @@ berth_group_alive() {
   return 1
 }
 berth_nap() { sleep "$1" 2>/dev/null || sleep 1; }
+# Says why marker $1, which berth_meta could not use, is unreadable.
+berth_marker_problem() {
+  if [ ! -r "$1" ] || [ -d "$1" ]; then echo "it cannot be read"
+  elif [ ! -s "$1" ]; then echo "it is empty"
+  else echo "it holds no pid and start_ticks"; fi
+}
 # Reads meta.json $1 into $meta (its lines joined), its pid into $m_pid and its start_ticks
 # into $m_ticks, with shell builtins only: observing a host forks nothing per deployment.
 berth_meta() {
@@ -187,29 +216,44 @@ impl ProcessRuntime {
         }
     }
 
-    /// Observes the deployments whose `meta.json` files match `pattern` (a quoted prefix and
-    /// an unquoted glob) in one script.
-    async fn observe_pattern(
+    /// Observes the deployment directories that `dirs` (a quoted prefix and an unquoted glob,
+    /// or one quoted directory) names under `run_dir`, in one script.
+    async fn observe_dirs(
         &self,
         transport: &dyn Transport,
-        pattern: &str,
+        run_dir: &str,
+        dirs: &str,
         what: String,
-    ) -> Result<Vec<Observed>> {
-        // One line per deployment: D <tab> pid <tab> live start ticks or "-" <tab> meta.json
-        // with its lines joined (tabs in it are JSON whitespace, and the pid goes before it).
+    ) -> Result<Survey> {
+        // One line per deployment, named by its directory: D <tab> pid <tab> live start ticks
+        // or "-" <tab> name <tab> meta.json with its lines joined (last: tabs in it are JSON
+        // whitespace); U <tab> name <tab> why, for a marker berth cannot use; M <tab> name, for
+        // a directory with no marker and no start in progress.
         let script = format!(
             r#"# berth: process observe
 {SH_FUNCTIONS}
-for m in {pattern}; do
-  [ -f "$m" ] && berth_meta "$m" || continue
-  ticks=-
-  if berth_live "$m_pid"; then ticks=${{st_ticks:--}}; fi
-  printf 'D\t%s\t%s\t%s\n' "$m_pid" "$ticks" "$meta"
+for d in {dirs}; do
+  d=${{d%/}}
+  name=${{d##*/}}
+  m=$d/meta.json
+  if [ -e "$m" ]; then
+    if berth_meta "$m" && [ -n "$m_pid" ]; then
+      ticks=-
+      if berth_live "$m_pid"; then ticks=${{st_ticks:--}}; fi
+      printf 'D\t%s\t%s\t%s\t%s\n' "$m_pid" "$ticks" "$name" "$meta"
+    else
+      printf 'U\t%s\t%s\n' "$name" "$(berth_marker_problem "$m")"
+    fi
+  elif [ -d "$d" ]; then
+    starter=
+    {{ read -r starter < "$d/starting"; }} 2>/dev/null
+    berth_live "$starter" || printf 'M\t%s\n' "$name"
+  fi
 done
 "#
         );
-        let out = self.run(transport, script, what.clone()).await?;
-        Ok(parse_observed(transport.host(), &what, &out.stdout_text()))
+        let out = self.run(transport, script, what).await?;
+        Ok(parse_observed(run_dir, &out.stdout_text()))
     }
 }
 
@@ -263,7 +307,8 @@ cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
 # The service becomes the leader of a new session and process group (so berth, the SSH
 # channel and this script can all go away), sources its env file and replaces itself with the
 # command: the pid recorded below stays the group leader, and env values never reach an argv.
-setsid sh -c '. "$1" && exec sh -c "$2"' berth-service "$dir/env" {qcmd} >>"$dir/log" 2>&1 </dev/null &
+# It runs in its deployment directory, wherever berth or the login started.
+setsid sh -c '. "$1" && cd -- "$3" && exec sh -c "$2"' berth-service "$dir/env" {qcmd} "$dir" >>"$dir/log" 2>&1 </dev/null &
 pid=$!
 ticks=0
 n=0
@@ -289,15 +334,12 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             restart_naps = RESTART_GRACE.as_millis().div_ceil(100),
         );
         let what = format!("start {}", spec.address);
-        let out = self
-            .run_with_input(
-                transport,
-                script,
-                env.into_bytes(),
-                self.timeout + RESTART_GRACE,
-                what.clone(),
-            )
+        let out = transport
+            .exec(Command::new(script, self.timeout + RESTART_GRACE).stdin(env.into_bytes()))
             .await?;
+        if !out.success() {
+            return Err(stop_failure(transport, &spec.address, &dir, what, &out));
+        }
         let text = out.stdout_text();
         let fields: Vec<u64> = text
             .split_whitespace()
@@ -320,13 +362,19 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
     }
 
     async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>> {
+        Ok(self.survey(transport, run_dir).await?.found)
+    }
+
+    async fn survey(&self, transport: &dyn Transport, run_dir: &str) -> Result<Survey> {
         let base = run_dir.trim_end_matches('/');
-        let pattern = format!("{}/deployments/*/meta.json", quote(base)?);
-        let mut all = self
-            .observe_pattern(transport, &pattern, format!("observe {run_dir}"))
+        let dirs = format!("{}/deployments/*/", quote(base)?);
+        let mut survey = self
+            .observe_dirs(transport, run_dir, &dirs, format!("observe {run_dir}"))
             .await?;
-        all.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
-        Ok(all)
+        survey
+            .found
+            .sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
+        Ok(survey)
     }
 
     async fn observe(
@@ -336,28 +384,39 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
         address: &str,
     ) -> Result<Option<Observed>> {
         let dir = Self::deployment_dir(run_dir, address);
-        let pattern = format!("{}/meta.json", quote(&dir)?);
-        let found = self
-            .observe_pattern(transport, &pattern, format!("observe {address}"))
+        let survey = self
+            .observe_dirs(
+                transport,
+                run_dir,
+                &quote(&dir)?,
+                format!("observe {address}"),
+            )
             .await?;
-        Ok(found.into_iter().find(|o| o.instance.address == address))
+        Ok(survey
+            .found
+            .into_iter()
+            .find(|o| o.instance.address == address))
     }
 
-    async fn stop(
+    async fn stop_with(
         &self,
         transport: &dyn Transport,
         run_dir: &str,
         address: &str,
+        recorded: Option<ProcessIdentity>,
         grace: Duration,
     ) -> Result<()> {
         let dir = Self::deployment_dir(run_dir, address);
         // Counted in naps of 0.1 s rather than by the clock: `date +%s` has whole seconds only.
         let grace_naps = grace.as_millis().div_ceil(100);
+        let identity = recorded
+            .map(|id| format!(" {} {}", id.pid, id.start_ticks))
+            .unwrap_or_default();
         let script = format!(
             r#"# berth: process stop
 {SH_FUNCTIONS}
 {STOP_FUNCTION}
-berth_stop {qdir} {grace_naps}
+berth_stop {qdir} {grace_naps}{identity}
 "#,
             qdir = quote(&dir)?,
         );
@@ -367,12 +426,13 @@ berth_stop {qdir} {grace_naps}
         if out.success() {
             Ok(())
         } else {
-            Err(ProviderError::CommandFailed {
-                host: transport.host().to_string(),
-                what: format!("stop {address}"),
-                status: out.status,
-                stderr: out.stderr_text().trim().to_string(),
-            })
+            Err(stop_failure(
+                transport,
+                address,
+                &dir,
+                format!("stop {address}"),
+                &out,
+            ))
         }
     }
 
@@ -478,6 +538,32 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The error of a script that ran `berth_stop`: an unreadable marker (exit 8) is its own error.
+fn stop_failure(
+    transport: &dyn Transport,
+    address: &str,
+    dir: &str,
+    what: String,
+    out: &Output,
+) -> ProviderError {
+    let stderr = out.stderr_text().trim().to_string();
+    if out.status == Some(8) {
+        return ProviderError::UnreadableMarker {
+            host: transport.host().to_string(),
+            address: address.to_string(),
+            path: format!("{dir}/meta.json"),
+            dir: dir.to_string(),
+            detail: stderr.lines().last().unwrap_or("unreadable").to_string(),
+        };
+    }
+    ProviderError::CommandFailed {
+        host: transport.host().to_string(),
+        what,
+        status: out.status,
+        stderr,
+    }
+}
+
 fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
     ProviderError::Malformed {
         host: transport.host().to_string(),
@@ -486,44 +572,57 @@ fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderErr
     }
 }
 
-/// Parses the observe script's lines. A record that cannot be read is skipped with a warning
+/// Parses the observe script's lines. A record that cannot be read becomes a problem to report
 /// rather than hiding every other deployment on the host.
-fn parse_observed(host: &str, what: &str, stdout: &str) -> Vec<Observed> {
+fn parse_observed(run_dir: &str, stdout: &str) -> Survey {
+    let base = run_dir.trim_end_matches('/');
+    let marker = |name: &str| format!("{base}/deployments/{name}/meta.json");
+    let mut survey = Survey::default();
+    let mut problem = |path: String, detail: String| {
+        survey.problems.push(MarkerProblem { path, detail });
+    };
     let mut found = Vec::new();
     for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix("D\t") else {
-            continue;
-        };
-        let mut parts = rest.splitn(3, '\t');
-        let (Some(pid), Some(ticks), Some(meta)) = (parts.next(), parts.next(), parts.next())
-        else {
-            tracing::warn!(host, what, line, "skipping a truncated deployment record");
-            continue;
-        };
-        let instance: Instance = match serde_json::from_str(meta) {
-            Ok(instance) => instance,
-            Err(error) => {
-                tracing::warn!(host, what, %error, "skipping an unreadable meta.json");
-                continue;
+        let mut parts = line.splitn(5, '\t');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("U"), Some(name), Some(why)) => {
+                problem(marker(name), format!("is unreadable ({why})"))
             }
-        };
-        if pid != instance.pid.to_string() {
-            tracing::warn!(
-                host,
-                what,
-                pid,
-                "skipping a meta.json whose pid cannot be read"
-            );
-            continue;
+            (Some("M"), Some(name), None) => problem(
+                format!("{base}/deployments/{name}"),
+                "has no meta.json".to_string(),
+            ),
+            (Some("D"), Some(pid), Some(ticks)) => {
+                let (Some(name), Some(meta)) = (parts.next(), parts.next()) else {
+                    problem(
+                        format!("{base}/deployments"),
+                        format!("holds a record berth cannot parse: {line:?}"),
+                    );
+                    continue;
+                };
+                let instance: Instance = match serde_json::from_str(meta) {
+                    Ok(instance) => instance,
+                    Err(error) => {
+                        problem(marker(name), format!("is unreadable ({error})"));
+                        continue;
+                    }
+                };
+                if pid != instance.pid.to_string() {
+                    problem(marker(name), format!("is unreadable (its pid {pid:?})"));
+                    continue;
+                }
+                let liveness = match ticks.parse::<u64>() {
+                    Err(_) => Liveness::Exited,
+                    Ok(t) if t == instance.start_ticks => Liveness::Running,
+                    Ok(_) => Liveness::PidReused,
+                };
+                found.push(Observed { instance, liveness });
+            }
+            _ => {}
         }
-        let liveness = match ticks.parse::<u64>() {
-            Err(_) => Liveness::Exited,
-            Ok(t) if t == instance.start_ticks => Liveness::Running,
-            Ok(_) => Liveness::PidReused,
-        };
-        found.push(Observed { instance, liveness });
     }
-    found
+    survey.found = found;
+    survey
 }
 
 #[cfg(test)]
@@ -595,13 +694,24 @@ mod tests {
     fn observe_lines_are_classified() {
         let meta =
             r#"{"address":"a","fingerprint":"f","port":1,"pid":42,"start_ticks":7,"started_at":0}"#;
-        let out =
-            format!("D\t42\t7\t{meta}\nD\t42\t8\t{meta}\nD\t42\t-\t{meta}\nD\t42\t-\tnot json\n");
-        let found = parse_observed("h", "observe", &out);
-        let kinds: Vec<Liveness> = found.iter().map(|o| o.liveness).collect();
+        let out = format!(
+            "D\t42\t7\ta\t{meta}\nD\t42\t8\ta\t{meta}\nD\t42\t-\ta\t{meta}\nD\t42\t-\tb\tnot json\nU\tc\tit is empty\nM\td\n"
+        );
+        let survey = parse_observed("/r/", &out);
+        let kinds: Vec<Liveness> = survey.found.iter().map(|o| o.liveness).collect();
         assert_eq!(
             kinds,
             [Liveness::Running, Liveness::PidReused, Liveness::Exited]
         );
+        let paths: Vec<&str> = survey.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/r/deployments/b/meta.json",
+                "/r/deployments/c/meta.json",
+                "/r/deployments/d"
+            ]
+        );
+        assert_eq!(survey.problems[1].detail, "is unreadable (it is empty)");
     }
 }

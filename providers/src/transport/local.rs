@@ -1,8 +1,11 @@
 //! `LocalTransport`: the [`Transport`] for the machine berth runs on. It runs scripts with
-//! `sh -c` in a process group of their own and cleans that group up; it must never leave a
-//! process of that group behind, and it knows nothing of runtimes or probes.
+//! `sh -c` in a process group of their own, in a login-like environment, and cleans that group
+//! up; it must never leave a process of that group behind, never hand a script berth's own
+//! environment, and it knows nothing of runtimes or probes.
 
+use std::ffi::OsString;
 use std::io;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,7 +20,18 @@ use crate::{ProviderError, Result};
 /// How long a timed-out script gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
+/// Variables a script inherits from berth, when they are set: what sshd gives a login session.
+/// Everything else in berth's environment (`BERTH_VAR_*`, `SSH_AUTH_SOCK`, cloud credentials)
+/// stays with berth.
+const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR",
+];
+
 /// Runs commands on the local machine.
+///
+/// Scripts run as over SSH: with a login-like environment (the [`INHERITED_ENV`] variables and
+/// `LC_*` from berth's, nothing else) in the home directory (`/` when `HOME` is unset or
+/// missing), never in berth's working directory.
 ///
 /// Each script is the leader of its own process group. When the script finishes, times out or
 /// its future is dropped, whatever is left in that group is killed, so a process that must
@@ -56,6 +70,9 @@ impl Transport for LocalTransport {
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd.script)
+            .env_clear()
+            .envs(login_env())
+            .current_dir(login_dir())
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -107,6 +124,22 @@ impl Transport for LocalTransport {
         let _ = stream.set_nodelay(true);
         Ok(Box::new(stream))
     }
+}
+
+/// The variables of berth's environment that a script inherits.
+fn login_env() -> impl Iterator<Item = (OsString, OsString)> {
+    std::env::vars_os().filter(|(key, _)| {
+        key.to_str()
+            .is_some_and(|k| INHERITED_ENV.contains(&k) || k.starts_with("LC_"))
+    })
+}
+
+/// Where a script starts: the home directory, as an SSH login does, or `/` without one.
+fn login_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute() && home.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// Feeds stdin (then closes it), reads stdout and stderr to their end and reaps the script.
