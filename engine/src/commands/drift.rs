@@ -59,7 +59,7 @@ pub fn run(cli: &Cli, args: &DriftArgs, ui: &Ui) -> Result<u8> {
         errln!("{} {w}", ui.red("error:"));
     }
     for w in &warnings {
-        eprintln!("{} {w}", ui.yellow("warning:"));
+        errln!("{} {w}", ui.yellow("warning:"));
     }
     if plan.drift.is_empty() && !unreachable.is_empty() {
         outln!(
