@@ -1,6 +1,9 @@
 //! berth-engine: the config language, placement, the resource graph, plans and the apply
 //! executor, and the command-line interface built on them.
 
+// Everything printed goes through `console`, which survives a closed pipe or terminal.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 // First, so that its printing macros are in scope in every module below.
 #[macro_use]
 pub mod console;

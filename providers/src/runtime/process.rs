@@ -96,6 +96,11 @@ berth_stop() {
   # The stop of a berth killed meanwhile goes on without it, and a later apply may have started
   # a new instance here since: the directory goes only while it holds what this stop found (the
   # same record, or no record and no start in progress).
+  # The check and the removal hold the deployments lock, as a start's creation does, so that
+  # no start slips in between them.
+  berth_locked "$dir" berth_remove_if_unchanged
+}
+berth_remove_if_unchanged() {
   if [ -e "$dir/meta.json" ]; then
     berth_meta "$dir/meta.json"
     [ "$m_pid:$m_ticks" = "$found" ] || return 0
@@ -105,6 +110,18 @@ berth_stop() {
     [ "$berth_starter" != "$$" ] && berth_live "$berth_starter" && return 0
   fi
   rm -rf -- "$dir"
+}
+# `berth_locked DIR CMD...`: runs CMD in a subshell holding `flock` on the `.lock` file beside
+# deployment DIR (where flock(1) exists; util-linux and busybox provide it). Every deployment of
+# the host shares that lock: what it guards takes microseconds.
+berth_locked() {
+  berth_lock_file="${1%/*}/.lock"
+  shift
+  if command -v flock >/dev/null 2>&1 && mkdir -p -- "${berth_lock_file%/*}" 2>/dev/null; then
+    ( flock 9 && "$@" ) 9>>"$berth_lock_file"
+  else
+    "$@"
+  fi
 }
 "#;
 
@@ -299,9 +316,10 @@ command -v setsid >/dev/null 2>&1 || {{ echo 'setsid not found on this host (uti
 berth_stop {qdir} {restart_naps} || exit $?
 dir={qdir}
 umask 077
-mkdir -p -- "$dir" || exit 5
-# Marks a start in progress until meta.json exists, so that no stop removes this directory.
-echo "$$" > "$dir/starting" || exit 5
+# Marks a start in progress until meta.json exists, so that no stop removes this directory
+# (a stop left running by a killed berth checks for it under the same lock).
+berth_create() {{ mkdir -p -- "$dir" && echo "$$" > "$dir/starting"; }}
+berth_locked "$dir" berth_create || exit 5
 # Env values arrive on stdin into a file created mode 0600, never in an argv.
 cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
 # The service becomes the leader of a new session and process group (so berth, the SSH
