@@ -13,4 +13,4 @@ pub use error::{ProviderError, Result};
 pub use probe::{GateFailure, GateReady, GateTick, GateTiming, Probe, ProbeOutcome};
 pub use runtime::{Instance, LaunchSpec, Liveness, Observed, ProcessRuntime, Runtime};
 pub use transport::{Command, LocalTransport, Output, Transport};
-pub use transport::{HostLock, SshConfig, SshTransport};
+pub use transport::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL, SshConfig, SshTransport};
