@@ -147,14 +147,18 @@ pub enum StateError {
     #[diagnostic(code(berth::state::not_locked), help("nothing to do"))]
     NotLocked { path: PathBuf },
 
-    /// `force-unlock` was given an id other than the current lock's.
+    /// `force-unlock` was given an id other than the current lock's. The message names the
+    /// holder but never its id: removing a lock takes the id from the error that named it, so
+    /// a mistyped or guessed id can never lead to removing a lock nobody looked at.
     #[error(
-        "lock id {given} does not match the current lock {} (held by {}@{} pid {}, {})",
-        .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation
+        "lock id {given} does not match the holder of the lock ({}@{} pid {}, {}); nothing removed",
+        .holder.user, .holder.hostname, .holder.pid, .holder.operation
     )]
     #[diagnostic(
         code(berth::state::lock_id_mismatch),
-        help("check the holder, then: berth force-unlock {}", holder.id)
+        help(
+            "check that this holder is really gone, then give the id shown in the error that named it (`lock ID held by ...`)"
+        )
     )]
     LockIdMismatch {
         given: String,
