@@ -79,6 +79,9 @@ fn a_blocked_host_fails_within_its_timeout_as_unreachable() {
     );
 
     drop(unblock);
+    // The host never heard that the apply ended: its lease lives until it expires, unless
+    // removed, as the help says.
+    project.berth(&["force-unlock", "--host", "h10"]).expect(0);
     project.berth(&["destroy", "--auto-approve"]).expect(0);
     nothing_on(&fleet, 10);
 }

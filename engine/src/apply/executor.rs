@@ -391,13 +391,25 @@ fn lock_lost(ctx: &Ctx<'_>, host: &str) -> Option<String> {
     held_lock(ctx, host)?.lost_reason()
 }
 
+/// Why the host lock of `host` is lost, giving its keeper a moment to notice: a step that
+/// failed because its connection died learns of it at the same moment as the keeper.
+async fn lock_lost_after_failure(ctx: &Ctx<'_>, host: &str) -> Option<String> {
+    let lock = held_lock(ctx, host)?;
+    tokio::time::timeout(Duration::from_millis(200), lock.lost())
+        .await
+        .ok()
+}
+
 /// A step that failed after its host's lock was lost failed because of that (a host that
 /// stopped answering, or another berth that took the host over): say so, at step `host lock`,
 /// so the rest of the host's steps fail with it instead of each waiting on the host.
-fn blame_lost_lock(ctx: &Ctx<'_>, host: &str, outcome: Outcome) -> Outcome {
-    match (&outcome, lock_lost(ctx, host)) {
-        (Outcome::Failed { step, log_tail, .. }, Some(why)) if step != HOST_LOCK => {
-            failed(HOST_LOCK, why, log_tail.clone())
+async fn blame_lost_lock(ctx: &Ctx<'_>, host: &str, outcome: Outcome) -> Outcome {
+    match &outcome {
+        Outcome::Failed { step, log_tail, .. } if step != HOST_LOCK => {
+            match lock_lost_after_failure(ctx, host).await {
+                Some(why) => failed(HOST_LOCK, why, log_tail.clone()),
+                None => outcome,
+            }
         }
         _ => outcome,
     }
@@ -537,7 +549,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
                 .map_err(|e| failed("record", e, None))
         }
         Err(o) => {
-            let o = blame_lost_lock(ctx, &change.host, o);
+            let o = blame_lost_lock(ctx, &change.host, o).await;
             Err(record_failure(ctx, change, Some(&rendered), o))
         }
     };
@@ -658,8 +670,10 @@ async fn start_and_gate(
         },
         None => gate.await,
     };
-    if let (Err(berth_providers::GateFailure::Cancelled), Some(why)) =
-        (&ready, lock_lost(ctx, &change.host))
+    // A gate that failed on a host whose lock is gone failed because of that; stopping the
+    // server there would only wait on the host again.
+    if ready.is_err()
+        && let Some(why) = lock_lost_after_failure(ctx, &change.host).await
     {
         return Err(failed(HOST_LOCK, why, None));
     }
@@ -746,11 +760,9 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
                 address: address.to_string(),
             })
             .map_err(|e| failed("record", e, None)),
-        Err(e) => Err(blame_lost_lock(
-            ctx,
-            &change.host,
-            failed("stop", error_text(&e), None),
-        )),
+        Err(e) => {
+            Err(blame_lost_lock(ctx, &change.host, failed("stop", error_text(&e), None)).await)
+        }
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
         address: address.to_string(),
@@ -767,7 +779,11 @@ async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         run_verify_cmd(ctx, change, transport.as_ref())
     );
     held?;
-    match verified.map_err(|o| blame_lost_lock(ctx, &change.host, o))? {
+    let verified = match verified {
+        Ok(v) => v,
+        Err(o) => return Err(blame_lost_lock(ctx, &change.host, o).await),
+    };
+    match verified {
         Some(record) => ctx
             .emit(ApplyEvent::Record(record))
             .map_err(|e| failed("record", e, None)),

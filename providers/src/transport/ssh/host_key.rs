@@ -3,8 +3,8 @@
 //! writes known_hosts; it only says which command would.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use russh::client::{self, DisconnectReason};
 use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
@@ -18,12 +18,32 @@ use crate::{ProviderError, Result};
 /// because the host stopped answering keepalives.
 pub(crate) struct ClientHandler {
     config: SshConfig,
-    silent: Arc<AtomicBool>,
+    silent: Arc<Silence>,
+}
+
+/// When a host last went silent: its connection died of unanswered keepalives.
+#[derive(Debug, Default)]
+pub(crate) struct Silence(Mutex<Option<Instant>>);
+
+impl Silence {
+    fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Forgets the silence: a new connection got through.
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// When the last connection died of silence, if it did.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientHandler {
     /// A handler that sets `silent` when its connection dies of unanswered keepalives.
-    pub(crate) fn new(config: SshConfig, silent: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(config: SshConfig, silent: Arc<Silence>) -> Self {
         ClientHandler { config, silent }
     }
 }
@@ -75,7 +95,7 @@ impl client::Handler for ClientHandler {
             DisconnectReason::ReceivedDisconnect(_) => Ok(()),
             DisconnectReason::Error(e) => {
                 if matches!(e, HandlerError::Ssh(russh::Error::KeepaliveTimeout)) {
-                    self.silent.store(true, Ordering::Release);
+                    self.silent.mark();
                 }
                 Err(e)
             }

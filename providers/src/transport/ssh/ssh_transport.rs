@@ -7,7 +7,6 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use super::SshConfig;
 use super::auth::authenticate;
 use super::config::secs;
-use super::host_key::{ClientHandler, HandlerError, parse_pinned};
+use super::host_key::{ClientHandler, HandlerError, Silence, parse_pinned};
 use super::host_lock::{
     BUSY_STATUS, HostLock, LEASE_RENEW_EVERY, LEASE_TTL, LOST, LockState, READY, REMOVED,
     RENEW_LINE, RENEWED, busy_holder, lock_script, remove_script, tagged, took_over,
@@ -51,7 +50,7 @@ pub struct SshTransport {
     /// One permit per open channel, so the host's MaxSessions is never exceeded.
     channels: Arc<Semaphore>,
     /// Set when the last connection died because the host stopped answering keepalives.
-    silent: Arc<AtomicBool>,
+    silent: Arc<Silence>,
 }
 
 impl fmt::Debug for SshTransport {
@@ -86,7 +85,7 @@ impl SshTransport {
             // A malformed pin is a config error: say so before touching the network.
             parse_pinned(&config, pinned)?;
         }
-        let silent = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(Silence::default());
         let handle = open(&config, &silent).await?;
         Ok(SshTransport {
             endpoint: config.endpoint(),
@@ -241,14 +240,25 @@ impl SshTransport {
     /// Why a connection ended, for messages: silence, or a plain close.
     fn silence(&self) -> Option<String> {
         self.silent
-            .load(Ordering::Acquire)
-            .then(|| silent_for(self.config.connect_timeout))
+            .since()
+            .map(|_| silent_for(self.config.connect_timeout))
     }
 
     /// The live connection, reconnecting first if the last one has closed.
     async fn handle(&self) -> Result<Arc<SshHandle>> {
         let mut conn = self.conn.lock().await;
         if conn.is_closed() {
+            // A host that just went silent would most likely make a new connection wait out
+            // connect_timeout again: for that long, operations fail at once instead.
+            if let Some(since) = self.silent.since()
+                && since.elapsed() < self.config.connect_timeout
+            {
+                return Err(ProviderError::Unreachable {
+                    host: self.config.host_id.clone(),
+                    address: self.endpoint.clone(),
+                    reason: silent_for(self.config.connect_timeout),
+                });
+            }
             tracing::info!(host = %self.config.host_id, "SSH connection closed; reconnecting");
             *conn = Arc::new(open(&self.config, &self.silent).await?);
         }
@@ -457,7 +467,7 @@ struct Running {
 /// Connects, checks the host key and authenticates, each step within `connect_timeout`. The
 /// connection sends keepalives often enough that a host silent for `connect_timeout` ends it,
 /// which sets `silent`.
-async fn open(config: &SshConfig, silent: &Arc<AtomicBool>) -> Result<SshHandle> {
+async fn open(config: &SshConfig, silent: &Arc<Silence>) -> Result<SshHandle> {
     let unreachable = |reason: String| ProviderError::Unreachable {
         host: config.host_id.clone(),
         address: config.endpoint(),
@@ -503,7 +513,7 @@ async fn open(config: &SshConfig, silent: &Arc<AtomicBool>) -> Result<SshHandle>
     match timeout(config.connect_timeout, login).await {
         Ok(result) => {
             if result.is_ok() {
-                silent.store(false, Ordering::Release);
+                silent.clear();
             }
             result
         }
@@ -567,7 +577,7 @@ struct Loss {
     host: String,
     endpoint: String,
     connect_timeout: Duration,
-    silent: Arc<AtomicBool>,
+    silent: Arc<Silence>,
 }
 
 impl Loss {
@@ -582,7 +592,7 @@ impl Loss {
                 LEASE_TTL.as_secs()
             );
         }
-        if self.silent.load(Ordering::Acquire) {
+        if self.silent.since().is_some() {
             format!(
                 "host {} ({}) unreachable: {}; its host lock is lost",
                 self.host,
@@ -662,13 +672,11 @@ async fn keep_lock(
                         break taken;
                     }
                 }
-                None
-                | Some(ChannelMsg::Close)
+                None => break Some(loss.channel_ended(true)),
+                Some(ChannelMsg::Close)
                 | Some(ChannelMsg::Eof)
                 | Some(ChannelMsg::ExitStatus { .. })
                 | Some(ChannelMsg::ExitSignal { .. }) => {
-                    // Give the connection a moment to show whether it is the one that ended.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                     break Some(loss.channel_ended(held.handle.is_closed()));
                 }
                 Some(_) => {}
