@@ -632,6 +632,29 @@ impl Loss {
     }
 }
 
+/// Takes in the lock script's output: confirms renewals, and returns the reason when it says
+/// the lease is no longer this holder's.
+fn read_replies(
+    line: &mut Vec<u8>,
+    data: &[u8],
+    confirmed: &mut Instant,
+    loss: &Loss,
+) -> Option<String> {
+    line.extend_from_slice(data);
+    let mut taken = None;
+    while let Some(end) = line.iter().position(|b| *b == b'\n') {
+        let text: Vec<u8> = line.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&text);
+        let text = text.trim_end();
+        if text == RENEWED {
+            *confirmed = Instant::now();
+        } else if let Some(holder) = text.strip_prefix(LOST) {
+            taken = Some(loss.taken(holder.trim()));
+        }
+    }
+    taken
+}
+
 /// Renews a taken lease every [`LEASE_RENEW_EVERY`] until it is released (or its
 /// [`HostLock`] dropped), then sends EOF so the script ends the lease. Marks the lease lost
 /// when the script says it was taken over or removed, when no renewal was confirmed for
@@ -656,20 +679,8 @@ async fn keep_lock(
             () = sleep_until(confirmed + LEASE_TTL) => break Some(loss.not_renewed()),
             msg = held.rx.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    line.extend_from_slice(&data);
-                    let mut taken = None;
-                    while let Some(end) = line.iter().position(|b| *b == b'\n') {
-                        let text: Vec<u8> = line.drain(..=end).collect();
-                        let text = String::from_utf8_lossy(&text);
-                        let text = text.trim_end();
-                        if text == RENEWED {
-                            confirmed = Instant::now();
-                        } else if let Some(holder) = text.strip_prefix(LOST) {
-                            taken = Some(loss.taken(holder.trim()));
-                        }
-                    }
-                    if taken.is_some() {
-                        break taken;
+                    if let Some(taken) = read_replies(&mut line, &data, &mut confirmed, &loss) {
+                        break Some(taken);
                     }
                 }
                 None => break Some(loss.channel_ended(true)),
@@ -677,7 +688,19 @@ async fn keep_lock(
                 | Some(ChannelMsg::Eof)
                 | Some(ChannelMsg::ExitStatus { .. })
                 | Some(ChannelMsg::ExitSignal { .. }) => {
-                    break Some(loss.channel_ended(held.handle.is_closed()));
+                    // sshd may report the exit before the last output: read what is left
+                    // (the script's reason for ending) until the channel closes.
+                    let mut taken = None;
+                    while let Ok(Some(msg)) = timeout(RELEASE_WAIT, held.rx.wait()).await {
+                        match msg {
+                            ChannelMsg::Data { data } => {
+                                taken = taken.or(read_replies(&mut line, &data, &mut confirmed, &loss));
+                            }
+                            ChannelMsg::Close => break,
+                            _ => {}
+                        }
+                    }
+                    break Some(taken.unwrap_or_else(|| loss.channel_ended(held.handle.is_closed())));
                 }
                 Some(_) => {}
             },
