@@ -106,10 +106,37 @@ impl Connections {
 
 /// A host lock held for the length of an apply (DESIGN.md section 7).
 pub enum HostLockGuard {
-    /// Held by a script on the host through an open SSH channel.
+    /// A lease on the host, renewed through an open SSH channel.
     Ssh(berth_providers::HostLock),
     /// Held with `flock` on the lock file by this process.
     Local(LocalHostLock),
+}
+
+impl HostLockGuard {
+    /// Why the lock was lost (taken over, removed, host unreachable), once it was.
+    pub fn lost_reason(&self) -> Option<String> {
+        match self {
+            HostLockGuard::Ssh(lock) => lock.lost_reason(),
+            // This process holds the flock until it lets go: it cannot be lost.
+            HostLockGuard::Local(_) => None,
+        }
+    }
+
+    /// Resolves with the reason when the lock is lost; never for a local lock.
+    pub async fn lost(&self) -> String {
+        match self {
+            HostLockGuard::Ssh(lock) => lock.lost().await,
+            HostLockGuard::Local(_) => std::future::pending().await,
+        }
+    }
+
+    /// The holder of the expired lease this lock took over, if it did.
+    pub fn took_over(&self) -> Option<&str> {
+        match self {
+            HostLockGuard::Ssh(lock) => lock.took_over(),
+            HostLockGuard::Local(_) => None,
+        }
+    }
 }
 
 /// A local host lock: the open, locked lock file; emptied and unlocked when dropped.
@@ -131,7 +158,7 @@ impl Connections {
         run_dir: &str,
         holder: &str,
     ) -> Result<HostLockGuard, String> {
-        let path = format!("{}/.lock", run_dir.trim_end_matches('/'));
+        let path = lock_path(run_dir);
         match self.conn(host).await? {
             Conn::Ssh(t) => t
                 .hold_lock(&path, holder)
@@ -141,6 +168,24 @@ impl Connections {
             Conn::Local(_) => lock_local(host, &path, holder),
         }
     }
+
+    /// Removes the host lease `{run_dir}/.lock` of `host` whoever holds it and returns the
+    /// holder it named, `None` when there was none (`berth force-unlock --host`).
+    pub async fn unlock_host(&self, host: &str, run_dir: &str) -> Result<Option<String>, String> {
+        let path = lock_path(run_dir);
+        match self.conn(host).await? {
+            Conn::Ssh(t) => t.remove_lock(&path).await.map_err(|e| error_text(&e)),
+            Conn::Local(_) => Err(format!(
+                "{host}: the lock of a local host ({path}) is an OS lock held by a berth process \
+                 on this machine; it ends with that process, so stop the process instead"
+            )),
+        }
+    }
+}
+
+/// The host lock file under a host's `run_dir`.
+fn lock_path(run_dir: &str) -> String {
+    format!("{}/.lock", run_dir.trim_end_matches('/'))
 }
 
 fn lock_local(host: &str, path: &str, holder: &str) -> Result<HostLockGuard, String> {

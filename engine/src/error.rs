@@ -74,4 +74,12 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Provider(#[from] berth_providers::ProviderError),
+
+    /// `force-unlock --host` could not remove a host lock.
+    #[error("cannot remove the host lock on {host}: {message}")]
+    #[diagnostic(
+        code(berth::host_unlock),
+        help("`berth hosts test {host}` checks that berth can reach and log in to the host")
+    )]
+    HostUnlock { host: String, message: String },
 }

@@ -284,3 +284,42 @@ fn force_unlock_removes_the_lock_of_a_killed_apply_and_destroy_finds_what_it_sta
     );
     assert!(fleet.deployments().is_empty(), "{:?}", fleet.deployments());
 }
+
+/// Removing a lock takes its id from the message that named the holder; a wrong id is refused
+/// without handing out the right one, but says who holds the lock.
+#[test]
+fn force_unlock_with_a_wrong_id_does_not_print_the_right_one() {
+    let ports = free_ports(1);
+    let fleet = Fleet::new(
+        &[Model::new("m", ports[0], "--load-secs 20")
+            .probe_timeout(60)
+            .probe_interval(200)],
+        2,
+    );
+    let (mut first, id, pid) = apply_in_its_gate(&fleet);
+    first.kill9();
+
+    let wrong = fleet.berth(&["force-unlock", "0badc0de"]);
+    assert_ne!(wrong.code, Some(0), "{}", wrong.all());
+    let text = wrong.all();
+    assert!(
+        !text.contains(&id),
+        "the refusal hands out the lock id {id}:\n{text}"
+    );
+    for needle in [
+        "lock id 0badc0de does not match the holder",
+        &format!("pid {pid}"),
+        "apply",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+    assert_eq!(
+        fleet
+            .lock_holder()
+            .and_then(|h| h["id"].as_str().map(str::to_string)),
+        Some(id.clone()),
+        "a wrong id removed the lock"
+    );
+    fleet.berth(&["force-unlock", &id]).expect(0);
+    fleet.berth(&["destroy", "--auto-approve"]).expect(0);
+}

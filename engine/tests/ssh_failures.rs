@@ -15,9 +15,75 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use ssh_common::{Findings, Fleet, HostSpec, ModelSpec, Project, wait_until};
 
-/// h1-h4: host keys; h5: credentials; h6-h9: unreachable and lost hosts.
+/// h1-h4: host keys; h5: credentials; h6-h9: unreachable and lost hosts; h10: a host blocked
+/// mid-apply.
 fn fleet() -> Arc<Fleet> {
-    ssh_common::shared_fleet('x', 9)
+    ssh_common::shared_fleet('x', 10)
+}
+
+/// Unblocks a host however the test ends, so the fleet's teardown and later tests find it up.
+struct Unblock<'a>(&'a Fleet, usize);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.run_quietly(&["unblock-host", &self.1.to_string()]);
+    }
+}
+
+/// A host whose packets vanish mid-apply (a partition: no FIN, no RST) holds the apply for at
+/// most its `connect_timeout_sec`, and fails as unreachable, not as a probe that timed out.
+#[test]
+fn a_blocked_host_fails_within_its_timeout_as_unreachable() {
+    let fleet = fleet();
+    let host = HostSpec::fleet(&fleet, 10);
+    let timeout = Duration::from_secs(host.connect_timeout_sec);
+    let project = Project::new(
+        &[host],
+        &[ModelSpec::new("a", 18400, "--load-secs 60", &["h10"], 1)],
+        4,
+    );
+    let mut apply = project.spawn(&["apply", "--auto-approve"]);
+    assert!(
+        wait_until(Duration::from_secs(30), || apply
+            .stdout_so_far()
+            .contains("model.a@h10: probing")),
+        "the model never reached its probe gate:\n{}",
+        apply.stdout_so_far()
+    );
+    fleet.block_host(10);
+    let unblock = Unblock(&fleet, 10);
+    let blocked = Instant::now();
+    let run = apply.wait(Duration::from_secs(120));
+    let held = blocked.elapsed();
+    eprintln!(
+        "a blocked host held the apply {:.2}s (connect_timeout_sec {})",
+        held.as_secs_f64(),
+        timeout.as_secs()
+    );
+    run.expect(1);
+    let text = run.all();
+    let unreachable = format!(
+        "✗ model.a@h10: failed at host lock: host h10 ({}:22) unreachable: the host did not \
+         answer for {} s (connect_timeout_sec)",
+        fleet.address(10),
+        timeout.as_secs()
+    );
+    assert!(
+        text.contains(&unreachable),
+        "no `{unreachable}` in:\n{text}"
+    );
+    assert!(!text.contains("failed at probe"), "{text}");
+    assert!(
+        held < timeout + Duration::from_secs(3),
+        "the blocked host held the apply {held:?}, its timeout is {timeout:?}"
+    );
+
+    drop(unblock);
+    // The host never heard that the apply ended: its lease lives until it expires, unless
+    // removed, as the help says.
+    project.berth(&["force-unlock", "--host", "h10"]).expect(0);
+    project.berth(&["destroy", "--auto-approve"]).expect(0);
+    nothing_on(&fleet, 10);
 }
 
 fn state_of(statuses: &BTreeMap<String, Value>, address: &str) -> String {

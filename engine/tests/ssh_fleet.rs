@@ -15,9 +15,9 @@ use serde_json::Value;
 use ssh_common::{Findings, Fleet, HostSpec, MODELS_DIR, ModelSpec, Project, RUN_DIR, wait_until};
 
 /// h1-h6: the lifecycle; h7-h8: host locks; h9-h10: hosts test and doctor; h11: two states
-/// on one host; h12: SSH logins per command.
+/// on one host; h12: SSH logins per command; h13: force-unlock --host.
 fn fleet() -> Arc<Fleet> {
-    ssh_common::shared_fleet('f', 12)
+    ssh_common::shared_fleet('f', 13)
 }
 
 fn hosts(fleet: &Fleet, ks: impl IntoIterator<Item = usize>) -> Vec<HostSpec> {
@@ -474,4 +474,80 @@ fn every_command_logs_in_to_a_host_once() {
     }
     assert!(fleet.stand_ins(12).is_empty());
     findings.assert_none();
+}
+
+/// `berth force-unlock --host` removes a live host lease, naming its holder, and the berth that
+/// held it stops changing that host at its next renewal instead of carrying on unprotected.
+#[test]
+fn force_unlock_host_removes_a_lease() {
+    let fleet = fleet();
+    let holder = Project::new(
+        &hosts(&fleet, [13]),
+        &[ModelSpec::new("slow", 18140, "--load-secs 50", &["h13"], 1)],
+        4,
+    );
+    let other = Project::new(&hosts(&fleet, [13]), &[], 4);
+    let mut run = holder.spawn(&["apply", "--auto-approve"]);
+    let mut id = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            id = holder
+                .lock_holder()
+                .and_then(|h| h["id"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            !id.is_empty()
+                && run.stdout_so_far().contains("model.slow@h13: probing")
+                && fleet
+                    .exec(13, &format!("cat {RUN_DIR}/.lock 2>/dev/null"))
+                    .stdout_text()
+                    .contains(&id)
+        }),
+        "the apply never held h13's host lock while gating:\n{}",
+        run.stdout_so_far()
+    );
+
+    let unlock = other.berth(&["force-unlock", "--host", "h13"]);
+    unlock.expect(0);
+    let removed = Instant::now();
+    for needle in [
+        "Removed the host lock on h13",
+        &format!("lock {id} held by"),
+        &format!("pid {}", run.pid()),
+    ] {
+        assert!(
+            unlock.stdout.contains(needle),
+            "no `{needle}` in:\n{}",
+            unlock.all()
+        );
+    }
+    assert_eq!(
+        fleet
+            .exec(13, &format!("cat {RUN_DIR}/.lock"))
+            .stdout_text()
+            .trim(),
+        "",
+        "the lease is still on h13"
+    );
+    // Nothing left to remove.
+    let again = other.berth(&["force-unlock", "--host", "h13"]);
+    again.expect(0);
+    assert!(
+        again.stdout.contains("no host lock to remove"),
+        "{}",
+        again.all()
+    );
+
+    // The holder finds out at its next renewal (every 10 s), not when its gate times out.
+    let ended = run.wait(Duration::from_secs(60));
+    ended.expect(1);
+    let text = ended.all();
+    let lost = "✗ model.slow@h13: failed at host lock: the host lock on h13 was removed (berth force-unlock --host h13)";
+    assert!(text.contains(lost), "no `{lost}` in:\n{text}");
+    assert!(
+        removed.elapsed() < Duration::from_secs(20),
+        "the holder went on {:?} after its lease was removed",
+        removed.elapsed()
+    );
+    holder.berth(&["destroy", "--auto-approve"]).expect(0);
+    assert!(fleet.stand_ins(13).is_empty(), "{:?}", fleet.stand_ins(13));
 }

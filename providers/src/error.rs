@@ -177,7 +177,9 @@ pub enum ProviderError {
     #[error("host {host} is locked by {holder}")]
     #[diagnostic(
         code(berth::providers::host_locked),
-        help("wait for that operation to finish; the lock goes away when its SSH connection ends")
+        help(
+            "wait for that operation to finish; its lease ends when it does, or 60 s after its holder stops renewing it (a crashed or cut-off berth); `berth force-unlock --host HOST` removes it at once"
+        )
     )]
     HostLocked { host: String, holder: String },
 

@@ -16,4 +16,4 @@ pub use runtime::{
     Runtime, Survey,
 };
 pub use transport::{Command, LocalTransport, Output, Transport};
-pub use transport::{HostLock, SshConfig, SshTransport};
+pub use transport::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL, SshConfig, SshTransport};

@@ -1,5 +1,6 @@
 //! The host lock (DESIGN.md section 7) on real sshd hosts: exclusion, the holder named in the
-//! refusal, release on drop, on a lost connection and on SIGKILL of the holder. Needs root.
+//! refusal, release on drop, on a lost connection and on SIGKILL of the holder, the lease of a
+//! frozen holder taken over once it expired, and a lease removed by force. Needs root.
 
 mod ssh_common;
 
@@ -8,7 +9,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_providers::{HostLock, ProviderError, SshConfig, SshTransport, Transport};
+use berth_providers::{
+    HostLock, LEASE_RENEW_EVERY, LEASE_TTL, ProviderError, SshConfig, SshTransport, Transport,
+};
 use ssh_common::Fleet;
 
 fn fleet() -> Arc<Fleet> {
@@ -43,7 +46,13 @@ async fn second_holder_is_refused_naming_the_first_until_it_lets_go() {
     assert!(lock.is_held());
     assert_eq!(lock.path(), path);
     let on_host = t2.read_file(path, T).await.unwrap().unwrap();
-    assert_eq!(String::from_utf8_lossy(&on_host), format!("{first}\n"));
+    let on_host = String::from_utf8_lossy(&on_host);
+    let mut lines = on_host.lines();
+    assert_eq!(lines.next(), Some(first), "{on_host}");
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("lease ")),
+        "the lease file names no expiry: {on_host}"
+    );
 
     // Another connection, and the same one, are both refused with the holder's line.
     for t in [&t2, &t1] {
@@ -105,7 +114,7 @@ async fn lock_is_lost_when_the_host_dies_and_free_when_it_is_back() {
         .expect("the lock notices the host died");
     assert!(!lock.is_held());
     fleet.start_host(2);
-    // The killed holder's line is still in the file, but flock is what counts.
+    // The killed holder's line is still in the file, but its script is gone: the lease is free.
     let again = t.hold_lock(path, "lock after restart").await.unwrap();
     assert!(again.is_held());
 }
@@ -130,11 +139,12 @@ async fn unusable_lock_path_is_a_command_failure() {
 /// Environment variables that make `lock_holder_child` take a lock and hold it.
 const CHILD_ENV: &str = "BERTH_TEST_LOCK_CHILD";
 
-#[tokio::test]
-async fn lock_of_a_sigkilled_holder_is_released() {
-    let fleet = fleet();
-    let path = "/srv/berth/run-d/.lock";
-    // Another process (this test binary, running only `lock_holder_child`) holds the lock.
+/// Starts another process (this test binary, running only `lock_holder_child`) that takes the
+/// lock at `path` on h1 and holds it; returns once it holds it, with its stdout lines.
+async fn spawn_holder(
+    fleet: &Fleet,
+    path: &str,
+) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -154,18 +164,31 @@ async fn lock_of_a_sigkilled_holder_is_released() {
         .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let ready = tokio::task::spawn_blocking(move || {
         // libtest prints "test lock_holder_child ... " before the child's own line.
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.ends_with("LOCK HELD"))
+        let held = lines.iter().any(|line: String| line.ends_with("LOCK HELD"));
+        (held, lines)
     });
     let ready = tokio::time::timeout(Duration::from_secs(20), ready).await;
-    assert!(
-        matches!(ready, Ok(Ok(true))),
-        "the child did not take the lock"
-    );
+    let Ok(Ok((true, lines))) = ready else {
+        panic!("the child did not take the lock");
+    };
+    (child, lines)
+}
+
+#[tokio::test]
+async fn lock_of_a_sigkilled_holder_is_released() {
+    let fleet = fleet();
+    let path = "/srv/berth/run-d/.lock";
+    let (mut child, _lines) = spawn_holder(&fleet, path).await;
 
     let t = fleet.connect(1).await;
     let err = t.hold_lock(path, "parent").await.unwrap_err();
@@ -176,7 +199,7 @@ async fn lock_of_a_sigkilled_holder_is_released() {
     );
 
     // SIGKILL: no destructor runs, the kernel closes the TCP connection, sshd closes the
-    // lock script's stdin and the flock goes away.
+    // lock script's stdin and the script ends the lease.
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     let lock = take_soon(&t, path, "parent").await;
@@ -212,9 +235,119 @@ fn lock_holder_child() {
         config.known_hosts = Some(var("CHILD_KNOWN_HOSTS").into());
         let t = SshTransport::connect(config).await.unwrap();
         let holder = format!("lock child pid {}", std::process::id());
-        let _lock = t.hold_lock(&var("CHILD_PATH"), &holder).await.unwrap();
+        let lock = t.hold_lock(&var("CHILD_PATH"), &holder).await.unwrap();
         println!("LOCK HELD");
         // The parent kills this process; the limit only matters if the parent died first.
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        if let Ok(reason) = tokio::time::timeout(Duration::from_secs(180), lock.lost()).await {
+            println!("LOCK LOST: {reason}");
+        }
     });
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A frozen holder is what a partition looks like from the host: its TCP connection stays up
+/// (the kernel still acknowledges), sshd keeps its session and the script's stdin open, but
+/// no renewal comes. Its lease must expire within a minute, not when sshd gives up (hours).
+#[tokio::test]
+async fn a_partitioned_holder_loses_its_lease_within_a_minute() {
+    let fleet = fleet();
+    let path = "/srv/berth/run-e/.lock";
+    let (child, lines) = spawn_holder(&fleet, path).await;
+    let holder = format!("lock child pid {}", child.0.id());
+    signal(child.0.id(), "STOP");
+    let frozen = Instant::now();
+
+    let t = fleet.connect(1).await;
+    let mut refusals = 0;
+    let lock = loop {
+        match t.hold_lock(path, "lock parent").await {
+            Ok(lock) => break lock,
+            Err(ProviderError::HostLocked { holder: h, .. }) => {
+                assert_eq!(h, holder);
+                refusals += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            frozen.elapsed() < LEASE_TTL + Duration::from_secs(15),
+            "the frozen holder's lease is still live {:?} after it stopped renewing",
+            frozen.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let taken = frozen.elapsed();
+    eprintln!("lease of a frozen holder taken over {taken:?} after it froze ({refusals} refusals)");
+    // Refused while the lease was live: the last renewal came at most one period before it
+    // froze, so the lease lives at least TTL minus that.
+    assert!(
+        refusals > 0 && taken >= LEASE_TTL - LEASE_RENEW_EVERY,
+        "{taken:?}"
+    );
+    let previous = lock
+        .took_over()
+        .expect("the takeover names the expired holder");
+    assert!(previous.starts_with(&holder), "{previous}");
+    assert!(previous.contains("was not renewed for"), "{previous}");
+    let on_host = t.read_file(path, T).await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&on_host).starts_with("lock parent\n"),
+        "{}",
+        String::from_utf8_lossy(&on_host)
+    );
+
+    // Woken up, the old holder learns at once that it lost the host.
+    signal(child.0.id(), "CONT");
+    let lost = tokio::task::spawn_blocking(move || {
+        lines
+            .iter()
+            .find_map(|l| l.split_once("LOCK LOST: ").map(|(_, r)| r.to_string()))
+    });
+    let lost = tokio::time::timeout(Duration::from_secs(15), lost)
+        .await
+        .expect("the old holder never noticed it lost the lock")
+        .unwrap()
+        .expect("the old holder ended without a word");
+    assert!(lost.contains("host lock"), "{lost}");
+    assert!(
+        lock.is_held(),
+        "the new holder lost the lease: {:?}",
+        lock.lost_reason()
+    );
+    lock.release().await;
+}
+
+#[tokio::test]
+async fn a_removed_lease_is_lost_by_its_holder_and_free_for_the_next() {
+    let fleet = fleet();
+    let path = "/srv/berth/run-f/.lock";
+    let (t1, t2) = (fleet.connect(1).await, fleet.connect(1).await);
+    let lock = t1
+        .hold_lock(path, "lock 9 ops@a pid 1 (apply)")
+        .await
+        .unwrap();
+    assert_eq!(
+        t2.remove_lock(path).await.unwrap().as_deref(),
+        Some("lock 9 ops@a pid 1 (apply)")
+    );
+    assert_eq!(t2.remove_lock(path).await.unwrap(), None);
+    // Free at once for another berth...
+    let next = t2.hold_lock(path, "lock 10").await.unwrap();
+    // ...and the old holder finds out at its next renewal.
+    let reason = tokio::time::timeout(LEASE_RENEW_EVERY + T, lock.lost())
+        .await
+        .expect("the holder of a removed lease never noticed");
+    // (Removed, or already held by the next one, depending on when its renewal came.)
+    assert!(
+        reason.contains("is held by lock 10") || reason.contains("was removed"),
+        "{reason}"
+    );
+    assert!(next.is_held());
 }

@@ -162,19 +162,17 @@ pub enum StateError {
     #[diagnostic(code(berth::state::not_locked), help("nothing to do"))]
     NotLocked { path: PathBuf },
 
-    /// `force-unlock` was given an id other than the current lock's.
-    ///
-    /// The current id is not shown: force-unlock takes the id as proof that the operator looked
-    /// at this holder, and a lock that changed hands must be looked at again.
+    /// `force-unlock` was given an id other than the current lock's. The message names the
+    /// holder but never its id: removing a lock takes the id from the error that named it, so
+    /// a mistyped or guessed id can never lead to removing a lock nobody looked at.
     #[error(
-        "lock id {given} does not match the current lock (held by {}@{} pid {}, {}, since {})",
-        .holder.user, .holder.hostname, .holder.pid, .holder.operation,
-        format_unix(.holder.started_at)
+        "lock id {given} does not match the holder of the lock ({}@{} pid {}, {}); nothing removed",
+        .holder.user, .holder.hostname, .holder.pid, .holder.operation
     )]
     #[diagnostic(
         code(berth::state::lock_id_mismatch),
         help(
-            "the lock changed hands or the id was mistyped: `berth state list` shows the current holder and its id; check that it is gone before removing its lock"
+            "check that this holder is really gone, then give the id shown in the error that named it (`lock ID held by ...`)"
         )
     )]
     LockIdMismatch {

@@ -132,6 +132,12 @@ impl Subscriber for Display {
                 };
                 self.line(text);
             }
+            ApplyEvent::HostLockTakenOver { host, previous } => {
+                self.line(format!(
+                    "{} host {host}: took over the expired host lock of {previous}",
+                    self.paint("!", "33")
+                ));
+            }
             ApplyEvent::Interrupted { hard: false } => {
                 self.line("Interrupt: finishing what is running and starting nothing new (press Ctrl-C again to stop probes now)".into());
             }

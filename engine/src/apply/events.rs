@@ -84,6 +84,11 @@ pub enum ApplyEvent {
         action: Action,
         outcome: Outcome,
     },
+    /// The host lock of `host` was taken over from `previous`, whose lease had expired.
+    HostLockTakenOver {
+        host: String,
+        previous: String,
+    },
     /// Ctrl-C: the first stops new work, the second cancels probes.
     Interrupted {
         hard: bool,

@@ -355,7 +355,7 @@ const HOST_LOCK: &str = "host lock";
 
 /// Takes the host lock of `host` (once per apply: the first step there takes it, the others
 /// wait for that) and keeps it until the apply ends. A host whose lock another berth holds fails
-/// here, naming the holder.
+/// here, naming the holder; so does every step after the lock was lost.
 async fn hold(ctx: &Ctx<'_>, host: &str) -> Result<(), Outcome> {
     let (Some(holder), Some(cell)) = (&ctx.options.holder, ctx.host_locks.get(host)) else {
         return Ok(());
@@ -364,11 +364,58 @@ async fn hold(ctx: &Ctx<'_>, host: &str) -> Result<(), Outcome> {
     let Some(run_dir) = ctx.ws.config.host(host).map(|h| h.run_dir.as_str()) else {
         return Ok(());
     };
-    cell.get_or_init(|| ctx.conns.lock_host(host, run_dir, holder))
+    let guard = cell
+        .get_or_init(|| async {
+            let taken = ctx.conns.lock_host(host, run_dir, holder).await;
+            if let Ok(Some(previous)) = taken.as_ref().map(HostLockGuard::took_over) {
+                let _ = ctx.emit(ApplyEvent::HostLockTakenOver {
+                    host: host.to_string(),
+                    previous: previous.to_string(),
+                });
+            }
+            taken
+        })
         .await
         .as_ref()
-        .map(|_| ())
-        .map_err(|why| failed(HOST_LOCK, why.clone(), None))
+        .map_err(|why| failed(HOST_LOCK, why.clone(), None))?;
+    match guard.lost_reason() {
+        Some(why) => Err(failed(HOST_LOCK, why, None)),
+        None => Ok(()),
+    }
+}
+
+/// The host lock of `host` once this apply holds it.
+fn held_lock<'c>(ctx: &'c Ctx<'_>, host: &str) -> Option<&'c HostLockGuard> {
+    ctx.host_locks.get(host)?.get()?.as_ref().ok()
+}
+
+/// Why the host lock of `host` was lost during this apply, if it was.
+fn lock_lost(ctx: &Ctx<'_>, host: &str) -> Option<String> {
+    held_lock(ctx, host)?.lost_reason()
+}
+
+/// Why the host lock of `host` is lost, giving its keeper a moment to notice: a step that
+/// failed because its connection died learns of it at the same moment as the keeper.
+async fn lock_lost_after_failure(ctx: &Ctx<'_>, host: &str) -> Option<String> {
+    let lock = held_lock(ctx, host)?;
+    tokio::time::timeout(Duration::from_millis(200), lock.lost())
+        .await
+        .ok()
+}
+
+/// A step that failed after its host's lock was lost failed because of that (a host that
+/// stopped answering, or another berth that took the host over): say so, at step `host lock`,
+/// so the rest of the host's steps fail with it instead of each waiting on the host.
+async fn blame_lost_lock(ctx: &Ctx<'_>, host: &str, outcome: Outcome) -> Outcome {
+    match &outcome {
+        Outcome::Failed { step, log_tail, .. } if step != HOST_LOCK => {
+            match lock_lost_after_failure(ctx, host).await {
+                Some(why) => failed(HOST_LOCK, why, log_tail.clone()),
+                None => outcome,
+            }
+        }
+        _ => outcome,
+    }
 }
 
 async fn connect(
@@ -377,10 +424,16 @@ async fn connect(
     host: &str,
 ) -> Result<std::sync::Arc<dyn Transport>, Outcome> {
     ctx.phase(address, Phase::Connecting);
-    ctx.conns
+    let transport = ctx
+        .conns
         .transport(host)
         .await
-        .map_err(|e| failed("connect", e, None))
+        .map_err(|e| failed("connect", e, None))?;
+    // A host whose lock was lost is not touched again in this apply.
+    match lock_lost(ctx, host) {
+        Some(why) => Err(failed(HOST_LOCK, why, None)),
+        None => Ok(transport),
+    }
 }
 
 fn now() -> u64 {
@@ -498,7 +551,10 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
             ctx.emit(ApplyEvent::Record(record))
                 .map_err(|e| failed("record", e, None))
         }
-        Err(o) => Err(record_failure(ctx, change, Some(&rendered), o)),
+        Err(o) => {
+            let o = blame_lost_lock(ctx, &change.host, o).await;
+            Err(record_failure(ctx, change, Some(&rendered), o))
+        }
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
         address: address.to_string(),
@@ -606,19 +662,40 @@ async fn start_and_gate(
         }
     };
     let probe = provider_probe(&rendered.probe);
-    let ready = probe::gate(
+    // Losing the host lock (the host stopped answering, or another berth took it over) ends
+    // the gate like a cancel: waiting out its timeout on a host berth no longer holds helps no
+    // one.
+    let stop_gate = ctx.cancel.child_token();
+    let gate = probe::gate(
         transport,
         runtime,
         &spec.run_dir,
         &instance,
         &probe,
         timing,
-        ctx.cancel.clone(),
+        stop_gate.clone(),
         |tick| {
             ctx.phase(address, Phase::Probing(tick));
         },
-    )
-    .await;
+    );
+    tokio::pin!(gate);
+    let ready = match held_lock(ctx, &change.host) {
+        Some(lock) => tokio::select! {
+            ready = &mut gate => ready,
+            _ = lock.lost() => {
+                stop_gate.cancel();
+                gate.await
+            }
+        },
+        None => gate.await,
+    };
+    // A gate that failed on a host whose lock is gone failed because of that; stopping the
+    // server there would only wait on the host again.
+    if ready.is_err()
+        && let Some(why) = lock_lost_after_failure(ctx, &change.host).await
+    {
+        return Err(failed(HOST_LOCK, why, None));
+    }
     let ready = match ready {
         Ok(ready) => ready,
         Err(e) => {
@@ -706,7 +783,12 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         )
         .await;
     let result = match (stopped, port) {
-        (Err(e), _) => Err(failed("stop", stop_error(address, port, &e), None)),
+        (Err(e), _) => Err(blame_lost_lock(
+            ctx,
+            &change.host,
+            failed("stop", stop_error(address, port, &e), None),
+        )
+        .await),
         // What berth knew of is stopped, but something still serves the model's port: most
         // likely an instance whose marker was lost. The record stays, so it is not forgotten.
         (Ok(()), Some(port)) if port_accepts(transport.as_ref(), port).await => {
@@ -780,7 +862,11 @@ async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         run_verify_cmd(ctx, change, transport.as_ref())
     );
     held?;
-    match verified? {
+    let verified = match verified {
+        Ok(v) => v,
+        Err(o) => return Err(blame_lost_lock(ctx, &change.host, o).await),
+    };
+    match verified {
         Some(record) => ctx
             .emit(ApplyEvent::Record(record))
             .map_err(|e| failed("record", e, None)),

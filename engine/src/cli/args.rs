@@ -195,8 +195,12 @@ pub enum StateCommand {
 
 #[derive(Debug, Args)]
 pub struct ForceUnlockArgs {
-    /// The lock id, as shown in the error that named the holder
-    pub id: String,
+    /// The state lock's id, as shown in the error that named the holder
+    #[arg(required_unless_present = "host", conflicts_with = "host")]
+    pub id: Option<String>,
+    /// Remove the host lock (lease) on this host instead, whoever holds it
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -110,7 +110,12 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
         Command::Destroy(args) => commands::apply::destroy(&cli, args, ui),
         Command::Drift(args) => commands::drift::run(&cli, args, ui),
         Command::State(args) => commands::state::run(&cli, args, ui),
-        Command::ForceUnlock(args) => commands::state::force_unlock(&cli, &args.id),
+        Command::ForceUnlock(args) => match (&args.host, &args.id) {
+            (Some(host), _) => commands::state::force_unlock_host(&cli, host),
+            (None, Some(id)) => commands::state::force_unlock(&cli, id),
+            // clap requires one of them.
+            (None, None) => unreachable!("force-unlock without an id or --host"),
+        },
         Command::Endpoints(args) => commands::endpoints::run(&cli, args),
         Command::Completions(args) => {
             let mut script = Vec::new();

@@ -30,7 +30,7 @@ fn open(cli: &Cli) -> Result<Workspace> {
     Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default())
 }
 
-fn host_or_err<'a>(ws: &'a Workspace, id: &str) -> Result<&'a Host> {
+pub(crate) fn host_or_err<'a>(ws: &'a Workspace, id: &str) -> Result<&'a Host> {
     ws.config.host(id).ok_or_else(|| {
         let known: Vec<&str> = ws
             .config

@@ -135,3 +135,31 @@ pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
     outln!("Removed {info} from the {}.", backend.describe());
     Ok(exit_codes::SUCCESS)
 }
+
+/// `berth force-unlock --host HOST`: removes the host lease on HOST, naming its holder. The
+/// holder's next renewal finds the lease gone and fails its remaining steps on that host.
+pub fn force_unlock_host(cli: &Cli, host: &str) -> Result<u8> {
+    let ws = crate::workspace::Workspace::open(
+        &cli.dir,
+        &crate::cli::var_inputs(cli),
+        &crate::placement::Previous::default(),
+    )?;
+    let run_dir = crate::commands::doctor::host_or_err(&ws, host)?
+        .run_dir
+        .clone();
+    let conns = crate::connections::Connections::new(&ws.config);
+    let removed = crate::commands::plan::tokio()
+        .block_on(conns.unlock_host(host, &run_dir))
+        .map_err(|message| Error::HostUnlock {
+            host: host.to_string(),
+            message,
+        })?;
+    match removed {
+        Some(holder) => outln!(
+            "Removed the host lock on {host} ({run_dir}/.lock), held by {holder}. Its holder \
+             fails its remaining steps on {host} at its next renewal."
+        ),
+        None => outln!("Host {host} has no host lock to remove ({run_dir}/.lock names no one)."),
+    }
+    Ok(exit_codes::SUCCESS)
+}

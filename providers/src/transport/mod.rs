@@ -13,7 +13,7 @@ mod local;
 mod ssh;
 
 pub use local::LocalTransport;
-pub use ssh::{HostLock, SshConfig, SshTransport};
+pub use ssh::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL, SshConfig, SshTransport};
 
 /// A byte stream to a port on the host's loopback interface.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}

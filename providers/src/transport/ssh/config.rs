@@ -27,14 +27,17 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     /// Channels (commands, tunnels, locks) open at once on the one connection to this host.
     pub max_channels: usize,
-    /// Interval of SSH keepalives while the connection is idle; zero disables them.
+    /// Longest interval of SSH keepalives while the connection is idle (they are sent at least
+    /// every quarter of `connect_timeout`, so a host silent for `connect_timeout` ends the
+    /// connection); zero disables them.
     pub keepalive: Duration,
 }
 
 impl SshConfig {
     /// Settings with berth's defaults: port 22, user `$USER` (else root), ssh-agent,
     /// `~/.ssh/known_hosts`, 10 s connect timeout, 8 channels (OpenSSH allows 10 sessions per
-    /// connection by default) and a keepalive every 15 s.
+    /// connection by default) and keepalives every 15 s or a quarter of the connect timeout,
+    /// whichever is shorter.
     pub fn new(host_id: impl Into<String>, address: impl Into<String>) -> Self {
         SshConfig {
             host_id: host_id.into(),

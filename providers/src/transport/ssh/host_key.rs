@@ -3,8 +3,10 @@
 //! writes known_hosts; it only says which command would.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use russh::client;
+use russh::client::{self, DisconnectReason};
 use russh::keys::ssh_key::{Algorithm, HashAlg, PublicKey};
 use russh::keys::{self, PublicKeyOrCertificate};
 
@@ -12,14 +14,37 @@ use super::SshConfig;
 use crate::transport::quote;
 use crate::{ProviderError, Result};
 
-/// The russh client handler: checks the server's key, nothing else.
+/// The russh client handler: checks the server's key, and notes when the connection ended
+/// because the host stopped answering keepalives.
 pub(crate) struct ClientHandler {
     config: SshConfig,
+    silent: Arc<Silence>,
+}
+
+/// When a host last went silent: its connection died of unanswered keepalives.
+#[derive(Debug, Default)]
+pub(crate) struct Silence(Mutex<Option<Instant>>);
+
+impl Silence {
+    fn mark(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Forgets the silence: a new connection got through.
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// When the last connection died of silence, if it did.
+    pub(crate) fn since(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ClientHandler {
-    pub(crate) fn new(config: SshConfig) -> Self {
-        ClientHandler { config }
+    /// A handler that sets `silent` when its connection dies of unanswered keepalives.
+    pub(crate) fn new(config: SshConfig, silent: Arc<Silence>) -> Self {
+        ClientHandler { config, silent }
     }
 }
 
@@ -58,6 +83,21 @@ impl client::Handler for ClientHandler {
                               keys listed in known_hosts or pinned with host_key"
                         .to_string(),
                 })))
+            }
+        }
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<HandlerError>,
+    ) -> std::result::Result<(), HandlerError> {
+        match reason {
+            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            DisconnectReason::Error(e) => {
+                if matches!(e, HandlerError::Ssh(russh::Error::KeepaliveTimeout)) {
+                    self.silent.mark();
+                }
+                Err(e)
             }
         }
     }

@@ -16,13 +16,16 @@ use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHal
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot, watch};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::SshConfig;
 use super::auth::authenticate;
 use super::config::secs;
-use super::host_key::{ClientHandler, HandlerError, parse_pinned};
-use super::host_lock::{BUSY_STATUS, HostLock, READY, busy_holder, lock_script};
+use super::host_key::{ClientHandler, HandlerError, Silence, parse_pinned};
+use super::host_lock::{
+    BUSY_STATUS, HostLock, LEASE_RENEW_EVERY, LEASE_TTL, LOST, LockState, READY, REMOVED,
+    RENEW_LINE, RENEWED, busy_holder, lock_script, remove_script, tagged, took_over,
+};
 use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
 use super::socket::QuickAckStream;
 use crate::transport::{BoxStream, Command, Output, Transport};
@@ -34,7 +37,8 @@ type SshHandle = Handle<ClientHandler>;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a released lock waits for the host to confirm before closing the channel anyway.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
-/// Keepalives that may go unanswered before the connection counts as dead.
+/// Keepalives that may go unanswered before the connection counts as dead. They are sent every
+/// quarter of `connect_timeout` at most, so a host silent for `connect_timeout` is given up.
 const KEEPALIVE_MAX: usize = 3;
 
 /// A host reached over SSH: one connection, shared by every concurrent operation.
@@ -45,6 +49,8 @@ pub struct SshTransport {
     conn: Mutex<Arc<SshHandle>>,
     /// One permit per open channel, so the host's MaxSessions is never exceeded.
     channels: Arc<Semaphore>,
+    /// Set when the last connection died because the host stopped answering keepalives.
+    silent: Arc<Silence>,
 }
 
 impl fmt::Debug for SshTransport {
@@ -79,11 +85,13 @@ impl SshTransport {
             // A malformed pin is a config error: say so before touching the network.
             parse_pinned(&config, pinned)?;
         }
-        let handle = open(&config).await?;
+        let silent = Arc::new(Silence::default());
+        let handle = open(&config, &silent).await?;
         Ok(SshTransport {
             endpoint: config.endpoint(),
             channels: Arc::new(Semaphore::new(config.max_channels)),
             conn: Mutex::new(Arc::new(handle)),
+            silent,
             config,
         })
     }
@@ -102,11 +110,12 @@ impl SshTransport {
             .await;
     }
 
-    /// Takes the host lock at `path` (DESIGN.md section 7) with `flock -n`, writing `holder`
-    /// (one line naming the lock id, user@hostname, pid and operation) into the lock file.
-    /// Fails with [`ProviderError::HostLocked`] naming the current holder when it is taken.
-    /// The lock lasts until the returned [`HostLock`] is dropped or released, or until this
-    /// connection ends, even if berth is killed.
+    /// Takes the host lease at `path` (DESIGN.md section 7), writing `holder` (one line naming
+    /// the lock id, user@hostname, pid and operation) into the lease file. Fails with
+    /// [`ProviderError::HostLocked`] naming the current holder while another lease is live;
+    /// takes over one that expired ([`HostLock::took_over`] names its holder). The lease is
+    /// renewed over this connection until the returned [`HostLock`] is dropped or released, or
+    /// the connection ends, even if berth is killed.
     pub async fn hold_lock(&self, path: &str, holder: &str) -> Result<HostLock> {
         let script = lock_script(path, holder)?;
         let what = format!("take host lock {path}");
@@ -145,22 +154,29 @@ impl SshTransport {
         match waited {
             Ok(true) => {
                 guard.disarm();
+                let taken_over = took_over(&String::from_utf8_lossy(&state.stdout));
+                if let Some(previous) = &taken_over {
+                    tracing::warn!(host = %self.config.host_id, "took over the expired host lease of {previous}");
+                }
                 let (release_tx, release_rx) = oneshot::channel();
-                let (held_tx, held_rx) = watch::channel(true);
+                let (state_tx, state_rx) = watch::channel(None);
                 let keeper = tokio::spawn(keep_lock(
-                    rx,
-                    tx,
-                    permit,
-                    handle,
+                    Held {
+                        rx,
+                        tx,
+                        _permit: permit,
+                        handle,
+                    },
                     release_rx,
-                    held_tx,
-                    self.config.host_id.clone(),
+                    state_tx,
+                    self.loss(),
                 ));
                 Ok(HostLock::new(
                     self.config.host_id.clone(),
                     path.to_string(),
+                    taken_over,
                     release_tx,
-                    held_rx,
+                    state_rx,
                     keeper,
                 ))
             }
@@ -187,17 +203,64 @@ impl SshTransport {
                     stderr: String::from_utf8_lossy(&state.stderr).trim().to_string(),
                 })
             }
-            // `flock -n` never waits, so only a stuck host gets here; the guard stops it.
+            // Taking never waits for a holder, so only a stuck host gets here; the guard
+            // stops it.
             Err(_) => Err(timed_out()),
         }
+    }
+
+    /// Removes the host lease at `path` whoever holds it (`berth force-unlock --host`) and
+    /// returns the holder line it removed, `None` when there was no lease. The holder's next
+    /// renewal finds the lease gone and gives the host up.
+    pub async fn remove_lock(&self, path: &str) -> Result<Option<String>> {
+        let out = self
+            .exec(Command::new(remove_script(path)?, LOCK_TIMEOUT))
+            .await?;
+        if !out.success() {
+            return Err(ProviderError::CommandFailed {
+                host: self.config.host_id.clone(),
+                what: format!("remove host lock {path}"),
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+            });
+        }
+        Ok(tagged(&out.stdout_text(), REMOVED).map(str::to_string))
+    }
+
+    /// How the keeper of a lease on this host describes losing it.
+    fn loss(&self) -> Loss {
+        Loss {
+            host: self.config.host_id.clone(),
+            endpoint: self.endpoint.clone(),
+            connect_timeout: self.config.connect_timeout,
+            silent: Arc::clone(&self.silent),
+        }
+    }
+
+    /// Why a connection ended, for messages: silence, or a plain close.
+    fn silence(&self) -> Option<String> {
+        self.silent
+            .since()
+            .map(|_| silent_for(self.config.connect_timeout))
     }
 
     /// The live connection, reconnecting first if the last one has closed.
     async fn handle(&self) -> Result<Arc<SshHandle>> {
         let mut conn = self.conn.lock().await;
         if conn.is_closed() {
+            // A host that just went silent would most likely make a new connection wait out
+            // connect_timeout again: for that long, operations fail at once instead.
+            if let Some(since) = self.silent.since()
+                && since.elapsed() < self.config.connect_timeout
+            {
+                return Err(ProviderError::Unreachable {
+                    host: self.config.host_id.clone(),
+                    address: self.endpoint.clone(),
+                    reason: silent_for(self.config.connect_timeout),
+                });
+            }
             tracing::info!(host = %self.config.host_id, "SSH connection closed; reconnecting");
-            *conn = Arc::new(open(&self.config).await?);
+            *conn = Arc::new(open(&self.config, &self.silent).await?);
         }
         Ok(Arc::clone(&conn))
     }
@@ -302,7 +365,7 @@ impl SshTransport {
             host: self.config.host_id.clone(),
             address: self.endpoint.clone(),
             what: what.to_string(),
-            reason: reason.to_string(),
+            reason: self.silence().unwrap_or_else(|| reason.to_string()),
         }
     }
 }
@@ -401,8 +464,10 @@ struct Running {
     guard: AbandonGuard,
 }
 
-/// Connects, checks the host key and authenticates, each step within `connect_timeout`.
-async fn open(config: &SshConfig) -> Result<SshHandle> {
+/// Connects, checks the host key and authenticates, each step within `connect_timeout`. The
+/// connection sends keepalives often enough that a host silent for `connect_timeout` ends it,
+/// which sets `silent`.
+async fn open(config: &SshConfig, silent: &Arc<Silence>) -> Result<SshHandle> {
     let unreachable = |reason: String| ProviderError::Unreachable {
         host: config.host_id.clone(),
         address: config.endpoint(),
@@ -421,29 +486,37 @@ async fn open(config: &SshConfig) -> Result<SshHandle> {
     };
     let tcp = QuickAckStream::new(tcp);
     let ssh_config = Arc::new(client::Config {
-        keepalive_interval: (!config.keepalive.is_zero()).then_some(config.keepalive),
+        keepalive_interval: keepalive_interval(config),
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..Default::default()
     });
     let login = async {
-        let mut handle =
-            client::connect_stream(ssh_config, tcp, ClientHandler::new(config.clone()))
-                .await
-                .map_err(|e| match e {
-                    HandlerError::Refused(e) => *e,
-                    HandlerError::Ssh(e) => ProviderError::Ssh {
-                        host: config.host_id.clone(),
-                        address: config.endpoint(),
-                        what: "SSH handshake".to_string(),
-                        message: e.to_string(),
-                    },
-                })?;
+        let mut handle = client::connect_stream(
+            ssh_config,
+            tcp,
+            ClientHandler::new(config.clone(), Arc::clone(silent)),
+        )
+        .await
+        .map_err(|e| match e {
+            HandlerError::Refused(e) => *e,
+            HandlerError::Ssh(e) => ProviderError::Ssh {
+                host: config.host_id.clone(),
+                address: config.endpoint(),
+                what: "SSH handshake".to_string(),
+                message: e.to_string(),
+            },
+        })?;
         authenticate(&mut handle, config).await?;
         Ok(handle)
     };
     match timeout(config.connect_timeout, login).await {
-        Ok(result) => result,
+        Ok(result) => {
+            if result.is_ok() {
+                silent.clear();
+            }
+            result
+        }
         Err(_) => Err(ProviderError::Ssh {
             host: config.host_id.clone(),
             address: config.endpoint(),
@@ -467,40 +540,188 @@ fn io_reason(e: &io::Error) -> String {
     }
 }
 
-/// Holds a taken lock's channel until the lock is released (or its [`HostLock`] dropped),
-/// then sends EOF so the script lets go; or notices that the script or connection ended.
-async fn keep_lock(
-    mut rx: ChannelReadHalf,
+/// The keepalive interval of a connection: at most a quarter of `connect_timeout`, so that
+/// after `KEEPALIVE_MAX` unanswered ones the connection ends when the host has been silent for
+/// `connect_timeout`; `None` when keepalives are off.
+fn keepalive_interval(config: &SshConfig) -> Option<Duration> {
+    if config.keepalive.is_zero() {
+        return None;
+    }
+    let quarter = config.connect_timeout / (KEEPALIVE_MAX as u32 + 1);
+    Some(
+        config
+            .keepalive
+            .min(quarter)
+            .max(Duration::from_millis(100)),
+    )
+}
+
+/// The reason given when a connection ended because its host went silent.
+fn silent_for(connect_timeout: Duration) -> String {
+    format!(
+        "the host did not answer for {} (connect_timeout_sec)",
+        secs(connect_timeout)
+    )
+}
+
+/// The channel of a taken lease, with its channel slot and connection.
+struct Held {
+    rx: ChannelReadHalf,
     tx: Arc<ChannelWriteHalf<Msg>>,
     _permit: OwnedSemaphorePermit,
-    _handle: Arc<SshHandle>,
-    mut release: oneshot::Receiver<()>,
-    held: watch::Sender<bool>,
+    handle: Arc<SshHandle>,
+}
+
+/// What a lease keeper needs to say why its lease was lost.
+struct Loss {
     host: String,
+    endpoint: String,
+    connect_timeout: Duration,
+    silent: Arc<Silence>,
+}
+
+impl Loss {
+    fn channel_ended(&self, connection_closed: bool) -> String {
+        if !connection_closed {
+            // The connection is fine but the script is gone: it was stopped on the host,
+            // which a berth taking over an expired lease does.
+            return format!(
+                "the host lock script on {} ended (another berth may have taken over the lease \
+                 after it was not renewed for {} s); its host lock is lost",
+                self.host,
+                LEASE_TTL.as_secs()
+            );
+        }
+        if self.silent.since().is_some() {
+            format!(
+                "host {} ({}) unreachable: {}; its host lock is lost",
+                self.host,
+                self.endpoint,
+                silent_for(self.connect_timeout)
+            )
+        } else {
+            format!(
+                "the connection to {} ({}) closed; its host lock is lost",
+                self.host, self.endpoint
+            )
+        }
+    }
+
+    fn taken(&self, holder: &str) -> String {
+        if holder.is_empty() {
+            format!(
+                "the host lock on {} was removed (berth force-unlock --host {})",
+                self.host, self.host
+            )
+        } else {
+            format!(
+                "the host lock on {} is no longer this berth's: it is held by {holder}",
+                self.host
+            )
+        }
+    }
+
+    fn not_renewed(&self) -> String {
+        format!(
+            "host {} ({}) unreachable: the host lock could not be renewed for {} s, so another \
+             berth may take it over",
+            self.host,
+            self.endpoint,
+            LEASE_TTL.as_secs()
+        )
+    }
+}
+
+/// Takes in the lock script's output: confirms renewals, and returns the reason when it says
+/// the lease is no longer this holder's.
+fn read_replies(
+    line: &mut Vec<u8>,
+    data: &[u8],
+    confirmed: &mut Instant,
+    loss: &Loss,
+) -> Option<String> {
+    line.extend_from_slice(data);
+    let mut taken = None;
+    while let Some(end) = line.iter().position(|b| *b == b'\n') {
+        let text: Vec<u8> = line.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&text);
+        let text = text.trim_end();
+        if text == RENEWED {
+            *confirmed = Instant::now();
+        } else if let Some(holder) = text.strip_prefix(LOST) {
+            taken = Some(loss.taken(holder.trim()));
+        }
+    }
+    taken
+}
+
+/// Renews a taken lease every [`LEASE_RENEW_EVERY`] until it is released (or its
+/// [`HostLock`] dropped), then sends EOF so the script ends the lease. Marks the lease lost
+/// when the script says it was taken over or removed, when no renewal was confirmed for
+/// [`LEASE_TTL`] (another berth may hold it by now), or when the channel ends.
+async fn keep_lock(
+    mut held: Held,
+    mut release: oneshot::Receiver<()>,
+    state: watch::Sender<LockState>,
+    loss: Loss,
 ) {
-    let released = loop {
+    let mut confirmed = Instant::now();
+    let mut next_renewal = confirmed + LEASE_RENEW_EVERY;
+    let mut line = Vec::new();
+    let lost = loop {
         tokio::select! {
             // Sent, or the HostLock was dropped: either way, let go.
-            _ = &mut release => break true,
-            msg = rx.wait() => match msg {
-                None
-                | Some(ChannelMsg::Close)
+            _ = &mut release => break None,
+            () = sleep_until(next_renewal) => {
+                next_renewal += LEASE_RENEW_EVERY;
+                let _ = held.tx.data(RENEW_LINE).await;
+            }
+            () = sleep_until(confirmed + LEASE_TTL) => break Some(loss.not_renewed()),
+            msg = held.rx.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(taken) = read_replies(&mut line, &data, &mut confirmed, &loss) {
+                        break Some(taken);
+                    }
+                }
+                None => break Some(loss.channel_ended(true)),
+                Some(ChannelMsg::Close)
                 | Some(ChannelMsg::Eof)
                 | Some(ChannelMsg::ExitStatus { .. })
-                | Some(ChannelMsg::ExitSignal { .. }) => break false,
+                | Some(ChannelMsg::ExitSignal { .. }) => {
+                    // sshd may report the exit before the last output: read what is left
+                    // (the script's reason for ending) until the channel closes.
+                    let mut taken = None;
+                    while let Ok(Some(msg)) = timeout(RELEASE_WAIT, held.rx.wait()).await {
+                        match msg {
+                            ChannelMsg::Data { data } => {
+                                taken = taken.or(read_replies(&mut line, &data, &mut confirmed, &loss));
+                            }
+                            ChannelMsg::Close => break,
+                            _ => {}
+                        }
+                    }
+                    break Some(taken.unwrap_or_else(|| loss.channel_ended(held.handle.is_closed())));
+                }
                 Some(_) => {}
             },
         }
     };
-    if released {
-        // EOF ends the script's `cat`; it empties the lock file and exits, dropping the flock.
-        let _ = tx.eof().await;
-        let _ = timeout(RELEASE_WAIT, async { while rx.wait().await.is_some() {} }).await;
-    } else {
-        tracing::warn!(host = %host, "host lock lost: its channel ended");
+    match &lost {
+        None => {
+            // EOF ends the script's loop; it empties the lease file and exits.
+            let _ = held.tx.eof().await;
+            let _ = timeout(RELEASE_WAIT, async {
+                while held.rx.wait().await.is_some() {}
+            })
+            .await;
+        }
+        Some(reason) => tracing::warn!(host = %loss.host, "host lock lost: {reason}"),
     }
-    let _ = tx.close().await;
-    let _ = held.send(false);
+    let _ = held.tx.close().await;
+    let _ =
+        state.send(Some(lost.unwrap_or_else(|| {
+            format!("the host lock on {} was released", loss.host)
+        })));
 }
 
 /// A `direct-tcpip` channel as a byte stream; it holds a channel slot and the connection.
