@@ -1,15 +1,17 @@
 //! One connection per host for a whole command: created on first use, shared by every step on
-//! that host, and the runtime each backend uses. Owns the mapping from config to providers.
+//! that host, and the runtime each backend uses. Owns the mapping from config to providers. A
+//! failed connect is remembered only for a backoff that doubles up to a cap, so a long-running
+//! caller reaches a host again once it is back.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_providers::{
     LocalTransport, ProcessRuntime, Runtime, SshConfig, SshTransport, Transport,
 };
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::config::{Config, Host, RuntimeKind, TransportKind};
 
@@ -27,10 +29,28 @@ enum Conn {
     Ssh(Arc<SshTransport>),
 }
 
+/// What is known of one host's connection.
+enum Slot {
+    /// Never tried.
+    Untried,
+    Open(Conn),
+    /// The last connect failed; until `retry_at` callers get its error instead of a new try.
+    Failed {
+        error: String,
+        retry_at: Instant,
+        backoff: Duration,
+    },
+}
+
+/// How long a failed connect is remembered at first; each failure after a retry doubles it.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest a failed connect is remembered.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 /// The transports of one command, by host id.
 pub struct Connections {
     targets: HashMap<String, Target>,
-    open: HashMap<String, OnceCell<Result<Conn, String>>>,
+    open: HashMap<String, Mutex<Slot>>,
     process: Arc<ProcessRuntime>,
 }
 
@@ -47,7 +67,7 @@ impl Connections {
         }
         let open = targets
             .keys()
-            .map(|k| (k.clone(), OnceCell::new()))
+            .map(|k| (k.clone(), Mutex::new(Slot::Untried)))
             .collect();
         Connections {
             targets,
@@ -56,8 +76,9 @@ impl Connections {
         }
     }
 
-    /// The transport of `host`, connecting on first use. A failed connection is remembered: every
-    /// step on that host fails with the same message instead of retrying.
+    /// The transport of `host`, connecting on first use. A failed connect is remembered for a
+    /// backoff ([`FIRST_BACKOFF`], doubling up to [`MAX_BACKOFF`]): meanwhile every step on that
+    /// host fails with the same message at once; after it, the next caller tries again.
     pub async fn transport(&self, host: &str) -> Result<Arc<dyn Transport>, String> {
         Ok(match self.conn(host).await? {
             Conn::Local(t) => t as Arc<dyn Transport>,
@@ -79,17 +100,32 @@ impl Connections {
                 "host `{host}` is not in the config any more; put it back to manage what runs there, or `berth state rm` its resources"
             ));
         };
-        cell.get_or_init(|| async {
-            match target {
-                Target::Local => Ok(Conn::Local(Arc::new(LocalTransport::new(host)))),
-                Target::Ssh(cfg) => SshTransport::connect(cfg.clone())
-                    .await
-                    .map(|t| Conn::Ssh(Arc::new(t)))
-                    .map_err(|e| error_text(&e)),
-            }
-        })
-        .await
-        .clone()
+        // Held across the connect: callers on one host share one attempt.
+        let mut slot = cell.lock().await;
+        let backoff = match &*slot {
+            Slot::Open(conn) => return Ok(conn.clone()),
+            Slot::Failed {
+                error, retry_at, ..
+            } if Instant::now() < *retry_at => return Err(error.clone()),
+            Slot::Failed { backoff, .. } => (*backoff * 2).min(MAX_BACKOFF),
+            Slot::Untried => FIRST_BACKOFF,
+        };
+        let connected = match target {
+            Target::Local => Ok(Conn::Local(Arc::new(LocalTransport::new(host)))),
+            Target::Ssh(cfg) => SshTransport::connect(cfg.clone())
+                .await
+                .map(|t| Conn::Ssh(Arc::new(t)))
+                .map_err(|e| error_text(&e)),
+        };
+        *slot = match &connected {
+            Ok(conn) => Slot::Open(conn.clone()),
+            Err(error) => Slot::Failed {
+                error: error.clone(),
+                retry_at: Instant::now() + backoff,
+                backoff,
+            },
+        };
+        connected
     }
 
     /// The runtime that runs services of `kind`.
@@ -269,5 +305,64 @@ fn target_of(host: &Host) -> Target {
             cfg.max_channels = SSH_CHANNELS;
             Target::Ssh(cfg)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::VarInputs;
+
+    /// A config with one SSH host at `127.0.0.1:port`.
+    fn config(dir: &std::path::Path, port: u16) -> Config {
+        let hcl = format!(
+            "host \"gpu\" {{\n  connection {{\n    host = \"127.0.0.1\"\n    user = \"ops\"\n    port = {port}\n    connect_timeout_sec = 2\n  }}\n  capabilities {{\n    backends = [\"cpu\"]\n  }}\n}}\nbackend \"cpu\" {{\n  runtime = \"process\"\n}}\n"
+        );
+        std::fs::write(dir.join("main.hcl"), hcl).unwrap();
+        crate::config::load(dir, &VarInputs::default())
+            .map_err(|e| format!("{:?}", e.findings))
+            .unwrap()
+            .config
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_is_retried_after_its_backoff_not_cached_for_good() {
+        // Something that accepts TCP but speaks no SSH: every connect fails, and each attempt
+        // shows up as one accepted connection.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&attempts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let conns = Connections::new(&config(dir.path(), port));
+
+        let first = conns.transport("gpu").await.unwrap_err();
+        let second = conns.transport("gpu").await.unwrap_err();
+        assert_eq!(
+            first, second,
+            "within the backoff the same failure is returned"
+        );
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            1,
+            "and no new attempt is made"
+        );
+
+        tokio::time::sleep(FIRST_BACKOFF).await;
+        let _ = conns.transport("gpu").await.unwrap_err();
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            2,
+            "after the backoff the host is tried again"
+        );
     }
 }

@@ -75,6 +75,14 @@ pub enum Error {
     #[diagnostic(transparent)]
     Provider(#[from] berth_providers::ProviderError),
 
+    /// The caller's stop token cancelled the operation before it finished.
+    #[error("cancelled ({reason}) before it finished")]
+    #[diagnostic(
+        code(berth::cancelled),
+        help("nothing was changed on the hosts; run the command again")
+    )]
+    Cancelled { reason: String },
+
     /// `force-unlock --host` could not remove a host lock.
     #[error("cannot remove the host lock on {host}: {message}")]
     #[diagnostic(

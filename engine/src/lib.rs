@@ -1,5 +1,6 @@
 //! berth-engine: the config language, placement, the resource graph, plans and the apply
-//! executor, and the command-line interface built on them.
+//! executor, the async operations a caller drives (`ops`), and the command-line interface
+//! built on them.
 
 // Everything printed goes through `console`, which survives a closed pipe or terminal.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -16,8 +17,8 @@ pub mod connections;
 pub mod error;
 pub mod exit_codes;
 pub mod graph;
-pub mod interrupt;
 pub mod launch;
+pub mod ops;
 pub mod placement;
 pub mod plan;
 pub mod refresh;

@@ -1,8 +1,12 @@
 //! Opening berth's state for one command: the configured backend is built, its lock taken
 //! (naming the holder if it is busy), then the store opened through the lock's guard; the config
-//! is placed against what the state remembers.
+//! is placed against what the state remembers. It also publishes the descriptor that releases
+//! the held lock if the process must end at once (a signal outside an apply): whoever handles
+//! signals reads it with [`interrupt_fd`].
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use berth_state::{LockOptions, SledBackend, StateBackend, StateGuard, StateStore};
 use hmac::{Hmac, Mac};
@@ -39,7 +43,7 @@ impl Session {
         if let Some(stale) = lock.took_over() {
             errln!("warning: took over the stale {stale}");
         }
-        crate::interrupt::guard_lock(lock.interrupt_fd());
+        publish_interrupt_fd(lock.interrupt_fd());
         let store = lock.store()?;
         Ok(Session {
             store,
@@ -68,8 +72,22 @@ impl Drop for Session {
     fn drop(&mut self) {
         // The lock's descriptor closes with it: a later signal must not touch whatever file
         // reuses that number.
-        crate::interrupt::guard_lock(None);
+        publish_interrupt_fd(None);
     }
+}
+
+/// The descriptor of the held state lock (sled's lock file), or -1.
+static INTERRUPT_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn publish_interrupt_fd(fd: Option<RawFd>) {
+    INTERRUPT_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
+}
+
+/// The descriptor to empty if berth must end at once while a session holds the state lock
+/// (`StateGuard::interrupt_fd`): emptying it releases the lock without running destructors.
+/// `None` when no session holds one.
+pub fn interrupt_fd() -> Option<RawFd> {
+    Some(INTERRUPT_FD.load(Ordering::SeqCst)).filter(|fd| *fd >= 0)
 }
 
 /// A loaded config, its state and its placements.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
+use crate::ops::StopLevel;
 use crate::plan::Action;
 
 /// How often an unchanged probe answer is repeated in plain output.
@@ -110,6 +111,7 @@ impl Subscriber for Display {
                 address,
                 action,
                 outcome,
+                ..
             } => {
                 if let Some(bar) = self.bars.lock().expect("lock").remove(address) {
                     bar.finish_and_clear();
@@ -121,10 +123,9 @@ impl Subscriber for Display {
                         verb(*action).1,
                         elapsed.as_secs_f64()
                     ),
-                    Outcome::Failed { step, reason, .. } => format!(
-                        "{} {address}: failed at {step}: {reason}",
-                        self.paint("✗", "31")
-                    ),
+                    Outcome::Failed(error) => {
+                        format!("{} {address}: {error}", self.paint("✗", "31"))
+                    }
                     Outcome::Skipped { because } => {
                         format!("{} {address}: skipped ({because})", self.paint("-", "33"))
                     }
@@ -138,13 +139,23 @@ impl Subscriber for Display {
                     self.paint("!", "33")
                 ));
             }
-            ApplyEvent::Interrupted { hard: false } => {
-                self.line("Interrupt: finishing what is running and starting nothing new (press Ctrl-C again to stop probes now)".into());
+            ApplyEvent::CancelBegan {
+                level: StopLevel::Drain,
+                reason,
+                ..
+            } => {
+                self.line(format!("Interrupt: finishing what is running and starting nothing new ({reason}; press Ctrl-C again to stop now)"));
             }
-            ApplyEvent::Interrupted { hard: true } => {
-                self.line("Second interrupt: cancelling probes; running commands end, then the state is saved".into());
+            ApplyEvent::CancelBegan {
+                level: StopLevel::Cancel,
+                reason,
+                ..
+            } => {
+                self.line(format!("Second interrupt: cancelling running steps and stopping their commands on the hosts ({reason}); then the state is saved"));
             }
-            ApplyEvent::Intent { .. }
+            ApplyEvent::RunStarted { .. }
+            | ApplyEvent::RunFinished { .. }
+            | ApplyEvent::Intent { .. }
             | ApplyEvent::IntentDone { .. }
             | ApplyEvent::Record(_)
             | ApplyEvent::Forget { .. } => {}

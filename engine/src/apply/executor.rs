@@ -1,6 +1,7 @@
 //! The executor: walks a plan's resources on tokio, at most `parallelism` at once, each after
 //! what it depends on, destroys before everything else. One dispatcher loop owns scheduling,
-//! results and Ctrl-C; the steps themselves only emit events. It never prints.
+//! results and the stop token; the steps themselves only emit events. It never prints and
+//! never listens to process signals: whoever drives it asks it to stop through the token.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -13,13 +14,13 @@ use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
+use super::events::{ApplyEvent, Counts, Outcome, Phase, Step, StepError, Subscriber};
 use crate::connections::{Connections, HostLockGuard, error_text};
 use crate::launch::{self, Rendered};
+use crate::ops::{Stop, StopLevel};
 use crate::placement::Placement;
 use crate::plan::{Action, Kind, Plan, ResourceChange};
 use crate::refresh::provider_probe;
@@ -39,6 +40,8 @@ pub struct ApplyOptions {
     pub holder: Option<String>,
     /// The state's lineage, recorded on the host beside every instance started.
     pub owner: String,
+    /// Asks the apply to stop: drain (start nothing new) or cancel (end running steps now).
+    pub stop: Stop,
 }
 
 impl Default for ApplyOptions {
@@ -49,6 +52,7 @@ impl Default for ApplyOptions {
             verify_timeout: Duration::from_secs(120),
             holder: None,
             owner: String::new(),
+            stop: Stop::new(),
         }
     }
 }
@@ -66,7 +70,7 @@ pub struct NodeResult {
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
     pub results: Vec<NodeResult>,
-    /// The user pressed Ctrl-C.
+    /// A stop was asked for (Ctrl-C, a signal, the caller's stop token).
     pub interrupted: bool,
 }
 
@@ -83,11 +87,16 @@ impl ApplyReport {
     pub fn failed(&self) -> impl Iterator<Item = &NodeResult> {
         self.results
             .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
     }
 
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
         self.results.iter().filter(|r| f(&r.outcome)).count()
+    }
+
+    /// How many resources ended each way.
+    pub fn counts(&self) -> Counts {
+        Counts::of(self.results.iter().map(|r| &r.outcome))
     }
 }
 
@@ -104,7 +113,7 @@ struct Ctx<'a> {
     cancel: CancellationToken,
     /// The host lock of every host the plan touches, taken by the first step there and held
     /// until the apply ends.
-    host_locks: HashMap<&'a str, OnceCell<Result<HostLockGuard, String>>>,
+    host_locks: HashMap<&'a str, OnceCell<Result<HostLockGuard, StepError>>>,
 }
 
 impl Ctx<'_> {
@@ -124,7 +133,7 @@ impl Ctx<'_> {
     }
 }
 
-type Step<'a> = Pin<Box<dyn Future<Output = (usize, Outcome)> + 'a>>;
+type Running<'a> = Pin<Box<dyn Future<Output = (usize, Outcome)> + 'a>>;
 
 /// Carries out `plan` and reports every resource's outcome.
 pub async fn execute(
@@ -150,7 +159,7 @@ pub async fn execute(
         placements: ws.placements.iter().map(|p| (p.address(), p)).collect(),
         previous,
         options,
-        cancel: CancellationToken::new(),
+        cancel: options.stop.cancel_token().clone(),
         host_locks: work
             .iter()
             .map(|r| (r.host.as_str(), OnceCell::new()))
@@ -187,13 +196,18 @@ pub async fn execute(
 
     let mut outcome: Vec<Option<Outcome>> = vec![None; work.len()];
     let mut started = vec![false; work.len()];
-    let mut running: FuturesUnordered<Step<'_>> = FuturesUnordered::new();
-    let mut interrupts = signal(SignalKind::interrupt()).ok();
-    let mut terms = signal(SignalKind::terminate()).ok();
-    // A closed terminal is a request to stop like any other, never a reason to die mid-step.
-    let mut hangups = signal(SignalKind::hangup()).ok();
+    let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+    let stop = &options.stop;
+    // From here on a stop request is obeyed: the driver asks instead of ending the process.
+    let _obeying = stop.obey();
     let mut stopping = false;
+    let mut cancelling = false;
     let parallelism = options.parallelism.max(1);
+    let _ = ctx.emit(ApplyEvent::RunStarted {
+        operation: plan.operation,
+        resources: work.len(),
+        at: now(),
+    });
 
     loop {
         // Skip what can no longer run, start what can.
@@ -205,18 +219,21 @@ pub async fn execute(
             if let Some(&bad) = deps[i].iter().find(|&&d| {
                 matches!(
                     outcome[d],
-                    Some(Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::Cancelled)
+                    Some(Outcome::Failed(_) | Outcome::Skipped { .. } | Outcome::Cancelled)
                 )
             }) {
                 // A host berth cannot reach fails every step there, each recorded, and so does
                 // a host whose lock another berth holds (nothing there was touched: nothing is
                 // recorded). Anything else that did not finish only holds back what depends on it.
-                if let Some(Outcome::Failed { step, reason, .. }) = &outcome[bad]
-                    && (step == "connect" || step == HOST_LOCK)
+                if let Some(Outcome::Failed(e)) = &outcome[bad]
+                    && matches!(e.step, Step::Connect | Step::HostLock)
                     && work[bad].host == work[i].host
                 {
-                    let o = failed(step, reason.clone(), None);
-                    let o = if step == "connect"
+                    let o = Outcome::Failed(StepError {
+                        log_tail: None,
+                        ..e.clone()
+                    });
+                    let o = if e.step == Step::Connect
                         && work[i].kind == Kind::Model
                         && matches!(
                             work[i].action,
@@ -226,22 +243,11 @@ pub async fn execute(
                     } else {
                         o
                     };
-                    let _ = ctx.emit(ApplyEvent::Finished {
-                        address: work[i].address.clone(),
-                        action: work[i].action,
-                        outcome: o.clone(),
-                    });
-                    outcome[i] = Some(o);
+                    finish(&ctx, work[i], &mut outcome[i], o);
                     continue;
                 }
                 let because = format!("{} did not finish", work[bad].address);
-                let o = Outcome::Skipped { because };
-                let _ = ctx.emit(ApplyEvent::Finished {
-                    address: work[i].address.clone(),
-                    action: work[i].action,
-                    outcome: o.clone(),
-                });
-                outcome[i] = Some(o);
+                finish(&ctx, work[i], &mut outcome[i], Outcome::Skipped { because });
                 continue;
             }
             if stopping || running.len() >= parallelism {
@@ -266,17 +272,26 @@ pub async fn execute(
             }
         }
         tokio::select! {
-            Some((i, o)) = running.next() => {
-                let _ = ctx.emit(ApplyEvent::Finished { address: work[i].address.clone(), action: work[i].action, outcome: o.clone() });
-                outcome[i] = Some(o);
+            Some((i, o)) = running.next() => finish(&ctx, work[i], &mut outcome[i], o),
+            () = stop.drained(), if !stopping => {
+                stopping = true;
+                began(&ctx, StopLevel::Drain);
             }
-            Some(()) = recv(&mut interrupts), if interrupts.is_some() => interrupt(&ctx, &mut stopping),
-            Some(()) = recv(&mut terms), if terms.is_some() => interrupt(&ctx, &mut stopping),
-            Some(()) = recv(&mut hangups), if hangups.is_some() => interrupt(&ctx, &mut stopping),
+            // The cancel token is the steps' own (`ctx.cancel`): they end by themselves.
+            () = stop.cancelled(), if stopping && !cancelling => {
+                cancelling = true;
+                began(&ctx, StopLevel::Cancel);
+            }
         }
     }
 
-    let results = work
+    // What never started was cancelled; say so for each, so no resource ends unreported.
+    for (i, change) in work.iter().enumerate() {
+        if outcome[i].is_none() {
+            finish(&ctx, change, &mut outcome[i], Outcome::Cancelled);
+        }
+    }
+    let results: Vec<NodeResult> = work
         .iter()
         .zip(outcome)
         .map(|(r, o)| NodeResult {
@@ -286,36 +301,44 @@ pub async fn execute(
             outcome: o.unwrap_or(Outcome::Cancelled),
         })
         .collect();
-    ApplyReport {
+    let report = ApplyReport {
         results,
         interrupted: stopping,
-    }
+    };
+    let _ = ctx.emit(ApplyEvent::RunFinished {
+        counts: report.counts(),
+        interrupted: report.interrupted,
+        at: now(),
+    });
+    report
 }
 
-async fn recv(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match sig {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
+/// Records how `change` ended and tells the subscribers.
+fn finish(ctx: &Ctx<'_>, change: &ResourceChange, slot: &mut Option<Outcome>, outcome: Outcome) {
+    let _ = ctx.emit(ApplyEvent::Finished {
+        address: change.address.clone(),
+        host: change.host.clone(),
+        action: change.action,
+        outcome: outcome.clone(),
+    });
+    *slot = Some(outcome);
 }
 
-/// First interrupt: start nothing new. Second: cancel probes now (running commands still end).
-fn interrupt(ctx: &Ctx<'_>, stopping: &mut bool) {
-    if *stopping {
-        ctx.cancel.cancel();
-        let _ = ctx.emit(ApplyEvent::Interrupted { hard: true });
-    } else {
-        *stopping = true;
-        let _ = ctx.emit(ApplyEvent::Interrupted { hard: false });
-    }
+/// Tells the subscribers that a stop of `level` began, and who asked for it.
+fn began(ctx: &Ctx<'_>, level: StopLevel) {
+    let _ = ctx.emit(ApplyEvent::CancelBegan {
+        level,
+        reason: ctx.options.stop.reason(level),
+        at: now(),
+    });
 }
 
-fn failed(step: &str, reason: impl Into<String>, log_tail: Option<String>) -> Outcome {
-    Outcome::Failed {
-        step: step.to_string(),
-        reason: reason.into(),
-        log_tail,
-    }
+fn failed(step: Step, reason: impl Into<String>) -> Outcome {
+    Outcome::Failed(StepError::new(step, reason))
+}
+
+fn failed_by(step: Step, cause: &(dyn miette::Diagnostic + Send + Sync + 'static)) -> Outcome {
+    Outcome::Failed(StepError::caused_by(step, cause))
 }
 
 async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
@@ -335,11 +358,10 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
             .emit(ApplyEvent::Forget {
                 address: change.address.clone(),
             })
-            .map_err(|e| failed("record", e, None)),
+            .map_err(|e| failed(Step::Record, e)),
         (kind, action) => Err(failed(
-            "plan",
+            Step::Plan,
             format!("berth cannot {} a {kind:?} resource", action.as_str()),
-            None,
         )),
     };
     match result {
@@ -349,9 +371,6 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
         Err(o) => o,
     }
 }
-
-/// The step name of a failure to take a host lock.
-const HOST_LOCK: &str = "host lock";
 
 /// Takes the host lock of `host` (once per apply: the first step there takes it, the others
 /// wait for that) and keeps it until the apply ends. A host whose lock another berth holds fails
@@ -373,13 +392,13 @@ async fn hold(ctx: &Ctx<'_>, host: &str) -> Result<(), Outcome> {
                     previous: previous.to_string(),
                 });
             }
-            taken
+            taken.map_err(|why| StepError::new(Step::HostLock, why))
         })
         .await
         .as_ref()
-        .map_err(|why| failed(HOST_LOCK, why.clone(), None))?;
+        .map_err(|e| Outcome::Failed(e.clone()))?;
     match guard.lost_reason() {
-        Some(why) => Err(failed(HOST_LOCK, why, None)),
+        Some(why) => Err(failed(Step::HostLock, why)),
         None => Ok(()),
     }
 }
@@ -408,9 +427,11 @@ async fn lock_lost_after_failure(ctx: &Ctx<'_>, host: &str) -> Option<String> {
 /// so the rest of the host's steps fail with it instead of each waiting on the host.
 async fn blame_lost_lock(ctx: &Ctx<'_>, host: &str, outcome: Outcome) -> Outcome {
     match &outcome {
-        Outcome::Failed { step, log_tail, .. } if step != HOST_LOCK => {
+        Outcome::Failed(e) if e.step != Step::HostLock => {
             match lock_lost_after_failure(ctx, host).await {
-                Some(why) => failed(HOST_LOCK, why, log_tail.clone()),
+                Some(why) => Outcome::Failed(
+                    StepError::new(Step::HostLock, why).with_tail(e.log_tail.clone()),
+                ),
                 None => outcome,
             }
         }
@@ -428,10 +449,10 @@ async fn connect(
         .conns
         .transport(host)
         .await
-        .map_err(|e| failed("connect", e, None))?;
+        .map_err(|e| failed(Step::Connect, e))?;
     // A host whose lock was lost is not touched again in this apply.
     match lock_lost(ctx, host) {
-        Some(why) => Err(failed(HOST_LOCK, why, None)),
+        Some(why) => Err(failed(Step::HostLock, why)),
         None => Ok(transport),
     }
 }
@@ -447,7 +468,7 @@ fn record_failure(
     rendered: Option<&Rendered>,
     outcome: Outcome,
 ) -> Outcome {
-    if let Outcome::Failed { step, reason, .. } = &outcome {
+    if let Outcome::Failed(e) = &outcome {
         let rendered_now = match rendered {
             Some(_) => None,
             None => ctx
@@ -468,15 +489,15 @@ fn record_failure(
             kind: ResourceKind::Model,
             host: change.host.clone(),
             status: ResourceStatus::Failed {
-                step: step.clone(),
-                reason: reason.clone(),
+                step: e.at(),
+                reason: e.message.clone(),
             },
             fingerprint: change.fingerprint.clone(),
             attributes,
             updated_at: now(),
         };
         if let Err(e) = ctx.emit(ApplyEvent::Record(record)) {
-            return failed("record", e, None);
+            return failed(Step::Record, e);
         }
     }
     outcome
@@ -491,24 +512,22 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     hold(ctx, &change.host).await?;
     let Some(placement) = ctx.placements.get(address) else {
         return Err(failed(
-            "plan",
+            Step::Plan,
             "the config no longer places this model here: plan again",
-            None,
         ));
     };
     let rendered = launch::render(&ctx.ws.config, placement)
-        .map_err(|e| failed("render", e.to_string(), None))?;
+        .map_err(|e| failed(Step::Render, e.to_string()))?;
     if change.fingerprint.as_deref() != Some(rendered.fingerprint(ctx.key).as_str()) {
         return Err(failed(
-            "plan",
+            Step::Plan,
             "the launch changed since the plan was made (config or variables): plan again",
-            None,
         ));
     }
     let runtime = ctx
         .conns
         .runtime(rendered.runtime)
-        .map_err(|e| failed("runtime", e, None))?;
+        .map_err(|e| failed(Step::Runtime, e))?;
     let spec = LaunchSpec {
         owner: ctx.options.owner.clone(),
         address: address.to_string(),
@@ -526,7 +545,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         address: address.to_string(),
         action: change.action,
     })
-    .map_err(|e| failed("record", e, None))?;
+    .map_err(|e| failed(Step::Record, e))?;
     let result = start_and_gate(
         ctx,
         change,
@@ -549,7 +568,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
                 updated_at: now(),
             };
             ctx.emit(ApplyEvent::Record(record))
-                .map_err(|e| failed("record", e, None))
+                .map_err(|e| failed(Step::Record, e))
         }
         Err(o) => {
             let o = blame_lost_lock(ctx, &change.host, o).await;
@@ -571,13 +590,12 @@ async fn start_and_gate(
     runtime: &dyn berth_providers::Runtime,
 ) -> Result<BTreeMap<String, Value>, Outcome> {
     let address = change.address.as_str();
-    let text = |e: &berth_providers::ProviderError| error_text(e);
     let mut instance = None;
     if change.action == Action::Reuse {
         let seen = runtime
             .observe(transport, &spec.run_dir, address)
             .await
-            .map_err(|e| failed("observe", text(&e), None))?;
+            .map_err(|e| failed_by(Step::Observe, &e))?;
         instance = seen
             .filter(|o| {
                 o.liveness == Liveness::Running && o.instance.fingerprint == spec.fingerprint
@@ -589,7 +607,7 @@ async fn start_and_gate(
             runtime
                 .claim(transport, &spec.run_dir, address, &spec.owner)
                 .await
-                .map_err(|e| failed("adopt", text(&e), None))?;
+                .map_err(|e| failed_by(Step::Adopt, &e))?;
         }
     }
     if change.action == Action::Replace {
@@ -612,19 +630,18 @@ async fn start_and_gate(
             .await
             .map_err(|e| {
                 let port = previous.and_then(recorded_port);
-                failed("stop", stop_error(address, port, &e), None)
+                failed(Step::Stop, stop_error(address, port, &e))
             })?;
         if old_run_dir != spec.run_dir {
             runtime
                 .stop(transport, &spec.run_dir, address, ctx.options.stop_grace)
                 .await
-                .map_err(|e| failed("stop", text(&e), None))?;
+                .map_err(|e| failed_by(Step::Stop, &e))?;
         }
         if port_accepts(transport, spec.port).await {
             return Err(failed(
-                "stop",
+                Step::Stop,
                 port_held(address, transport.host(), spec.port),
-                None,
             ));
         }
     }
@@ -635,7 +652,7 @@ async fn start_and_gate(
             runtime
                 .start(transport, spec)
                 .await
-                .map_err(|e| failed("start", text(&e), None))?
+                .map_err(|e| failed_by(Step::Start, &e))?
         }
     };
     let timing = match (rendered.probe_timeout_sec, rendered.probe_interval_ms) {
@@ -694,7 +711,7 @@ async fn start_and_gate(
     if ready.is_err()
         && let Some(why) = lock_lost_after_failure(ctx, &change.host).await
     {
-        return Err(failed(HOST_LOCK, why, None));
+        return Err(failed(Step::HostLock, why));
     }
     let ready = match ready {
         Ok(ready) => ready,
@@ -716,12 +733,12 @@ async fn start_and_gate(
                     )
                     .await;
             }
-            let step = if cancelled {
-                "probe (cancelled)"
+            let error = StepError::caused_by(Step::Probe, &e).with_tail(tail);
+            return Err(Outcome::Failed(if cancelled {
+                error.cancelled()
             } else {
-                "probe"
-            };
-            return Err(failed(step, error_text(&e), tail));
+                error
+            }));
         }
     };
     let mut attributes = rendered.attributes();
@@ -737,7 +754,7 @@ async fn start_and_gate(
 
 fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     let Some(previous) = ctx.previous.get(&change.address) else {
-        return Err(failed("record", "no record to update: plan again", None));
+        return Err(failed(Step::Record, "no record to update: plan again"));
     };
     let mut record = previous.clone();
     for c in &change.changes {
@@ -748,7 +765,7 @@ fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     }
     record.updated_at = now();
     ctx.emit(ApplyEvent::Record(record))
-        .map_err(|e| failed("record", e, None))
+        .map_err(|e| failed(Step::Record, e))
 }
 
 async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
@@ -761,16 +778,16 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| ctx.ws.config.host(&change.host).map(|h| h.run_dir.clone()))
-        .ok_or_else(|| failed("stop", "the host's run_dir is unknown", None))?;
+        .ok_or_else(|| failed(Step::Stop, "the host's run_dir is unknown"))?;
     let runtime = ctx
         .conns
         .runtime(crate::config::RuntimeKind::Process)
-        .map_err(|e| failed("runtime", e, None))?;
+        .map_err(|e| failed(Step::Runtime, e))?;
     ctx.emit(ApplyEvent::Intent {
         address: address.to_string(),
         action: Action::Destroy,
     })
-    .map_err(|e| failed("record", e, None))?;
+    .map_err(|e| failed(Step::Record, e))?;
     ctx.phase(address, Phase::Stopping);
     let port = recorded.and_then(recorded_port);
     let stopped = runtime
@@ -786,19 +803,19 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         (Err(e), _) => Err(blame_lost_lock(
             ctx,
             &change.host,
-            failed("stop", stop_error(address, port, &e), None),
+            failed(Step::Stop, stop_error(address, port, &e)),
         )
         .await),
         // What berth knew of is stopped, but something still serves the model's port: most
         // likely an instance whose marker was lost. The record stays, so it is not forgotten.
         (Ok(()), Some(port)) if port_accepts(transport.as_ref(), port).await => {
-            Err(failed("stop", port_held(address, &change.host, port), None))
+            Err(failed(Step::Stop, port_held(address, &change.host, port)))
         }
         (Ok(()), _) => ctx
             .emit(ApplyEvent::Forget {
                 address: address.to_string(),
             })
-            .map_err(|e| failed("record", e, None)),
+            .map_err(|e| failed(Step::Record, e)),
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
         address: address.to_string(),
@@ -869,7 +886,7 @@ async fn verify(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     match verified {
         Some(record) => ctx
             .emit(ApplyEvent::Record(record))
-            .map_err(|e| failed("record", e, None)),
+            .map_err(|e| failed(Step::Record, e)),
         None => Ok(()),
     }
 }
@@ -890,7 +907,7 @@ async fn run_verify_cmd(
     let Some(cmd) = launch::render_verify(&ctx.ws.config, backend, &change.host) else {
         return Ok(None);
     };
-    let cmd = cmd.map_err(|e| failed("render", e.to_string(), None))?;
+    let cmd = cmd.map_err(|e| failed(Step::Render, e.to_string()))?;
     ctx.phase(address, Phase::Verifying);
     let out = transport
         .exec(Command::new(
@@ -898,16 +915,18 @@ async fn run_verify_cmd(
             ctx.options.verify_timeout,
         ))
         .await
-        .map_err(|e| failed("verify", error_text(&e), None))?;
+        .map_err(|e| failed_by(Step::Verify, &e))?;
     if !out.success() {
         let tail = tail(&format!("{}{}", out.stdout_text(), out.stderr_text()), 20);
         let status = out
             .status
             .map_or("a signal".to_string(), |s| format!("status {s}"));
-        return Err(failed(
-            "verify",
-            format!("verify_cmd `{}` exited with {status}", cmd.display()),
-            Some(launch::scrub(&tail, &ctx.secrets)),
+        return Err(Outcome::Failed(
+            StepError::new(
+                Step::Verify,
+                format!("verify_cmd `{}` exited with {status}", cmd.display()),
+            )
+            .with_tail(Some(launch::scrub(&tail, &ctx.secrets))),
         ));
     }
     Ok(Some(ResourceRecord {

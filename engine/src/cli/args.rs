@@ -1,5 +1,5 @@
 //! What the user typed, as clap parses it: no I/O and no engine objects here (those are built in
-//! `cli::context`).
+//! `cli::invocation`).
 
 use std::path::PathBuf;
 

@@ -1,29 +1,25 @@
-//! The command-line interface: parse arguments, build what the command needs, run it, turn the
-//! outcome into an exit code.
+//! The command-line interface, in two stages: clap parses what the user typed (`args`, no
+//! I/O), then one [`Invocation`] is built (directory, variables, output, lock options, stop
+//! token, runtime) and the command's own request is mapped from its arguments; the command
+//! runs and its outcome becomes the exit code. Signals are handled in `signals`.
 
 pub mod args;
-pub mod ui;
+pub mod signals;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
+use crate::commands::{self, Invocation, ui::Ui};
 use crate::config::VarInputs;
 use crate::error::{Error, Result};
 use crate::exit_codes;
+use crate::ops::{PlanScope, PlanSource};
 use args::{Cli, Command};
-use ui::Ui;
 
 /// Runs berth with the process's arguments.
 pub fn main() -> ExitCode {
     install_panic_hook();
-    // A closed pipe must never end berth mid-apply: SIGPIPE is ignored, the write fails with
-    // EPIPE, and the console stops printing to that stream while berth goes on.
-    // SAFETY: setting a signal's disposition before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    crate::interrupt::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -35,11 +31,12 @@ pub fn main() -> ExitCode {
             });
         }
     };
-    let ui = Ui::from_env();
-    match run(cli, &ui) {
+    let inv = invocation(&cli);
+    signals::install(inv.runtime(), inv.stop.clone());
+    match run(&cli, &inv) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            report(&ui, &err);
+            inv.ui.report(&err);
             ExitCode::from(exit_codes::FAILURE)
         }
     }
@@ -56,67 +53,123 @@ fn install_panic_hook() {
     }));
 }
 
-/// Prints an error: config findings one by one, anything else as one diagnostic.
-pub fn report(ui: &Ui, err: &Error) {
-    if let Error::InvalidConfig(invalid) = err {
-        ui.print_findings(&invalid.findings, &invalid.sources);
-    }
-    ui.eprint(err);
-}
-
-/// The variable inputs of this invocation.
-pub fn var_inputs(cli: &Cli) -> VarInputs {
-    VarInputs {
+/// The invocation of one parsed command line.
+pub fn invocation(cli: &Cli) -> Invocation {
+    let vars = VarInputs {
         cli: cli.vars.var.clone(),
         files: cli.vars.var_file.clone(),
         env: VarInputs::env_from_process(),
+    };
+    let lock = match &cli.command {
+        Command::Plan(a) => Some(&a.lock),
+        Command::Apply(a) => Some(&a.lock),
+        Command::Destroy(a) => Some(&a.lock),
+        Command::Drift(a) => Some(&a.lock),
+        Command::State(a) => Some(&a.lock),
+        Command::Endpoints(a) => Some(&a.lock),
+        _ => None,
+    }
+    .map(args::LockArgs::options)
+    .unwrap_or_default();
+    Invocation::new(cli.dir.clone(), vars, Ui::from_env(), lock)
+}
+
+fn scope(args: &args::PlanScope) -> PlanScope {
+    PlanScope {
+        refresh: args.refresh,
+        targets: args.target.clone(),
+        replace: args.replace.clone(),
     }
 }
 
 /// Runs one parsed command and returns its exit code.
-pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
-    use crate::commands;
+pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
+    let ui = &inv.ui;
     match &cli.command {
-        Command::Validate(args) => commands::validate::run(&cli, args.json, ui),
-        Command::Fmt(args) => commands::fmt::run(&cli, args),
-        Command::Graph(args) => commands::graph::run(&cli, args),
+        Command::Validate(args) => commands::validate::run(inv, args.json, ui),
+        Command::Fmt(args) => commands::fmt::run(inv, args.check, args.diff),
+        Command::Graph(args) => commands::graph::run(
+            inv,
+            match args.format {
+                args::GraphFormat::Dot => commands::graph::GraphFormat::Dot,
+                args::GraphFormat::Json => commands::graph::GraphFormat::Json,
+            },
+        ),
         Command::Hosts(args) => match &args.command {
-            Some(args::HostsCommand::Validate) => commands::validate::run(&cli, args.json, ui),
+            Some(args::HostsCommand::Validate) => commands::validate::run(inv, args.json, ui),
             Some(args::HostsCommand::Show { id }) => {
-                commands::inspect::host(&cli, id, args.json, ui)
+                commands::inspect::host(inv, id, args.json, ui)
             }
-            Some(args::HostsCommand::Test { id }) => {
-                commands::doctor::test(&cli, id, args.json, ui)
-            }
+            Some(args::HostsCommand::Test { id }) => commands::doctor::test(inv, id, args.json, ui),
             Some(args::HostsCommand::Doctor { id }) => {
-                commands::doctor::doctor(&cli, id.as_deref(), args.json, ui)
+                commands::doctor::doctor(inv, id.as_deref(), args.json, ui)
             }
-            None => commands::inspect::hosts(&cli, args.json, ui),
+            None => commands::inspect::hosts(inv, args.json, ui),
         },
         Command::Backends(args) => match &args.command {
             Some(args::ShowCommand::Show { id }) => {
-                commands::inspect::backend(&cli, id, args.json, ui)
+                commands::inspect::backend(inv, id, args.json, ui)
             }
-            None => commands::inspect::backends(&cli, args.json, ui),
+            None => commands::inspect::backends(inv, args.json, ui),
         },
         Command::Models(args) => match &args.command {
             Some(args::ShowCommand::Show { id }) => {
-                commands::inspect::model(&cli, id, args.json, ui)
+                commands::inspect::model(inv, id, args.json, ui)
             }
-            None => commands::inspect::models(&cli, args.json, ui),
+            None => commands::inspect::models(inv, args.json, ui),
         },
-        Command::Plan(args) => commands::plan::run(&cli, args, ui),
-        Command::Apply(args) => commands::apply::apply(&cli, args, ui),
-        Command::Destroy(args) => commands::apply::destroy(&cli, args, ui),
-        Command::Drift(args) => commands::drift::run(&cli, args, ui),
-        Command::State(args) => commands::state::run(&cli, args, ui),
+        Command::Plan(args) => commands::plan::run(
+            inv,
+            &commands::plan::PlanCommand {
+                scope: scope(&args.scope),
+                out: args.out.clone(),
+                format: match args.format {
+                    args::PlanFormat::Text => commands::plan::PlanFormat::Text,
+                    args::PlanFormat::Json => commands::plan::PlanFormat::Json,
+                    args::PlanFormat::Markdown => commands::plan::PlanFormat::Markdown,
+                },
+                detailed_exitcode: args.detailed_exitcode,
+            },
+        ),
+        Command::Apply(args) => commands::apply::apply(
+            inv,
+            &commands::apply::ApplyCommand {
+                source: plan_source(args)?,
+                auto_approve: args.auto_approve,
+                allow_mass_destroy: args.allow_mass_destroy,
+                parallelism: args.parallelism,
+            },
+        ),
+        Command::Destroy(args) => commands::apply::destroy(
+            inv,
+            &commands::apply::DestroyCommand {
+                targets: args.target.clone(),
+                auto_approve: args.auto_approve,
+                parallelism: args.parallelism,
+            },
+        ),
+        Command::Drift(args) => commands::drift::run(inv, args.json),
+        Command::State(args) => {
+            use commands::state::StateCommand as Do;
+            let command = match &args.command {
+                args::StateCommand::List => Do::List,
+                args::StateCommand::Show { address } => Do::Show {
+                    address: address.clone(),
+                },
+                args::StateCommand::Rm { address } => Do::Rm {
+                    address: address.clone(),
+                },
+                args::StateCommand::History => Do::History,
+            };
+            commands::state::run(inv, &command, args.json, ui)
+        }
         Command::ForceUnlock(args) => match (&args.host, &args.id) {
-            (Some(host), _) => commands::state::force_unlock_host(&cli, host),
-            (None, Some(id)) => commands::state::force_unlock(&cli, id),
+            (Some(host), _) => commands::state::force_unlock_host(inv, host),
+            (None, Some(id)) => commands::state::force_unlock(inv, id),
             // clap requires one of them.
             (None, None) => unreachable!("force-unlock without an id or --host"),
         },
-        Command::Endpoints(args) => commands::endpoints::run(&cli, args),
+        Command::Endpoints(args) => commands::endpoints::run(inv, args.json),
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut script);
@@ -124,4 +177,19 @@ pub fn run(cli: Cli, ui: &Ui) -> Result<u8> {
             Ok(exit_codes::SUCCESS)
         }
     }
+}
+
+/// The plan `berth apply` carries out: the saved one named, or a fresh one of its scope.
+fn plan_source(args: &args::ApplyArgs) -> Result<PlanSource> {
+    let Some(path) = &args.plan_file else {
+        return Ok(PlanSource::Fresh(scope(&args.scope)));
+    };
+    if !args.scope.target.is_empty() || !args.scope.replace.is_empty() || !args.scope.refresh {
+        return Err(Error::Usage {
+            message: "--target, --replace and --refresh apply when planning, not to a saved plan"
+                .into(),
+            help: format!("pass them to `berth plan --out {}` instead", path.display()),
+        });
+    }
+    Ok(PlanSource::Saved(path.clone()))
 }

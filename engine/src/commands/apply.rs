@@ -1,257 +1,202 @@
-//! `berth apply` and `berth destroy`: show the plan, ask, carry it out, summarise.
+//! `berth apply` and `berth destroy`: show the plan, ask, carry it out through `ops`, and print
+//! the progress and the summary from the apply's events.
 
 use std::io::{BufRead, IsTerminal};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use berth_state::{HistoryChange, HistoryEntry};
-
-use crate::apply::{self, ApplyOptions, ApplyReport, Display, Outcome, StateWriter, Subscriber};
-use crate::cli::args::{ApplyArgs, Cli, DestroyArgs, PlanScope};
-use crate::cli::ui::Ui;
-use crate::cli::var_inputs;
-use crate::commands::plan::{load_saved, make_plan, tokio};
-use crate::connections::Connections;
+use super::Invocation;
+use super::ui::Ui;
+use crate::apply::{ApplyEvent, Counts, Display, Outcome, StepError, Subscriber};
 use crate::error::{Error, Result};
 use crate::exit_codes;
-use crate::plan::{MassDestroy, Operation, Plan, render};
-use crate::session::{self, Prepared};
+use crate::ops::{self, ApplyRequest, DestroyRequest, PlanSource, Review};
+use crate::plan::{Operation, Plan};
 
-pub fn apply(cli: &Cli, args: &ApplyArgs, ui: &Ui) -> Result<u8> {
-    let p = session::prepare(&cli.dir, &var_inputs(cli), "apply", &args.lock.options())?;
-    let conns = Connections::new(&p.ws.config);
-    let (plan, saved) = match &args.plan_file {
-        Some(path) => {
-            if !args.scope.target.is_empty()
-                || !args.scope.replace.is_empty()
-                || !args.scope.refresh
-            {
-                return Err(Error::Usage {
-                    message:
-                        "--target, --replace and --refresh apply when planning, not to a saved plan"
-                            .into(),
-                    help: format!("pass them to `berth plan --out {}` instead", path.display()),
-                });
-            }
-            (load_saved(path, &p)?, true)
-        }
-        None => (make_plan(&p, &conns, Operation::Apply, &args.scope)?, false),
-    };
-    if !args.allow_mass_destroy
-        && let Some(mass) = MassDestroy::check(
-            &plan,
-            p.view
-                .records
-                .values()
-                .map(|r| (r.address.as_str(), r.host.as_str())),
-        )
-    {
-        out!(
-            "{}",
-            render::text(
-                &plan,
-                render::Style {
-                    color: ui.color && ui.stdout_tty
-                }
-            )
-        );
-        return Err(Error::MassDestroy {
-            reason: mass.reason(),
-        });
-    }
-    carry_out(
-        &p,
-        &conns,
-        &plan,
-        ui,
-        args.auto_approve || saved,
-        args.parallelism,
-        "apply",
-    )
+/// What `berth apply` was asked for.
+#[derive(Debug, Clone)]
+pub struct ApplyCommand {
+    pub source: PlanSource,
+    pub auto_approve: bool,
+    pub allow_mass_destroy: bool,
+    pub parallelism: Option<usize>,
 }
 
-pub fn destroy(cli: &Cli, args: &DestroyArgs, ui: &Ui) -> Result<u8> {
-    let p = session::prepare(&cli.dir, &var_inputs(cli), "destroy", &args.lock.options())?;
-    let conns = Connections::new(&p.ws.config);
-    let scope = PlanScope {
-        refresh: true,
-        target: args.target.clone(),
-        replace: Vec::new(),
-    };
-    let plan = make_plan(&p, &conns, Operation::Destroy, &scope)?;
-    carry_out(
-        &p,
-        &conns,
-        &plan,
-        ui,
-        args.auto_approve,
-        args.parallelism,
-        "destroy",
-    )
+/// What `berth destroy` was asked for.
+#[derive(Debug, Clone)]
+pub struct DestroyCommand {
+    pub targets: Vec<String>,
+    pub auto_approve: bool,
+    pub parallelism: Option<usize>,
 }
 
-fn carry_out(
-    p: &Prepared,
-    conns: &Connections,
-    plan: &Plan,
-    ui: &Ui,
-    approved: bool,
-    parallelism: Option<usize>,
-    operation: &str,
-) -> Result<u8> {
-    out!(
-        "{}",
-        render::text(
-            plan,
-            render::Style {
-                color: ui.color && ui.stdout_tty
-            }
-        )
-    );
-    if !plan
-        .resources
-        .iter()
-        .any(|r| r.action != crate::plan::Action::NoOp)
-    {
-        return Ok(exit_codes::SUCCESS);
-    }
-    if !approved {
-        confirm(operation)?;
-    }
-    outln!();
-    let options = ApplyOptions {
-        parallelism: parallelism.unwrap_or(p.ws.config.settings.parallelism),
-        stop_grace: Duration::from_secs(10),
-        verify_timeout: Duration::from_secs(120),
-        holder: Some(p.session.lock.info().to_string()),
-        owner: p.view.meta.lineage.clone(),
+pub fn apply(inv: &Invocation, cmd: &ApplyCommand) -> Result<u8> {
+    let req = ApplyRequest {
+        inputs: inv.inputs(),
+        source: cmd.source.clone(),
+        parallelism: cmd.parallelism,
+        allow_mass_destroy: cmd.allow_mass_destroy,
+        auto_approve: cmd.auto_approve,
     };
-    let writer = StateWriter::new(p.session.store.clone());
-    let display = Display::new(ui.stderr_tty, ui.color);
-    let subscribers: [&dyn Subscriber; 2] = [&writer, &display];
-    let started = crate::now();
-    let applying = crate::interrupt::Applying::start();
-    let report = tokio().block_on(apply::execute(
-        &p.ws,
-        plan,
-        conns,
-        &p.view.hmac_key(),
-        &p.view.records,
-        &subscribers,
-        &options,
-    ));
-    drop(applying);
-    record_history(p, &report, operation, started)?;
-    summarise(&report, ui, operation);
-    Ok(if report.succeeded() {
-        exit_codes::SUCCESS
-    } else {
-        exit_codes::FAILURE
+    carry_out(inv, |review, subscribers| {
+        inv.block_on(ops::apply(&req, review, subscribers, &inv.stop))
     })
 }
 
-/// Asks for "yes" on a terminal; refuses elsewhere.
-fn confirm(operation: &str) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Usage {
-            message: format!(
-                "refusing to {operation} without confirmation: stdin is not a terminal"
-            ),
-            help: format!("review the plan above, then run `berth {operation} --auto-approve`"),
-        });
-    }
-    out!("\nDo you want to {operation}? Only 'yes' will be accepted: ");
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if answer.trim() != "yes" {
-        return Err(Error::Usage {
-            message: format!("{operation} cancelled"),
-            help: "nothing was changed".into(),
-        });
-    }
-    Ok(())
-}
-
-fn record_history(p: &Prepared, report: &ApplyReport, operation: &str, started: u64) -> Result<()> {
-    let serial = p.session.store.meta()?.serial;
-    let entry = HistoryEntry {
-        serial,
-        operation: operation.to_string(),
-        user: p.session.lock.info().user.clone(),
-        hostname: p.session.lock.info().hostname.clone(),
-        started_at: started,
-        finished_at: crate::now(),
-        changes: report
-            .results
-            .iter()
-            .map(|r| HistoryChange {
-                address: r.address.clone(),
-                action: r.action.as_str().to_string(),
-                outcome: match &r.outcome {
-                    Outcome::Done { .. } => "done".to_string(),
-                    Outcome::Failed { step, .. } => format!("failed at {step}"),
-                    Outcome::Skipped { .. } => "skipped".to_string(),
-                    Outcome::Cancelled => "cancelled".to_string(),
-                },
-            })
-            .collect(),
+pub fn destroy(inv: &Invocation, cmd: &DestroyCommand) -> Result<u8> {
+    let req = DestroyRequest {
+        inputs: inv.inputs(),
+        targets: cmd.targets.clone(),
+        parallelism: cmd.parallelism,
+        auto_approve: cmd.auto_approve,
     };
-    p.session.store.append_history(&entry)?;
-    Ok(())
+    carry_out(inv, |review, subscribers| {
+        inv.block_on(ops::destroy(&req, review, subscribers, &inv.stop))
+    })
 }
 
-fn summarise(report: &ApplyReport, ui: &Ui, operation: &str) {
-    let done = report.count(|o| matches!(o, Outcome::Done { .. }));
-    let failed = report.count(|o| matches!(o, Outcome::Failed { .. }));
-    let skipped = report.count(|o| matches!(o, Outcome::Skipped { .. }));
-    let cancelled = report.count(|o| matches!(o, Outcome::Cancelled));
-    outln!();
-    if report.succeeded() {
-        outln!(
-            "{} {} complete: {done} done.",
-            ui.green("✓"),
-            capitalise(operation)
-        );
-        return;
+/// Runs `op` with the terminal's review, progress display and summary; the exit code follows
+/// the report.
+fn carry_out(
+    inv: &Invocation,
+    op: impl FnOnce(&dyn Review, &[&dyn Subscriber]) -> Result<ops::Applied>,
+) -> Result<u8> {
+    let review = TerminalReview { inv };
+    let display = Display::new(inv.ui.stderr_tty, inv.ui.color);
+    let summary = Summary::new(inv.ui);
+    let applied = op(&review, &[&display, &summary])?;
+    Ok(match applied.report {
+        Some(report) if !report.succeeded() => exit_codes::FAILURE,
+        _ => exit_codes::SUCCESS,
+    })
+}
+
+/// Shows the plan on stdout and asks for "yes" on a terminal; refuses elsewhere.
+struct TerminalReview<'a> {
+    inv: &'a Invocation,
+}
+
+impl Review for TerminalReview<'_> {
+    fn show(&self, plan: &Plan) {
+        super::plan::print_text(self.inv, plan);
     }
-    outln!(
-        "{} {} {}: {done} done, {failed} failed, {skipped} skipped, {cancelled} cancelled.",
-        ui.red("✗"),
-        capitalise(operation),
-        if report.interrupted {
-            "interrupted"
-        } else {
-            "failed"
+
+    fn confirm(&self, operation: Operation, _plan: &Plan) -> Result<()> {
+        let operation = operation_name(operation);
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage {
+                message: format!(
+                    "refusing to {operation} without confirmation: stdin is not a terminal"
+                ),
+                help: format!("review the plan above, then run `berth {operation} --auto-approve`"),
+            });
         }
-    );
-    for r in report.failed() {
-        if let Outcome::Failed {
-            step,
-            reason,
-            log_tail,
-        } = &r.outcome
-        {
+        out!("\nDo you want to {operation}? Only 'yes' will be accepted: ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            return Err(Error::Usage {
+                message: format!("{operation} cancelled"),
+                help: "nothing was changed".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Apply => "apply",
+        Operation::Destroy => "destroy",
+    }
+}
+
+/// The summary at the end of an apply, written from its events: a blank line when the run
+/// starts, then the counts and every failure with its host, step and log tail when it ends.
+struct Summary {
+    ui: Ui,
+    operation: Mutex<Operation>,
+    failures: Mutex<Vec<(String, String, StepError)>>,
+}
+
+impl Summary {
+    fn new(ui: Ui) -> Self {
+        Summary {
+            ui,
+            operation: Mutex::new(Operation::Apply),
+            failures: Mutex::default(),
+        }
+    }
+
+    fn print(&self, counts: Counts, interrupted: bool) {
+        let ui = &self.ui;
+        let operation = *self.operation.lock().unwrap_or_else(|e| e.into_inner());
+        let Counts {
+            done,
+            failed,
+            skipped,
+            cancelled,
+        } = counts;
+        let name = match operation {
+            Operation::Apply => "Apply",
+            Operation::Destroy => "Destroy",
+        };
+        outln!();
+        if !interrupted && failed == 0 && skipped == 0 && cancelled == 0 {
+            outln!("{} {name} complete: {done} done.", ui.green("✓"));
+            return;
+        }
+        outln!(
+            "{} {name} {}: {done} done, {failed} failed, {skipped} skipped, {cancelled} cancelled.",
+            ui.red("✗"),
+            if interrupted { "interrupted" } else { "failed" }
+        );
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // In plan order (by address), not in the order they happened to fail.
+        failures.sort_by(|a, b| a.0.cmp(&b.0));
+        for (address, host, error) in failures.iter() {
             errln!(
-                "\n{} {} on host {}, step {step}:\n  {reason}",
+                "\n{} {address} on host {host}, step {}:\n  {}",
                 ui.red("error:"),
-                r.address,
-                r.host
+                error.at(),
+                error.message
             );
-            if let Some(tail) = log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+            if let Some(tail) = error.log_tail.as_deref().filter(|t| !t.trim().is_empty()) {
                 errln!("  log tail:");
                 for line in tail.lines() {
                     errln!("    | {line}");
                 }
             }
         }
-    }
-    if failed > 0 {
-        errln!("\nRun `berth plan` to see what the next apply would do about them.");
+        if failed > 0 {
+            errln!("\nRun `berth plan` to see what the next apply would do about them.");
+        }
     }
 }
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
+impl Subscriber for Summary {
+    fn on_event(&self, event: &ApplyEvent) -> std::result::Result<(), String> {
+        match event {
+            ApplyEvent::RunStarted { operation, .. } => {
+                *self.operation.lock().unwrap_or_else(|e| e.into_inner()) = *operation;
+                outln!();
+            }
+            ApplyEvent::Finished {
+                address,
+                host,
+                outcome: Outcome::Failed(error),
+                ..
+            } => self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((address.clone(), host.clone(), error.clone())),
+            ApplyEvent::RunFinished {
+                counts,
+                interrupted,
+                ..
+            } => self.print(*counts, *interrupted),
+            _ => {}
+        }
+        Ok(())
+    }
 }

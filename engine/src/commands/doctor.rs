@@ -11,10 +11,8 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::args::Cli;
-use crate::cli::ui::{Ui, table};
-use crate::cli::var_inputs;
-use crate::commands::plan::tokio;
+use super::Invocation;
+use super::ui::{Ui, table};
 use crate::config::{Host, RuntimeKind};
 use crate::connections::{Connections, error_text};
 use crate::error::{Error, Result};
@@ -26,8 +24,8 @@ use crate::workspace::Workspace;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn open(cli: &Cli) -> Result<Workspace> {
-    Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default())
+fn open(inv: &Invocation) -> Result<Workspace> {
+    Workspace::open(&inv.dir, &inv.vars, &Previous::default())
 }
 
 pub(crate) fn host_or_err<'a>(ws: &'a Workspace, id: &str) -> Result<&'a Host> {
@@ -62,34 +60,33 @@ fn endpoint(host: &Host) -> String {
 }
 
 /// `berth hosts test ID`
-pub fn test(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn test(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     let host = host_or_err(&ws, id)?;
     let conns = Connections::new(&ws.config);
-    let result: std::result::Result<(Duration, Duration, String), String> =
-        tokio().block_on(async {
-            let start = Instant::now();
-            let t = conns.transport(id).await?;
-            let connected = start.elapsed();
-            let start = Instant::now();
-            let out = t
-                .exec(Command::new("echo ok; uname -sr", Duration::from_secs(10)))
-                .await
-                .map_err(|e| error_text(&e))?;
-            let rtt = start.elapsed();
-            if !out.success() {
-                return Err(format!(
-                    "`echo ok` exited with {:?}: {}",
-                    out.status,
-                    out.stderr_text().trim()
-                ));
-            }
-            Ok((
-                connected,
-                rtt,
-                out.stdout_text().lines().nth(1).unwrap_or("").to_string(),
-            ))
-        });
+    let result: std::result::Result<(Duration, Duration, String), String> = inv.block_on(async {
+        let start = Instant::now();
+        let t = conns.transport(id).await?;
+        let connected = start.elapsed();
+        let start = Instant::now();
+        let out = t
+            .exec(Command::new("echo ok; uname -sr", Duration::from_secs(10)))
+            .await
+            .map_err(|e| error_text(&e))?;
+        let rtt = start.elapsed();
+        if !out.success() {
+            return Err(format!(
+                "`echo ok` exited with {:?}: {}",
+                out.status,
+                out.stderr_text().trim()
+            ));
+        }
+        Ok((
+            connected,
+            rtt,
+            out.stdout_text().lines().nth(1).unwrap_or("").to_string(),
+        ))
+    });
     match result {
         Ok((connected, rtt, system)) => {
             if json {
@@ -157,15 +154,15 @@ fn check(
 }
 
 /// `berth hosts doctor [ID]`
-pub fn doctor(cli: &Cli, id: Option<&str>, json: bool, ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn doctor(inv: &Invocation, id: Option<&str>, json: bool, ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     let hosts: Vec<&Host> = match id {
         Some(id) => vec![host_or_err(&ws, id)?],
         None => ws.config.hosts.iter().filter(|h| h.enabled).collect(),
     };
     let conns = Connections::new(&ws.config);
     let reports: Vec<Vec<Check>> =
-        tokio().block_on(join_all(hosts.iter().map(|h| diagnose(&ws, &conns, h))));
+        inv.block_on(join_all(hosts.iter().map(|h| diagnose(&ws, &conns, h))));
     let failed = reports.iter().flatten().any(|c| c.status == Status::Fail);
     if json {
         let doc: Vec<_> = hosts

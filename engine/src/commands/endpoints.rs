@@ -4,21 +4,15 @@
 use berth_state::{ResourceKind, ResourceStatus};
 use serde_json::{Value, json};
 
-use crate::cli::args::{Cli, EndpointsArgs};
-use crate::cli::ui::table;
-use crate::cli::var_inputs;
+use super::Invocation;
+use super::ui::table;
 use crate::config::TransportKind;
 use crate::error::Result;
 use crate::exit_codes;
 use crate::session;
 
-pub fn run(cli: &Cli, args: &EndpointsArgs) -> Result<u8> {
-    let p = session::prepare(
-        &cli.dir,
-        &var_inputs(cli),
-        "endpoints",
-        &args.lock.options(),
-    )?;
+pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
+    let p = session::prepare(&inv.dir, &inv.vars, "endpoints", &inv.lock)?;
     let mut items = Vec::new();
     for r in p.session.store.resources()? {
         if r.kind != ResourceKind::Model || r.status != ResourceStatus::Ready {
@@ -49,7 +43,7 @@ pub fn run(cli: &Cli, args: &EndpointsArgs) -> Result<u8> {
         };
         items.push(json!({"address": r.address, "model": model, "host": r.host, "url": format!("http://{host_part}:{port}/v1")}));
     }
-    if args.json {
+    if json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&items).expect("serialisable")

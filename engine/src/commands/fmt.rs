@@ -1,16 +1,16 @@
 //! `berth fmt [--check] [--diff]`: rewrite every `*.hcl` file of the config directory in
 //! canonical layout, comments kept. Nothing is written unless every file parses.
 
-use crate::cli::args::{Cli, FmtArgs};
+use super::Invocation;
 use crate::config::{self, Code, Finding, Findings, Sources};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 
-pub fn run(cli: &Cli, args: &FmtArgs) -> Result<u8> {
-    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&cli.dir)
+pub fn run(inv: &Invocation, check: bool, diff: bool) -> Result<u8> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&inv.dir)
         .map_err(|source| Error::Io {
             what: "read config directory",
-            path: cli.dir.clone(),
+            path: inv.dir.clone(),
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -55,13 +55,13 @@ pub fn run(cli: &Cli, args: &FmtArgs) -> Result<u8> {
             findings,
         })));
     }
-    if args.diff {
+    if diff {
         for (_, name, before, after) in &changes {
             let diff = similar::TextDiff::from_lines(before, after);
             out!("{}", diff.unified_diff().header(name, name));
         }
     }
-    if args.check {
+    if check {
         if changes.is_empty() {
             return Ok(exit_codes::SUCCESS);
         }

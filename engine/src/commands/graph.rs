@@ -1,15 +1,21 @@
 //! `berth graph [--format dot|json]`: the resource graph.
 
-use crate::cli::args::{Cli, GraphArgs, GraphFormat};
-use crate::cli::var_inputs;
+use super::Invocation;
 use crate::error::Result;
 use crate::exit_codes;
 use crate::placement::Previous;
 use crate::workspace::Workspace;
 
-pub fn run(cli: &Cli, args: &GraphArgs) -> Result<u8> {
-    let ws = Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default())?;
-    match args.format {
+/// How the graph is printed.
+#[derive(Debug, Clone, Copy)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+pub fn run(inv: &Invocation, format: GraphFormat) -> Result<u8> {
+    let ws = Workspace::open(&inv.dir, &inv.vars, &Previous::default())?;
+    match format {
         GraphFormat::Dot => out!("{}", ws.graph.to_dot()),
         GraphFormat::Json => outln!(
             "{}",

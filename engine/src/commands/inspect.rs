@@ -3,9 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::cli::args::Cli;
-use crate::cli::ui::{Ui, table};
-use crate::cli::var_inputs;
+use super::Invocation;
+use super::ui::{Ui, table};
 use crate::config::{Host, Probe, TransportKind, did_you_mean};
 use crate::error::{Error, Result};
 use crate::exit_codes;
@@ -13,8 +12,8 @@ use crate::launch;
 use crate::placement::Previous;
 use crate::workspace::Workspace;
 
-fn open(cli: &Cli) -> Result<Workspace> {
-    Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default())
+fn open(inv: &Invocation) -> Result<Workspace> {
+    Workspace::open(&inv.dir, &inv.vars, &Previous::default())
 }
 
 fn not_found<'a>(
@@ -89,8 +88,8 @@ fn host_json(ws: &Workspace, host: &Host) -> Value {
 }
 
 /// `berth hosts`
-pub fn hosts(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn hosts(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     if json {
         print_json(&Value::Array(
             ws.config.hosts.iter().map(|h| host_json(&ws, h)).collect(),
@@ -140,8 +139,8 @@ pub fn hosts(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
 }
 
 /// `berth hosts show ID`
-pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     let host = ws.config.host(id).ok_or_else(|| {
         not_found(
             "host",
@@ -223,8 +222,8 @@ pub fn host(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
 }
 
 /// `berth backends`
-pub fn backends(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn backends(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     if json {
         let items: Vec<Value> = ws
             .config
@@ -283,8 +282,8 @@ fn backend_json(ws: &Workspace, b: &crate::config::Backend) -> Value {
 }
 
 /// `berth backends show ID`
-pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn backend(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     let b = ws.config.backend(id).ok_or_else(|| {
         not_found(
             "backend",
@@ -345,8 +344,8 @@ pub fn backend(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
 }
 
 /// `berth models`
-pub fn models(cli: &Cli, json: bool, _ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn models(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     if json {
         let items: Vec<Value> = ws
             .config
@@ -425,8 +424,8 @@ fn model_json(ws: &Workspace, m: &crate::config::Model) -> Value {
 }
 
 /// `berth models show ID`
-pub fn model(cli: &Cli, id: &str, json: bool, ui: &Ui) -> Result<u8> {
-    let ws = open(cli)?;
+pub fn model(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
+    let ws = open(inv)?;
     let m = ws.config.model(id).ok_or_else(|| {
         not_found(
             "model",

@@ -1,5 +1,6 @@
-//! One module per command: each turns parsed arguments into calls on the engine and prints the
-//! result through `cli::ui`.
+//! One module per command: each takes the [`Invocation`] and its own request, calls the engine
+//! (the async `ops` for anything that touches hosts) and renders the result through `ui`. The
+//! commands know nothing of clap: `cli` maps the parsed arguments to their requests.
 
 pub mod apply;
 pub mod doctor;
@@ -10,4 +11,65 @@ pub mod graph;
 pub mod inspect;
 pub mod plan;
 pub mod state;
+pub mod ui;
 pub mod validate;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use berth_state::LockOptions;
+
+use crate::config::VarInputs;
+use crate::ops::{Inputs, Stop};
+use ui::Ui;
+
+/// What every command of one berth run shares, built once from the command line: where the
+/// config is, the variables, how output looks, how to wait for the lock, the stop token the
+/// signal handling drives, and the tokio runtime the async operations run on.
+pub struct Invocation {
+    pub dir: PathBuf,
+    pub vars: VarInputs,
+    pub ui: Ui,
+    pub lock: LockOptions,
+    pub stop: Stop,
+    /// One runtime for the whole run, since SSH connections live on it (a second one would
+    /// log in to every host again).
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Invocation {
+    /// An invocation with a fresh stop token and runtime.
+    pub fn new(dir: PathBuf, vars: VarInputs, ui: Ui, lock: LockOptions) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        Invocation {
+            dir,
+            vars,
+            ui,
+            lock,
+            stop: Stop::new(),
+            runtime,
+        }
+    }
+
+    /// The runtime's handle, for work that must run beside the command (signal handling).
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    /// Runs `future` to its end on the invocation's runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The config and lock inputs of an operation.
+    pub fn inputs(&self) -> Inputs {
+        Inputs {
+            dir: self.dir.clone(),
+            vars: self.vars.clone(),
+            lock: self.lock,
+        }
+    }
+}

@@ -4,15 +4,15 @@
 use berth_state::ResourceStatus;
 use serde_json::json;
 
-use crate::cli::args::{Cli, StateArgs, StateCommand};
-use crate::cli::ui::{Ui, table};
+use super::Invocation;
+use super::ui::{Ui, table};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::session::Session;
 
 /// The configured state's backend, from the `settings` block alone.
-fn backend(cli: &Cli) -> Result<Box<dyn berth_state::StateBackend>> {
-    let state = crate::config::state_of(&cli.dir, &crate::cli::var_inputs(cli))
+fn backend(inv: &Invocation) -> Result<Box<dyn berth_state::StateBackend>> {
+    let state = crate::config::state_of(&inv.dir, &inv.vars)
         .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
     Ok(crate::session::backend(&state))
 }
@@ -22,19 +22,28 @@ fn age(secs: u64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(ago)).to_string() + " ago"
 }
 
-pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
-    let operation = match &args.command {
+/// What `berth state` does.
+#[derive(Debug, Clone)]
+pub enum StateCommand {
+    List,
+    Show { address: String },
+    Rm { address: Vec<String> },
+    History,
+}
+
+pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Result<u8> {
+    let operation = match command {
         StateCommand::Rm { .. } => "state rm",
         StateCommand::List => "state list",
         StateCommand::Show { .. } => "state show",
         StateCommand::History => "state history",
     };
-    let session = Session::open(backend(cli)?, operation, &args.lock.options())?;
+    let session = Session::open(backend(inv)?, operation, &inv.lock)?;
     let store = session.store.clone();
-    match &args.command {
+    match command {
         StateCommand::List => {
             let records = store.resources()?;
-            if args.json {
+            if json {
                 let items: Vec<_> = records.iter().map(|r| json!({"address": r.address, "kind": r.kind, "host": r.host, "status": r.status, "updated_at": r.updated_at})).collect();
                 outln!(
                     "{}",
@@ -93,7 +102,7 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
         }
         StateCommand::History => {
             let history = store.history()?;
-            if args.json {
+            if json {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&history).expect("serialisable")
@@ -129,8 +138,8 @@ pub fn run(cli: &Cli, args: &StateArgs, ui: &Ui) -> Result<u8> {
 }
 
 /// `berth force-unlock ID`
-pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
-    let backend = backend(cli)?;
+pub fn force_unlock(inv: &Invocation, id: &str) -> Result<u8> {
+    let backend = backend(inv)?;
     let info = backend.force_unlock(id)?;
     outln!("Removed {info} from the {}.", backend.describe());
     Ok(exit_codes::SUCCESS)
@@ -138,17 +147,17 @@ pub fn force_unlock(cli: &Cli, id: &str) -> Result<u8> {
 
 /// `berth force-unlock --host HOST`: removes the host lease on HOST, naming its holder. The
 /// holder's next renewal finds the lease gone and fails its remaining steps on that host.
-pub fn force_unlock_host(cli: &Cli, host: &str) -> Result<u8> {
+pub fn force_unlock_host(inv: &Invocation, host: &str) -> Result<u8> {
     let ws = crate::workspace::Workspace::open(
-        &cli.dir,
-        &crate::cli::var_inputs(cli),
+        &inv.dir,
+        &inv.vars,
         &crate::placement::Previous::default(),
     )?;
     let run_dir = crate::commands::doctor::host_or_err(&ws, host)?
         .run_dir
         .clone();
     let conns = crate::connections::Connections::new(&ws.config);
-    let removed = crate::commands::plan::tokio()
+    let removed = inv
         .block_on(conns.unlock_host(host, &run_dir))
         .map_err(|message| Error::HostUnlock {
             host: host.to_string(),

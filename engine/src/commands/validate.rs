@@ -2,9 +2,8 @@
 
 use serde::Serialize;
 
-use crate::cli::args::Cli;
-use crate::cli::ui::Ui;
-use crate::cli::{report, var_inputs};
+use super::Invocation;
+use super::ui::Ui;
 use crate::config::{FindingJson, Findings, Sources};
 use crate::error::{Error, Result};
 use crate::exit_codes;
@@ -30,8 +29,8 @@ fn to_report(findings: &Findings, sources: &Sources) -> Report {
     }
 }
 
-pub fn run(cli: &Cli, json: bool, ui: &Ui) -> Result<u8> {
-    match Workspace::open(&cli.dir, &var_inputs(cli), &Previous::default()) {
+pub fn run(inv: &Invocation, json: bool, ui: &Ui) -> Result<u8> {
+    match Workspace::open(&inv.dir, &inv.vars, &Previous::default()) {
         Ok(ws) => {
             if json {
                 print_json(&to_report(&ws.warnings, &ws.config.sources));
@@ -68,7 +67,7 @@ pub fn run(cli: &Cli, json: bool, ui: &Ui) -> Result<u8> {
             Ok(exit_codes::FAILURE)
         }
         Err(err) => {
-            report(ui, &err);
+            ui.report(&err);
             Ok(exit_codes::FAILURE)
         }
     }

@@ -32,6 +32,14 @@ impl Ui {
         }
     }
 
+    /// Prints an error: config findings one by one, anything else as one diagnostic.
+    pub fn report(&self, err: &crate::error::Error) {
+        if let crate::error::Error::InvalidConfig(invalid) = err {
+            self.print_findings(&invalid.findings, &invalid.sources);
+        }
+        self.eprint(err);
+    }
+
     /// Renders one diagnostic to a string.
     pub fn render(&self, diagnostic: &dyn Diagnostic) -> String {
         let mut out = String::new();

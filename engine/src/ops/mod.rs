@@ -1,0 +1,18 @@
+//! The engine as a library: async operations (plan, apply, destroy, drift) that take plain
+//! request structs, an event sink and a stop token, and return typed results. They never own a
+//! runtime, call `block_on`, touch process signals or print: the CLI is one caller, a daemon or
+//! a test another.
+
+mod apply;
+mod drift;
+mod plan;
+mod request;
+mod stop;
+
+pub use apply::{Applied, Review, apply, destroy};
+pub use drift::{DriftReport, DriftStatus, drift};
+pub use plan::{load_saved, plan};
+pub use request::{
+    ApplyRequest, DestroyRequest, DriftRequest, Inputs, PlanRequest, PlanScope, PlanSource,
+};
+pub use stop::{Obeying, Stop, StopLevel};
