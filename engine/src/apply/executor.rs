@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
@@ -102,6 +102,14 @@ struct Ctx<'a> {
     previous: &'a BTreeMap<String, ResourceRecord>,
     options: &'a ApplyOptions,
     cancel: CancellationToken,
+    /// Cancelled by the first interrupt: steps still waiting for a slot end as cancelled.
+    winding_down: CancellationToken,
+    /// One permit per resource operation on a host (`parallelism`). A model gives its permit
+    /// back once it is started: waiting in its probe gate is no operation and holds no slot.
+    slots: Semaphore,
+    /// Hosts with `max_parallel_starts`: one permit per model from its start until its gate
+    /// ends.
+    starts: HashMap<&'a str, Semaphore>,
     /// The host lock of every host the plan touches, taken by the first step there and held
     /// until the apply ends.
     host_locks: HashMap<&'a str, OnceCell<Result<HostLockGuard, String>>>,
@@ -151,6 +159,14 @@ pub async fn execute(
         previous,
         options,
         cancel: CancellationToken::new(),
+        winding_down: CancellationToken::new(),
+        slots: Semaphore::new(options.parallelism.max(1)),
+        starts: ws
+            .config
+            .hosts
+            .iter()
+            .filter_map(|h| Some((h.id.value.as_str(), Semaphore::new(h.max_parallel_starts?))))
+            .collect(),
         host_locks: work
             .iter()
             .map(|r| (r.host.as_str(), OnceCell::new()))
@@ -193,7 +209,6 @@ pub async fn execute(
     // A closed terminal is a request to stop like any other, never a reason to die mid-step.
     let mut hangups = signal(SignalKind::hangup()).ok();
     let mut stopping = false;
-    let parallelism = options.parallelism.max(1);
 
     loop {
         // Skip what can no longer run, start what can.
@@ -244,7 +259,7 @@ pub async fn execute(
                 outcome[i] = Some(o);
                 continue;
             }
-            if stopping || running.len() >= parallelism {
+            if stopping {
                 continue;
             }
             let ready = deps[i]
@@ -306,6 +321,7 @@ fn interrupt(ctx: &Ctx<'_>, stopping: &mut bool) {
         let _ = ctx.emit(ApplyEvent::Interrupted { hard: true });
     } else {
         *stopping = true;
+        ctx.winding_down.cancel();
         let _ = ctx.emit(ApplyEvent::Interrupted { hard: false });
     }
 }
@@ -319,6 +335,16 @@ fn failed(step: &str, reason: impl Into<String>, log_tail: Option<String>) -> Ou
 }
 
 async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
+    // Ready resources all start at once and queue here, first come first served; one that is
+    // still queued when the user interrupts never starts.
+    let mut slot = tokio::select! {
+        biased;
+        _ = ctx.winding_down.cancelled() => return Outcome::Cancelled,
+        permit = ctx.slots.acquire() => match permit {
+            Ok(permit) => Some(permit),
+            Err(_) => return Outcome::Cancelled,
+        },
+    };
     let started = Instant::now();
     let _ = ctx.emit(ApplyEvent::Started {
         address: change.address.clone(),
@@ -326,7 +352,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
     });
     let result = match (change.kind, change.action) {
         (Kind::Model, Action::Create | Action::Replace | Action::Reuse) => {
-            deploy(ctx, change).await
+            deploy(ctx, change, &mut slot).await
         }
         (Kind::Model, Action::Update) => update(ctx, change),
         (Kind::Model, Action::Destroy) => destroy_model(ctx, change).await,
@@ -482,7 +508,11 @@ fn record_failure(
     outcome
 }
 
-async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+async fn deploy<'c>(
+    ctx: &'c Ctx<'_>,
+    change: &ResourceChange,
+    slot: &mut Option<SemaphorePermit<'c>>,
+) -> Result<(), Outcome> {
     let address = change.address.as_str();
     let transport = match connect(ctx, address, &change.host).await {
         Ok(t) => t,
@@ -534,6 +564,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         &spec,
         transport.as_ref(),
         runtime.as_ref(),
+        slot,
     )
     .await;
     let outcome = match result {
@@ -562,13 +593,14 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     outcome
 }
 
-async fn start_and_gate(
-    ctx: &Ctx<'_>,
+async fn start_and_gate<'c>(
+    ctx: &'c Ctx<'_>,
     change: &ResourceChange,
     rendered: &Rendered,
     spec: &LaunchSpec,
     transport: &dyn Transport,
     runtime: &dyn berth_providers::Runtime,
+    slot: &mut Option<SemaphorePermit<'c>>,
 ) -> Result<BTreeMap<String, Value>, Outcome> {
     let address = change.address.as_str();
     let text = |e: &berth_providers::ProviderError| error_text(e);
@@ -628,6 +660,31 @@ async fn start_and_gate(
             ));
         }
     }
+    // On a host that loads one model at a time (`max_parallel_starts`), a start waits for a
+    // start permit, held until its gate ends; its operation slot goes meanwhile.
+    let _starting = match ctx.starts.get(change.host.as_str()) {
+        Some(starts) if instance.is_none() => match starts.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                drop(slot.take());
+                ctx.phase(address, Phase::Queued);
+                let permit = tokio::select! {
+                    biased;
+                    _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
+                    permit = starts.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
+                };
+                if slot.is_none() {
+                    *slot = Some(tokio::select! {
+                        biased;
+                        _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
+                        permit = ctx.slots.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
+                    });
+                }
+                Some(permit)
+            }
+        },
+        _ => None,
+    };
     let instance = match instance {
         Some(i) => i,
         None => {
@@ -662,6 +719,9 @@ async fn start_and_gate(
         }
     };
     let probe = provider_probe(&rendered.probe);
+    // The start is done: waiting for readiness is no host operation, so another resource may
+    // use the slot (the gate's own probes are short commands on an open connection).
+    drop(slot.take());
     // Losing the host lock (the host stopped answering, or another berth took it over) ends
     // the gate like a cancel: waiting out its timeout on a host berth no longer holds helps no
     // one.
