@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# benches/ssh/run.sh: berth against Ansible on the fleet testbed (testdata/fleet), side by side.
+# benches/ssh/run.sh: berth against Ansible and pyinfra on the fleet testbed (testdata/fleet), side
+# by side.
 #
 #  1. apply from empty: HOSTS hosts x MODELS models whose stand-ins take LOAD_SECS to load, timed for
-#     `berth apply --auto-approve` (release build, fresh state each time) and for the same job
-#     as an Ansible playbook (playbook.yml: forks = HOSTS, pipelining, ControlPersist), run
-#     cold (no SSH master connection yet, like berth) and warm (masters kept from the run
-#     before). Everything is torn down between runs, so every run starts from empty.
+#     `berth apply --auto-approve` (release build, berth's default settings, fresh state each
+#     time), for the same job as an Ansible playbook (playbook.yml: forks = HOSTS, pipelining,
+#     ControlPersist), run cold (no SSH master connection yet, like berth) and warm (masters
+#     kept from the run before), and as a pyinfra deploy (pyinfra_deploy.py, pyinfra's
+#     defaults). Everything is torn down between runs, so every run starts from empty.
 #  2. `berth drift` on HOSTS hosts x DRIFT_MODELS deployments (stand-ins with --load-secs 0),
 #     with the number of SSH logins each host's sshd accepted during each run.
 #
@@ -13,7 +15,8 @@
 # medians at the end and writes every figure to $WORK/results.txt.
 #
 # Environment: REPS (5), HOSTS (10), MODELS (2 per host), LOAD_SECS (2), PROBE_MS (100: berth's probe_interval_ms and
-# Ansible's retry delay), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1, NO_BUILD=1,
+# Ansible's and pyinfra's retry delay), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1,
+# SKIP_PYINFRA=1, SKIP_DRIFT=1, PYINFRA_VENV (target/bench-pyinfra-venv), PYINFRA (pip spec, "pyinfra"), NO_BUILD=1,
 # ANSIBLE_VENV (target/bench-ansible-venv), ANSIBLE_CORE (pip spec, "ansible-core"), KEEP=1
 # (keep the work directory), BERTH_FLEET_PREFIX/SUBNET/DIR (bbench, 10.233.0, /tmp/...).
 set -euo pipefail
@@ -31,6 +34,8 @@ DRIFT_MODELS=${DRIFT_MODELS:-20}
 DRIFT_REPS=${DRIFT_REPS:-7}
 ANSIBLE_VENV=${ANSIBLE_VENV:-$ROOT/target/bench-ansible-venv}
 ANSIBLE_CORE=${ANSIBLE_CORE:-ansible-core}
+PYINFRA_VENV=${PYINFRA_VENV:-$ROOT/target/bench-pyinfra-venv}
+PYINFRA=${PYINFRA:-pyinfra}
 
 export BERTH_FLEET_PREFIX=${BERTH_FLEET_PREFIX:-bbench}
 export BERTH_FLEET_SUBNET=${BERTH_FLEET_SUBNET:-10.233.0}
@@ -108,7 +113,7 @@ kill_stand_ins() {
 		[ "$left" = 0 ] && break
 		sleep 0.1
 	done
-	rm -rf "$BERTH_FLEET_DIR"/hosts/h*/root/run "$BERTH_FLEET_DIR"/hosts/h*/root/ansible
+	rm -rf "$BERTH_FLEET_DIR"/hosts/h*/root/run "$BERTH_FLEET_DIR"/hosts/h*/root/ansible "$BERTH_FLEET_DIR"/hosts/h*/root/pyinfra
 }
 
 # Whether the stand-in on host k's port answers 200 (asked from inside the host).
@@ -123,12 +128,12 @@ all_ready() {
 }
 
 # --- configs -----------------------------------------------------------------------------------
-# berth config: HOSTS hosts; models given as "name port flags" lines on stdin.
+# berth config: HOSTS hosts; models given as "name port flags" lines on stdin. Settings are
+# berth's defaults, as a user would leave them.
 write_config() {
-	local dir=$1 parallelism=$2 k name port flags
+	local dir=$1 k name port flags
 	mkdir -p "$dir"
 	{
-		printf 'settings {\n  state_dir   = ".berth"\n  parallelism = %s\n}\n\n' "$parallelism"
 		for k in $(seq 1 "$HOSTS"); do
 			cat <<EOF
 host "h$k" {
@@ -181,10 +186,10 @@ APPLY_CFG=$WORK/apply
 PORTS=()
 for i in $(seq 1 "$MODELS"); do PORTS+=($((8079 + i))); done
 for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done |
-	write_config "$APPLY_CFG" $((MODELS * HOSTS))
+	write_config "$APPLY_CFG"
 "$BERTH" -C "$APPLY_CFG" validate >/dev/null
 
-echo "# berth vs Ansible on $HOSTS fleet hosts, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
+echo "# berth vs Ansible and pyinfra on $HOSTS fleet hosts, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
 echo "# apply: $MODELS models per host, --load-secs $LOAD_SECS, probe every $PROBE_MS ms" >>"$RESULTS"
 
 # --- 1a. berth apply from empty ----------------------------------------------------------------
@@ -282,12 +287,60 @@ EOF
 	kill_stand_ins
 fi
 
+# --- 1c. the same job with pyinfra -------------------------------------------------------------
+pyinfra_times=()
+if [ "${SKIP_PYINFRA:-}" != 1 ]; then
+	if [ ! -x "$PYINFRA_VENV/bin/pyinfra" ]; then
+		log "installing $PYINFRA from PyPI into $PYINFRA_VENV"
+		python3 -m venv "$PYINFRA_VENV"
+		"$PYINFRA_VENV/bin/pip" install --quiet --upgrade pip
+		"$PYINFRA_VENV/bin/pip" install --quiet "$PYINFRA"
+	fi
+	echo "# pyinfra $("$PYINFRA_VENV/bin/pyinfra" --version 2>&1 | tail -n 1)" >>"$RESULTS"
+	mkdir -p "$WORK/pyinfra"
+	{
+		echo "fleet = ["
+		for k in $(seq 1 "$HOSTS"); do
+			printf '    ("%s", {"ssh_user": "root", "ssh_key": "%s", "ssh_known_hosts_file": "%s", "ssh_strict_host_key_checking": "yes"}),\n' \
+				"$(ip_of "$k")" "$KEY" "$KNOWN_HOSTS"
+		done
+		echo "]"
+	} >"$WORK/pyinfra/inventory.py"
+	export BERTH_BENCH_JOB
+	BERTH_BENCH_JOB=$(printf '{"model_server": "%s", "load_secs": %s, "probe_delay": %s, "models": [%s]}' \
+		"$SERVER" "$LOAD_SECS" "$(awk -v ms="$PROBE_MS" 'BEGIN { printf "%.3f", ms / 1000 }')" \
+		"$(for i in $(seq 1 "$MODELS"); do printf '{"name": "m%s", "port": %s}\n' "$i" $((8079 + i)); done | paste -sd, -)")
+	log "pyinfra (defaults): $REPS runs"
+	for rep in $(seq 1 "$REPS"); do
+		kill_stand_ins
+		t0=$(now)
+		"$PYINFRA_VENV/bin/pyinfra" -y "$WORK/pyinfra/inventory.py" "$HERE/pyinfra_deploy.py" \
+			>"$WORK/pyinfra-$rep.log" 2>&1 || {
+			echo "pyinfra failed; see $WORK/pyinfra-$rep.log" >&2
+			exit 1
+		}
+		t1=$(now)
+		t=$(elapsed "$t0" "$t1")
+		all_ready "${PORTS[@]}" || {
+			echo "pyinfra ended but not every endpoint answers" >&2
+			exit 1
+		}
+		pyinfra_times+=("$t")
+		echo "pyinfra run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
+	kill_stand_ins
+fi
+
 # --- 2. berth drift on HOSTS x DRIFT_MODELS ----------------------------------------------------
+drift_times=()
+max_logins=0
+min_logins=0
+if [ "${SKIP_DRIFT:-}" != 1 ]; then
 log "berth drift: $HOSTS hosts x $DRIFT_MODELS deployments"
 kill_stand_ins
 DRIFT_CFG=$WORK/drift
 for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%02d %s --load-secs 0\n' "$i" $((9000 + i)); done |
-	write_config "$DRIFT_CFG" $((HOSTS * DRIFT_MODELS))
+	write_config "$DRIFT_CFG"
 t0=$(now)
 "$BERTH" -C "$DRIFT_CFG" apply --auto-approve >"$WORK/drift-apply.log" 2>&1 || {
 	echo "apply of the drift config failed; see $WORK/drift-apply.log" >&2
@@ -296,8 +349,6 @@ t0=$(now)
 t1=$(now)
 echo "berth apply of $((HOSTS * DRIFT_MODELS)) deployments (--load-secs 0): $(elapsed "$t0" "$t1")s" | tee -a "$RESULTS" >&2
 logins() { grep -c 'Accepted publickey' "$BERTH_FLEET_DIR/hosts/h$1/sshd.log" || true; }
-drift_times=()
-max_logins=0
 min_logins=999999
 for rep in $(seq 1 "$DRIFT_REPS"); do
 	before=()
@@ -322,6 +373,7 @@ for rep in $(seq 1 "$DRIFT_REPS"); do
 	echo "berth drift run $rep: ${t}s; SSH logins per host:$per_host" | tee -a "$RESULTS" >&2
 done
 "$BERTH" -C "$DRIFT_CFG" destroy --auto-approve >"$WORK/drift-destroy.log" 2>&1 || true
+fi
 
 # --- summary -----------------------------------------------------------------------------------
 b=$(printf '%s\n' "${berth_times[@]}" | median)
@@ -329,12 +381,16 @@ d=$(printf '%s\n' "${drift_times[@]}" | median)
 {
 	echo
 	echo "== medians ($REPS runs; drift $DRIFT_REPS runs)"
-	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.5x)"
+	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.2x)"
 	if [ ${#ansible_cold[@]} -gt 0 ]; then
 		c=$(printf '%s\n' "${ansible_cold[@]}" | median)
 		w=$(printf '%s\n' "${ansible_warm[@]}" | median)
 		echo "ansible-playbook, cold SSH: ${c}s (berth is $(awk -v a="$c" -v b="$b" 'BEGIN { printf "%.1f", a / b }')x faster; goal >= 5x)"
 		echo "ansible-playbook, warm SSH (ControlPersist): ${w}s (berth is $(awk -v a="$w" -v b="$b" 'BEGIN { printf "%.1f", a / b }')x faster)"
 	fi
-	echo "berth drift, $HOSTS hosts x $DRIFT_MODELS deployments: ${d}s (goal < 1s); SSH logins per host per run: min $min_logins, max $max_logins (goal: 1)"
+	if [ ${#pyinfra_times[@]} -gt 0 ]; then
+		py=$(printf '%s\n' "${pyinfra_times[@]}" | median)
+		echo "pyinfra (defaults): ${py}s (berth is $(awk -v a="$py" -v b="$b" 'BEGIN { printf "%.1f", a / b }')x faster)"
+	fi
+	[ "${SKIP_DRIFT:-}" = 1 ] || echo "berth drift, $HOSTS hosts x $DRIFT_MODELS deployments: ${d}s (goal < 0.3s); SSH logins per host per run: min $min_logins, max $max_logins (goal: 1)"
 } | tee -a "$RESULTS"

@@ -15,6 +15,8 @@ pub enum Phase {
     Connecting,
     Verifying,
     Stopping,
+    /// Waiting for one of the host's `max_parallel_starts` to end.
+    Queued,
     Starting,
     /// Measuring the model file to size the probe timeout.
     Measuring,
@@ -28,6 +30,7 @@ impl std::fmt::Display for Phase {
             Phase::Connecting => f.write_str("connecting"),
             Phase::Verifying => f.write_str("running verify_cmd"),
             Phase::Stopping => f.write_str("stopping the old instance"),
+            Phase::Queued => f.write_str("waiting for another start on the host to finish"),
             Phase::Starting => f.write_str("starting"),
             Phase::Measuring => f.write_str("measuring the model file"),
             Phase::Probing(tick) => write!(f, "{tick}"),

@@ -14,7 +14,7 @@ use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{ApplyEvent, Counts, Outcome, Phase, Step, StepError, Subscriber};
@@ -111,6 +111,14 @@ struct Ctx<'a> {
     previous: &'a BTreeMap<String, ResourceRecord>,
     options: &'a ApplyOptions,
     cancel: CancellationToken,
+    /// Cancelled by the first interrupt: steps still waiting for a slot end as cancelled.
+    winding_down: CancellationToken,
+    /// One permit per resource operation on a host (`parallelism`). A model gives its permit
+    /// back once it is started: waiting in its probe gate is no operation and holds no slot.
+    slots: Semaphore,
+    /// Hosts with `max_parallel_starts`: one permit per model from its start until its gate
+    /// ends.
+    starts: HashMap<&'a str, Semaphore>,
     /// The host lock of every host the plan touches, taken by the first step there and held
     /// until the apply ends.
     host_locks: HashMap<&'a str, OnceCell<Result<HostLockGuard, StepError>>>,
@@ -160,6 +168,14 @@ pub async fn execute(
         previous,
         options,
         cancel: options.stop.cancel_token().clone(),
+        winding_down: options.stop.drain_token().clone(),
+        slots: Semaphore::new(options.parallelism.max(1)),
+        starts: ws
+            .config
+            .hosts
+            .iter()
+            .filter_map(|h| Some((h.id.value.as_str(), Semaphore::new(h.max_parallel_starts?))))
+            .collect(),
         host_locks: work
             .iter()
             .map(|r| (r.host.as_str(), OnceCell::new()))
@@ -202,7 +218,6 @@ pub async fn execute(
     let _obeying = stop.obey();
     let mut stopping = false;
     let mut cancelling = false;
-    let parallelism = options.parallelism.max(1);
     let _ = ctx.emit(ApplyEvent::RunStarted {
         operation: plan.operation,
         resources: work.len(),
@@ -250,7 +265,7 @@ pub async fn execute(
                 finish(&ctx, work[i], &mut outcome[i], Outcome::Skipped { because });
                 continue;
             }
-            if stopping || running.len() >= parallelism {
+            if stopping {
                 continue;
             }
             let ready = deps[i]
@@ -342,6 +357,16 @@ fn failed_by(step: Step, cause: &(dyn miette::Diagnostic + Send + Sync + 'static
 }
 
 async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
+    // Ready resources all start at once and queue here, first come first served; one that is
+    // still queued when the user interrupts never starts.
+    let mut slot = tokio::select! {
+        biased;
+        _ = ctx.winding_down.cancelled() => return Outcome::Cancelled,
+        permit = ctx.slots.acquire() => match permit {
+            Ok(permit) => Some(permit),
+            Err(_) => return Outcome::Cancelled,
+        },
+    };
     let started = Instant::now();
     let _ = ctx.emit(ApplyEvent::Started {
         address: change.address.clone(),
@@ -349,7 +374,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
     });
     let result = match (change.kind, change.action) {
         (Kind::Model, Action::Create | Action::Replace | Action::Reuse) => {
-            deploy(ctx, change).await
+            deploy(ctx, change, &mut slot).await
         }
         (Kind::Model, Action::Update) => update(ctx, change),
         (Kind::Model, Action::Destroy) => destroy_model(ctx, change).await,
@@ -503,7 +528,11 @@ fn record_failure(
     outcome
 }
 
-async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
+async fn deploy<'c>(
+    ctx: &'c Ctx<'_>,
+    change: &ResourceChange,
+    slot: &mut Option<SemaphorePermit<'c>>,
+) -> Result<(), Outcome> {
     let address = change.address.as_str();
     let transport = match connect(ctx, address, &change.host).await {
         Ok(t) => t,
@@ -553,6 +582,7 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
         &spec,
         transport.as_ref(),
         runtime.as_ref(),
+        slot,
     )
     .await;
     let outcome = match result {
@@ -581,13 +611,14 @@ async fn deploy(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
     outcome
 }
 
-async fn start_and_gate(
-    ctx: &Ctx<'_>,
+async fn start_and_gate<'c>(
+    ctx: &'c Ctx<'_>,
     change: &ResourceChange,
     rendered: &Rendered,
     spec: &LaunchSpec,
     transport: &dyn Transport,
     runtime: &dyn berth_providers::Runtime,
+    slot: &mut Option<SemaphorePermit<'c>>,
 ) -> Result<BTreeMap<String, Value>, Outcome> {
     let address = change.address.as_str();
     let mut instance = None;
@@ -645,6 +676,31 @@ async fn start_and_gate(
             ));
         }
     }
+    // On a host that loads one model at a time (`max_parallel_starts`), a start waits for a
+    // start permit, held until its gate ends; its operation slot goes meanwhile.
+    let _starting = match ctx.starts.get(change.host.as_str()) {
+        Some(starts) if instance.is_none() => match starts.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                drop(slot.take());
+                ctx.phase(address, Phase::Queued);
+                let permit = tokio::select! {
+                    biased;
+                    _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
+                    permit = starts.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
+                };
+                if slot.is_none() {
+                    *slot = Some(tokio::select! {
+                        biased;
+                        _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
+                        permit = ctx.slots.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
+                    });
+                }
+                Some(permit)
+            }
+        },
+        _ => None,
+    };
     let instance = match instance {
         Some(i) => i,
         None => {
@@ -679,6 +735,9 @@ async fn start_and_gate(
         }
     };
     let probe = provider_probe(&rendered.probe);
+    // The start is done: waiting for readiness is no host operation, so another resource may
+    // use the slot (the gate's own probes are short commands on an open connection).
+    drop(slot.take());
     // Losing the host lock (the host stopped answering, or another berth took it over) ends
     // the gate like a cancel: waiting out its timeout on a host berth no longer holds helps no
     // one.

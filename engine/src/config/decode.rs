@@ -868,7 +868,7 @@ impl Decoder<'_> {
         self.check_keys(
             body,
             "host",
-            &["labels", "run_dir", "enabled"],
+            &["labels", "run_dir", "enabled", "max_parallel_starts"],
             &["connection", "capabilities"],
         );
         let header = self.header_span(block);
@@ -896,6 +896,9 @@ impl Decoder<'_> {
             .unwrap_or_default();
         let enabled = self.bool(body, "enabled").is_none_or(|b| b.value);
         let run_dir = self.plain_string(body, "run_dir");
+        let max_parallel_starts = self
+            .uint(body, "max_parallel_starts", 1, 1_000)
+            .map(|n| n.value as usize);
         let (id, connection) = (id?, connection?);
         let run_dir = run_dir.unwrap_or_else(|| match connection.transport {
             TransportKind::Local => (self.local_run_dir)(&id.value),
@@ -909,6 +912,7 @@ impl Decoder<'_> {
             labels,
             run_dir,
             enabled,
+            max_parallel_starts,
         })
     }
 

@@ -283,6 +283,9 @@ pub struct Host {
     /// Pid files, logs and metadata of the process runtime; the host lock.
     pub run_dir: String,
     pub enabled: bool,
+    /// Models started at once on this host, each counted from its start until it is ready or
+    /// failed (GPU hosts that cannot load several models together); `None`: no limit.
+    pub max_parallel_starts: Option<usize>,
 }
 
 /// How berth reaches a host.

@@ -119,6 +119,12 @@ impl Stop {
         self.obeying.load(Ordering::SeqCst) > 0
     }
 
+    /// The token that fires on drain (and so on cancel too), for code that takes a
+    /// `CancellationToken`.
+    pub fn drain_token(&self) -> &CancellationToken {
+        &self.drain
+    }
+
     /// The token that fires on cancel, for code that takes a `CancellationToken`.
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
