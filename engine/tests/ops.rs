@@ -270,3 +270,66 @@ async fn a_cancel_mid_gate_ends_the_gate_and_reports_the_cancel_and_the_cancelle
     destroy(&fleet).await;
     assert!(fleet.stand_ins().is_empty());
 }
+
+/// Whether a process whose command line contains `needle` runs.
+fn runs(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_running_command_on_the_host_instead_of_waiting_for_it() {
+    let ports = free_ports(1);
+    let fleet = fleet(&[Model::new("m", ports[0], "--load-secs 0.2").probe_interval(100)]);
+    // A verify_cmd that would run for a minute: the cancel must end it, not wait for it.
+    let marker = format!("sleep 59.{}", ports[0]);
+    let main = fleet.dir().join("main.hcl");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let verify = text.lines().find(|l| l.contains("verify_cmd")).unwrap();
+    std::fs::write(
+        &main,
+        text.replace(verify, &format!("  verify_cmd = \"{marker}; true\"")),
+    )
+    .unwrap();
+
+    let stop = Stop::new();
+    let recorder = Recorder::default();
+    let subscribers: [&dyn Subscriber; 1] = [&recorder];
+    let req = apply_request(&fleet);
+    let apply = ops::apply(&req, &Approved, &subscribers, &stop);
+    let trigger = async {
+        while !runs(&marker) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel("test: cancel");
+    };
+    let started = std::time::Instant::now();
+    let (applied, ()) = tokio::join!(apply, trigger);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the running verify_cmd was waited for: {:?}",
+        started.elapsed()
+    );
+    let report = applied.unwrap().report.expect("the plan had changes");
+    let backend = report
+        .results
+        .iter()
+        .find(|r| r.address == "backend.cpu@local")
+        .unwrap();
+    assert!(
+        matches!(&backend.outcome, Outcome::Failed(e) if e.step == Step::Verify && e.cancelled),
+        "{report:?}"
+    );
+    assert!(!runs(&marker), "the command was killed on the host");
+    assert!(
+        fleet.stand_ins().is_empty(),
+        "nothing started after the cancel"
+    );
+}

@@ -30,6 +30,11 @@ pub enum ProviderError {
         secs: u64,
     },
 
+    /// A command was stopped (its process group killed) because its caller cancelled it.
+    #[error("{host}: `{what}` was stopped: the operation was cancelled")]
+    #[diagnostic(code(berth::providers::cancelled))]
+    Cancelled { host: String, what: String },
+
     /// A value could not be put into a shell script.
     #[error("value cannot be shell-quoted (it holds a NUL byte): {0:?}")]
     #[diagnostic(code(berth::providers::unquotable))]

@@ -393,6 +393,11 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
         Ok(()) => Outcome::Done {
             elapsed: started.elapsed(),
         },
+        // A step that failed once the apply was cancelled was cut short by the cancel (its
+        // commands on the host were stopped), whatever error that left behind.
+        Err(Outcome::Failed(e)) if ctx.cancel.is_cancelled() && !e.cancelled => {
+            Outcome::Failed(e.cancelled())
+        }
         Err(o) => o,
     }
 }
@@ -478,7 +483,36 @@ async fn connect(
     // A host whose lock was lost is not touched again in this apply.
     match lock_lost(ctx, host) {
         Some(why) => Err(failed(Step::HostLock, why)),
-        None => Ok(transport),
+        None => Ok(std::sync::Arc::new(Cancellable {
+            inner: transport,
+            cancel: ctx.cancel.clone(),
+        })),
+    }
+}
+
+/// A host's transport whose commands are stopped (their process group killed on the host) when
+/// the apply is cancelled, so a hard stop reaches what runs there instead of waiting for it.
+#[derive(Debug)]
+struct Cancellable {
+    inner: std::sync::Arc<dyn Transport>,
+    cancel: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl Transport for Cancellable {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn exec(&self, cmd: Command) -> berth_providers::Result<berth_providers::Output> {
+        self.inner.exec(cmd.cancel_on(self.cancel.clone())).await
+    }
+
+    async fn connect_loopback(
+        &self,
+        port: u16,
+    ) -> berth_providers::Result<berth_providers::transport::BoxStream> {
+        self.inner.connect_loopback(port).await
     }
 }
 

@@ -92,7 +92,22 @@ impl Transport for LocalTransport {
         let mut guard = GroupGuard { pgid, armed: true };
 
         let summary = cmd.summary();
-        let finished = tokio::time::timeout(cmd.timeout, collect(&mut child, cmd.stdin)).await;
+        let cancelled = Command::cancelled(cmd.cancel.clone());
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(cmd.timeout, collect(&mut child, cmd.stdin)) => Some(finished),
+            () = cancelled => None,
+        };
+        let Some(finished) = finished else {
+            signal_group(pgid, libc::SIGTERM);
+            let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
+            signal_group(pgid, libc::SIGKILL);
+            let _ = child.wait().await;
+            guard.armed = false;
+            return Err(ProviderError::Cancelled {
+                host: self.host.clone(),
+                what: summary,
+            });
+        };
         match finished {
             Ok(result) => {
                 // Anything the script left running in its group goes with it.

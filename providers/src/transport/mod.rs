@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::Result;
 
@@ -22,7 +23,8 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 /// A boxed [`Stream`].
 pub type BoxStream = Box<dyn Stream>;
 
-/// A shell script to run on a host with `sh -c`, with optional standard input and a deadline.
+/// A shell script to run on a host with `sh -c`, with optional standard input, a deadline and
+/// a cancel token.
 #[derive(Debug, Clone)]
 pub struct Command {
     /// POSIX shell script; every value spliced into it must already be shell-quoted.
@@ -31,6 +33,9 @@ pub struct Command {
     pub stdin: Vec<u8>,
     /// The command is signalled (not merely abandoned) when it runs longer than this.
     pub timeout: Duration,
+    /// When this fires, the command's process group is killed (as on a timeout) and `exec`
+    /// returns [`crate::ProviderError::Cancelled`].
+    pub cancel: Option<CancellationToken>,
 }
 
 impl Command {
@@ -40,6 +45,21 @@ impl Command {
             script: script.into(),
             stdin: Vec::new(),
             timeout,
+            cancel: None,
+        }
+    }
+
+    /// Stops the command when `token` fires.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Resolves when the command's cancel token fires; never without one.
+    pub(crate) async fn cancelled(cancel: Option<CancellationToken>) {
+        match cancel {
+            Some(token) => token.cancelled_owned().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -397,8 +397,21 @@ impl Transport for SshTransport {
             .run_remote(&what, remote_command(&cmd.script)?, deadline, timed_out)
             .await?;
 
-        let finished = timeout_at(deadline, drive(&mut rx, &tx, &cmd.stdin, &mut state)).await;
+        let cancelled = Command::cancelled(cmd.cancel.clone());
+        let finished = tokio::select! {
+            finished = timeout_at(deadline, drive(&mut rx, &tx, &cmd.stdin, &mut state)) => Some(finished),
+            () = cancelled => None,
+        };
         guard.disarm();
+        let Some(finished) = finished else {
+            // Signalled, not dropped: the group is killed over a second channel before the
+            // caller hears of the cancel.
+            stop(&handle, &tx, &mut rx, &mut state).await;
+            return Err(ProviderError::Cancelled {
+                host: self.config.host_id.clone(),
+                what,
+            });
+        };
         if finished.is_err() {
             stop(&handle, &tx, &mut rx, &mut state).await;
             return Err(timed_out());
