@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use berth::config::VarInputs;
 use berth::launch;
 use berth::plan::{
-    HostObservation, Observations, ObservedInstance, Operation, Plan, PlanOptions, StateView,
-    plan, render,
+    HostObservation, Observations, ObservedInstance, Operation, Plan, PlanOptions, StateView, plan,
+    render,
 };
 use berth::workspace::Workspace;
 use berth_providers::{Liveness, ProbeOutcome};
@@ -130,8 +130,9 @@ impl Default for OptionsFile {
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        Ok(text) => {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),
         Err(e) => panic!("{}: {e}", path.display()),
     }
@@ -160,7 +161,10 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
     };
     for spec in &state_file.records {
         let (kind, host) = kind_and_host(&spec.address);
-        let model = spec.address.strip_prefix("model.").map(|m| m.split('@').next().unwrap());
+        let model = spec
+            .address
+            .strip_prefix("model.")
+            .map(|m| m.split('@').next().unwrap());
         view.records.insert(
             spec.address.clone(),
             ResourceRecord {
@@ -189,9 +193,16 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
     for spec in state_file.records {
         let rec = view.records.get_mut(&spec.address).unwrap();
         if let Some(applied) = &spec.applied {
-            assert_eq!(applied, "config", "{}: applied must be \"config\"", spec.address);
+            assert_eq!(
+                applied, "config",
+                "{}: applied must be \"config\"",
+                spec.address
+            );
             let r = wanted.get(&spec.address).unwrap_or_else(|| {
-                panic!("{}: applied = config, but the config does not place it", spec.address)
+                panic!(
+                    "{}: applied = config, but the config does not place it",
+                    spec.address
+                )
             });
             rec.fingerprint = Some(r.fingerprint(&key));
             rec.attributes = r.attributes();
@@ -323,8 +334,14 @@ fn observed_instance(
 
 fn plan_of(case: &Path) -> Plan {
     let (ws, view, observed, options) = inputs(case);
-    let mut plan = plan(&ws, &view, observed.as_ref(), &options, "scenario-config-hash")
-        .unwrap_or_else(|e| panic!("{}: the planner failed: {e:?}", case.display()));
+    let mut plan = plan(
+        &ws,
+        &view,
+        observed.as_ref(),
+        &options,
+        "scenario-config-hash",
+    )
+    .unwrap_or_else(|e| panic!("{}: the planner failed: {e:?}", case.display()));
     // Snapshots outlive version bumps.
     plan.berth_version = "(version)".into();
     plan
