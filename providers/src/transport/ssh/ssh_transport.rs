@@ -20,11 +20,11 @@ use tokio::time::{Instant, timeout, timeout_at};
 
 use super::SshConfig;
 use super::auth::authenticate;
-use super::config::secs;
 use super::host_key::{ClientHandler, HandlerError, parse_pinned};
 use super::host_lock::{BUSY_STATUS, HostLock, READY, busy_holder, lock_script};
 use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
 use super::socket::QuickAckStream;
+use crate::human_duration as secs;
 use crate::transport::{BoxStream, Command, Output, Transport};
 use crate::{ProviderError, Result};
 
