@@ -25,6 +25,8 @@ enum Target {
 enum Conn {
     Local(Arc<LocalTransport>),
     Ssh(Arc<SshTransport>),
+    /// A transport handed in by the caller ([`Connections::with_transport`]).
+    Given(Arc<dyn Transport>),
 }
 
 /// The transports of one command, by host id.
@@ -56,19 +58,29 @@ impl Connections {
         }
     }
 
+    /// Reaches `host` through `transport` instead of what the config says: for a caller that
+    /// owns its connections (tests that need faults no real host produces on demand).
+    pub fn with_transport(self, host: &str, transport: Arc<dyn Transport>) -> Self {
+        let cell = OnceCell::new_with(Some(Ok(Conn::Given(transport))));
+        let mut open = self.open;
+        open.insert(host.to_string(), cell);
+        Connections { open, ..self }
+    }
+
     /// The transport of `host`, connecting on first use. A failed connection is remembered: every
     /// step on that host fails with the same message instead of retrying.
     pub async fn transport(&self, host: &str) -> Result<Arc<dyn Transport>, String> {
         Ok(match self.conn(host).await? {
             Conn::Local(t) => t as Arc<dyn Transport>,
             Conn::Ssh(t) => t as Arc<dyn Transport>,
+            Conn::Given(t) => t,
         })
     }
 
     /// The SSH connection of `host`; `None` for a local host.
     pub async fn ssh(&self, host: &str) -> Result<Option<Arc<SshTransport>>, String> {
         Ok(match self.conn(host).await? {
-            Conn::Local(_) => None,
+            Conn::Local(_) | Conn::Given(_) => None,
             Conn::Ssh(t) => Some(t),
         })
     }
@@ -165,7 +177,8 @@ impl Connections {
                 .await
                 .map(HostLockGuard::Ssh)
                 .map_err(|e| error_text(&e)),
-            Conn::Local(_) => lock_local(host, &path, holder),
+            // A given transport stands for a host on this machine.
+            Conn::Local(_) | Conn::Given(_) => lock_local(host, &path, holder),
         }
     }
 
@@ -175,7 +188,7 @@ impl Connections {
         let path = lock_path(run_dir);
         match self.conn(host).await? {
             Conn::Ssh(t) => t.remove_lock(&path).await.map_err(|e| error_text(&e)),
-            Conn::Local(_) => Err(format!(
+            Conn::Local(_) | Conn::Given(_) => Err(format!(
                 "{host}: the lock of a local host ({path}) is an OS lock held by a berth process \
                  on this machine; it ends with that process, so stop the process instead"
             )),

@@ -18,6 +18,7 @@ pub mod exit_codes;
 pub mod graph;
 pub mod interrupt;
 pub mod launch;
+pub mod paint;
 pub mod placement;
 pub mod plan;
 pub mod refresh;

@@ -65,7 +65,10 @@ pub async fn probe_once(
         Probe::Http { path } => {
             match tokio::time::timeout(timeout, probe_http(transport, path, port)).await {
                 Ok(outcome) => outcome,
-                Err(_) => ProbeOutcome::Down(format!("no answer within {}", humanize(timeout))),
+                Err(_) => ProbeOutcome::Down(format!(
+                    "no answer within {}",
+                    crate::human_duration(timeout)
+                )),
             }
         }
     }
@@ -83,9 +86,10 @@ async fn probe_cmd(transport: &dyn Transport, script: &str, timeout: Duration) -
                 (None, None) => "killed by a signal".to_string(),
             })
         }
-        Err(ProviderError::Timeout { .. }) => {
-            ProbeOutcome::Down(format!("no answer within {}", humanize(timeout)))
-        }
+        Err(ProviderError::Timeout { .. }) => ProbeOutcome::Down(format!(
+            "no answer within {}",
+            crate::human_duration(timeout)
+        )),
         Err(e) => ProbeOutcome::Down(error_reason(&e)),
     }
 }
@@ -481,14 +485,6 @@ async fn log_tail(
     {
         Ok(text) => text,
         Err(e) => format!("(log unavailable: {e})"),
-    }
-}
-
-fn humanize(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

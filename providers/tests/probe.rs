@@ -143,7 +143,7 @@ async fn http_probe_outcomes() {
         Duration::from_millis(500),
     )
     .await;
-    assert_eq!(outcome, ProbeOutcome::Down("no answer within 0.5 s".into()));
+    assert_eq!(outcome, ProbeOutcome::Down("no answer within 500ms".into()));
     assert!(begun.elapsed() < Duration::from_secs(2));
 }
 
@@ -171,7 +171,7 @@ async fn cmd_probe_outcomes() {
     );
     assert_eq!(
         probe_once(&t, &cmd("sleep 5"), 1, Duration::from_millis(300)).await,
-        ProbeOutcome::Down("no answer within 0.3 s".into())
+        ProbeOutcome::Down("no answer within 300ms".into())
     );
 }
 
