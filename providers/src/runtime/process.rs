@@ -116,11 +116,11 @@ berth_remove_if_unchanged() {
   fi
   rm -rf -- "$dir"
 }
-# `berth_locked DIR CMD...`: runs CMD in a subshell holding `flock` on the `.lock` file beside
-# deployment DIR (where flock(1) exists; util-linux and busybox provide it). Every deployment of
-# the host shares that lock: what it guards takes microseconds.
+# `berth_locked DIR CMD...`: runs CMD in a subshell holding `flock` on `{run_dir}/.deployments.lock`
+# for deployment DIR (`{run_dir}/deployments/NAME`), where flock(1) exists (util-linux and busybox
+# provide it). Every deployment of the host shares that lock: what it guards takes microseconds.
 berth_locked() {
-  berth_lock_file="${1%/*}/.lock"
+  berth_lock_file="${1%/*/*}/.deployments.lock"
   shift
   if command -v flock >/dev/null 2>&1 && mkdir -p -- "${berth_lock_file%/*}" 2>/dev/null; then
     ( flock 9 && "$@" ) 9>>"$berth_lock_file"
