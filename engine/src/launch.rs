@@ -258,10 +258,26 @@ fn list(items: &[String]) -> Option<Part<'static>> {
 /// order, a name or how a value is written changes every fingerprint, and so replaces every
 /// deployment on the next apply.
 const FIELDS: &[Field] = &[
-    Field { name: "runtime", role: Role::Replace, read: |r| plain(r.runtime.as_str()) },
-    Field { name: "backend", role: Role::Replace, read: |r| plain(r.backend.clone()) },
-    Field { name: "run_dir", role: Role::Replace, read: |r| plain(r.run_dir.clone()) },
-    Field { name: "port", role: Role::Replace, read: |r| plain(r.port) },
+    Field {
+        name: "runtime",
+        role: Role::Replace,
+        read: |r| plain(r.runtime.as_str()),
+    },
+    Field {
+        name: "backend",
+        role: Role::Replace,
+        read: |r| plain(r.backend.clone()),
+    },
+    Field {
+        name: "run_dir",
+        role: Role::Replace,
+        read: |r| plain(r.run_dir.clone()),
+    },
+    Field {
+        name: "port",
+        role: Role::Replace,
+        read: |r| plain(r.port),
+    },
     Field {
         name: "source",
         role: Role::Replace,
@@ -284,25 +300,57 @@ const FIELDS: &[Field] = &[
             })
         },
     },
-    Field { name: "env", role: Role::Replace, read: |r| Some(Part::Env(&r.env)) },
-    Field { name: "image", role: Role::Replace, read: |r| plain(container(r)?.image.clone()) },
-    Field { name: "gpus", role: Role::Replace, read: |r| plain(container(r)?.gpus.clone()?) },
-    Field { name: "volumes", role: Role::Replace, read: |r| list(&container(r)?.volumes) },
+    Field {
+        name: "env",
+        role: Role::Replace,
+        read: |r| Some(Part::Env(&r.env)),
+    },
+    Field {
+        name: "image",
+        role: Role::Replace,
+        read: |r| plain(container(r)?.image.clone()),
+    },
+    Field {
+        name: "gpus",
+        role: Role::Replace,
+        read: |r| plain(container(r)?.gpus.clone()?),
+    },
+    Field {
+        name: "volumes",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.volumes),
+    },
     Field {
         name: "network",
         role: Role::Replace,
         read: |r| plain(container(r)?.network.clone()?),
     },
-    Field { name: "ports", role: Role::Replace, read: |r| list(&container(r)?.ports) },
-    Field { name: "extra_args", role: Role::Replace, read: |r| list(&container(r)?.extra_args) },
+    Field {
+        name: "ports",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.ports),
+    },
+    Field {
+        name: "extra_args",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.extra_args),
+    },
     // Where a missing image is loaded from: the image itself is what runs.
     Field {
         name: "image_archive",
         role: Role::Update,
         read: |r| plain(container(r)?.image_archive.clone()?),
     },
-    Field { name: "model", role: Role::Display, read: |r| plain(r.model.clone()) },
-    Field { name: "probe", role: Role::Update, read: |r| plain(r.probe.display()) },
+    Field {
+        name: "model",
+        role: Role::Display,
+        read: |r| plain(r.model.clone()),
+    },
+    Field {
+        name: "probe",
+        role: Role::Update,
+        read: |r| plain(r.probe.display()),
+    },
     Field {
         name: "probe_timeout_sec",
         role: Role::Update,
@@ -317,7 +365,10 @@ const FIELDS: &[Field] = &[
 
 /// The names of the launch fields of `role`, in declaration order.
 pub fn field_names(role: Role) -> impl Iterator<Item = &'static str> {
-    FIELDS.iter().filter(move |f| f.role == role).map(|f| f.name)
+    FIELDS
+        .iter()
+        .filter(move |f| f.role == role)
+        .map(|f| f.name)
 }
 
 /// The fingerprint input: the replace fields in declaration order, written as one JSON object.

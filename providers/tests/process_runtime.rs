@@ -159,9 +159,9 @@ async fn stop_reaches_children_and_escalates_to_kill() {
     );
     let inst = rt.start(&t, &spec).await.unwrap();
     let _guard = KillOnDrop(vec![pid(&inst)]);
-    assert!(wait_until(Duration::from_secs(2), || group_members(
-        pid(&inst)
-    )
+    assert!(wait_until(Duration::from_secs(2), || group_members(pid(
+        &inst
+    ))
     .len()
         >= 2));
     let begun = std::time::Instant::now();
@@ -474,7 +474,13 @@ async fn start_replaces_what_runs_for_the_address() {
     let all = rt.observe_all(&t, run_dir).await.unwrap();
     let summary: Vec<(&str, u32, Liveness)> = all
         .iter()
-        .map(|o| (o.instance.address.as_str(), common::pid(&o.instance), o.liveness))
+        .map(|o| {
+            (
+                o.instance.address.as_str(),
+                common::pid(&o.instance),
+                o.liveness,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -602,15 +608,9 @@ async fn a_missing_marker_is_stopped_through_the_recorded_identity() {
     assert_eq!(survey.problems[0].path, dir);
     assert_eq!(survey.problems[0].detail, "has no meta.json");
 
-    rt.stop_with(
-        &t,
-        run_dir,
-        &spec.address,
-        Some(&inst.handle),
-        GRACE,
-    )
-    .await
-    .unwrap();
+    rt.stop_with(&t, run_dir, &spec.address, Some(&inst.handle), GRACE)
+        .await
+        .unwrap();
     assert!(group_members(pid(&inst)).is_empty(), "the service survived");
     assert!(!std::path::Path::new(&dir).exists());
 }
@@ -681,15 +681,9 @@ async fn a_garbled_marker_without_identity_is_reported_and_not_stopped() {
     assert!(std::path::Path::new(&marker).exists());
 
     // With the identity the state recorded, the same stop succeeds.
-    rt.stop_with(
-        &t,
-        run_dir,
-        &spec.address,
-        Some(&inst.handle),
-        GRACE,
-    )
-    .await
-    .unwrap();
+    rt.stop_with(&t, run_dir, &spec.address, Some(&inst.handle), GRACE)
+        .await
+        .unwrap();
     assert!(group_members(pid(&inst)).is_empty());
 }
 

@@ -8,9 +8,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use berth_providers::probe::{self, GateTiming};
-use berth_providers::{
-    Command, Handle, LaunchSpec, Liveness, ProviderError, Runtime, Transport,
-};
+use berth_providers::{Command, Handle, LaunchSpec, Liveness, ProviderError, Runtime, Transport};
 use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;

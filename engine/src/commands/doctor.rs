@@ -307,12 +307,9 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
         );
         let shown = needs.commands.join(", ");
         match exec(script).await {
-            Ok(out) if out.success() && out.stdout_text().trim().is_empty() => checks.push(check(
-                format!("tools ({name})"),
-                Status::Ok,
-                shown,
-                None,
-            )),
+            Ok(out) if out.success() && out.stdout_text().trim().is_empty() => {
+                checks.push(check(format!("tools ({name})"), Status::Ok, shown, None))
+            }
             Ok(out) => {
                 let missing = out
                     .stdout_text()

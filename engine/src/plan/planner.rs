@@ -95,7 +95,6 @@ pub struct PlanOptions {
     pub replace: Vec<String>,
 }
 
-
 /// Whether `target` (an address, `model.ID`, `backend.ID` or `host.ID`) selects `address`.
 pub fn target_matches(target: &str, address: &str) -> bool {
     if target == address {

@@ -710,8 +710,8 @@ fn parse_observed(run_dir: &str, stdout: &str) -> Survey {
                         continue;
                     }
                 };
-                let Some(id) = ProcessHandle::of(&instance.handle)
-                    .filter(|id| pid == id.pid.to_string())
+                let Some(id) =
+                    ProcessHandle::of(&instance.handle).filter(|id| pid == id.pid.to_string())
                 else {
                     problem(marker(name), format!("is unreadable (its pid {pid:?})"));
                     continue;

@@ -22,9 +22,7 @@ macro_rules! runtime_conformance {
             use std::time::Duration;
 
             use berth_providers::probe::{GateTiming, Probe, gate};
-            use berth_providers::{
-                LaunchSpec, Liveness, LocalTransport, ProviderError, Runtime,
-            };
+            use berth_providers::{LaunchSpec, Liveness, LocalTransport, ProviderError, Runtime};
             use tokio_util::sync::CancellationToken;
 
             use super::common::{all_command_lines, free_port, stand_in};
@@ -45,15 +43,31 @@ macro_rules! runtime_conformance {
                 spec
             }
 
-            async fn ready(t: &LocalTransport, rt: &impl Runtime, run_dir: &str, inst: &berth_providers::Instance) {
+            async fn ready(
+                t: &LocalTransport,
+                rt: &impl Runtime,
+                run_dir: &str,
+                inst: &berth_providers::Instance,
+            ) {
                 let timing = GateTiming {
                     timeout: Duration::from_secs(20),
                     interval: Duration::from_millis(100),
                 };
-                let probe = Probe::Http { path: "/health".into() };
-                gate(t, rt, run_dir, inst, &probe, timing, CancellationToken::new(), |_| {})
-                    .await
-                    .expect("the stand-in becomes ready");
+                let probe = Probe::Http {
+                    path: "/health".into(),
+                };
+                gate(
+                    t,
+                    rt,
+                    run_dir,
+                    inst,
+                    &probe,
+                    timing,
+                    CancellationToken::new(),
+                    |_| {},
+                )
+                .await
+                .expect("the stand-in becomes ready");
             }
 
             #[tokio::test]
@@ -77,7 +91,10 @@ macro_rules! runtime_conformance {
                 assert_eq!(all[0].liveness, Liveness::Running);
                 let one = rt.observe(&t, run_dir, &inst.address).await.unwrap();
                 assert_eq!(one.as_ref(), Some(&all[0]));
-                assert_eq!(rt.observe(&t, run_dir, "model.b@local").await.unwrap(), None);
+                assert_eq!(
+                    rt.observe(&t, run_dir, "model.b@local").await.unwrap(),
+                    None
+                );
                 assert!(rt.still_mine(&t, run_dir, &inst).await.unwrap());
 
                 rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap();
@@ -96,7 +113,12 @@ macro_rules! runtime_conformance {
                 let run = tempfile::tempdir().unwrap();
                 let run_dir = run.path().to_str().unwrap();
                 let (t, rt) = (local(), runtime());
-                let spec = stand_in(run_dir, "model.a@local", free_port(), "--exit-after-secs 0.3");
+                let spec = stand_in(
+                    run_dir,
+                    "model.a@local",
+                    free_port(),
+                    "--exit-after-secs 0.3",
+                );
                 let inst = rt.start(&t, &spec).await.unwrap();
                 let _guard = ($guard)(&inst);
                 let (rt_ref, t_ref) = (&rt, &t);
@@ -144,10 +166,17 @@ macro_rules! runtime_conformance {
                 // An owner that would break a naive edit of the record.
                 let owner = "lineage \"b\" / & \\ \n";
                 rt.claim(&t, run_dir, &inst, owner).await.unwrap();
-                let seen = rt.observe(&t, run_dir, &inst.address).await.unwrap().unwrap();
+                let seen = rt
+                    .observe(&t, run_dir, &inst.address)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(seen.instance.owner, owner);
                 assert_eq!(
-                    berth_providers::Instance { owner: inst.owner.clone(), ..seen.instance.clone() },
+                    berth_providers::Instance {
+                        owner: inst.owner.clone(),
+                        ..seen.instance.clone()
+                    },
                     inst,
                     "claim changed more than the owner"
                 );
@@ -158,7 +187,11 @@ macro_rules! runtime_conformance {
                 let again = rt.start(&t, &spec).await.unwrap();
                 let _guard2 = ($guard)(&again);
                 assert!(rt.claim(&t, run_dir, &inst, "stale").await.is_err());
-                let seen = rt.observe(&t, run_dir, &inst.address).await.unwrap().unwrap();
+                let seen = rt
+                    .observe(&t, run_dir, &inst.address)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(seen.instance, again);
                 rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap();
             }
@@ -168,7 +201,11 @@ macro_rules! runtime_conformance {
                 let run = tempfile::tempdir().unwrap();
                 let run_dir = run.path().to_str().unwrap();
                 let (t, rt) = (local(), runtime());
-                let spec = shell(run_dir, "svc.logs@local", "echo first-line; echo second-line; exec sleep 60");
+                let spec = shell(
+                    run_dir,
+                    "svc.logs@local",
+                    "echo first-line; echo second-line; exec sleep 60",
+                );
                 let inst = rt.start(&t, &spec).await.unwrap();
                 let _guard = ($guard)(&inst);
                 let (rt_ref, t_ref, address) = (&rt, &t, inst.address.as_str());
@@ -224,14 +261,17 @@ macro_rules! runtime_conformance {
                         let meta = entry.metadata().unwrap();
                         if meta.is_dir() {
                             dirs.push(entry.path());
-                        } else if std::fs::read(entry.path()).is_ok_and(|b| {
-                            String::from_utf8_lossy(&b).contains(secret)
-                        }) {
+                        } else if std::fs::read(entry.path())
+                            .is_ok_and(|b| String::from_utf8_lossy(&b).contains(secret))
+                        {
                             holders.push((entry.path(), meta.permissions().mode() & 0o777));
                         }
                     }
                 }
-                assert!(!holders.is_empty(), "the secret reached no file on the host");
+                assert!(
+                    !holders.is_empty(),
+                    "the secret reached no file on the host"
+                );
                 for (path, mode) in &holders {
                     assert_eq!(*mode, 0o600, "{} holds the secret", path.display());
                 }
@@ -255,8 +295,14 @@ macro_rules! runtime_conformance {
                 let survey = rt.survey(&t, run_dir).await.unwrap();
                 assert!(survey.found.is_empty(), "{survey:?}");
                 assert_eq!(survey.problems.len(), 1, "{survey:?}");
-                let err = rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap_err();
-                assert!(matches!(err, ProviderError::UnreadableMarker { .. }), "{err}");
+                let err = rt
+                    .stop(&t, run_dir, &inst.address, GRACE)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, ProviderError::UnreadableMarker { .. }),
+                    "{err}"
+                );
                 assert!(
                     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
                     "stopped without knowing what it stopped"
@@ -267,7 +313,10 @@ macro_rules! runtime_conformance {
                     .unwrap();
                 assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
                 let survey = rt.survey(&t, run_dir).await.unwrap();
-                assert!(survey.found.is_empty() && survey.problems.is_empty(), "{survey:?}");
+                assert!(
+                    survey.found.is_empty() && survey.problems.is_empty(),
+                    "{survey:?}"
+                );
             }
 
             /// Polls `check` every 50 ms for up to 10 s; whether it came true.
