@@ -1,17 +1,16 @@
 //! One connection per host for a whole command: created on first use, shared by every step on
-//! that host, and the runtime each backend uses. Owns the mapping from config to providers.
+//! that host, and the runtimes, looked up by name in the providers' registry. Owns the mapping
+//! from config to providers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_providers::{
-    LocalTransport, ProcessRuntime, Runtime, SshConfig, SshTransport, Transport,
-};
+use berth_providers::{LocalTransport, Registry, Runtime, SshConfig, SshTransport, Transport};
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, Host, RuntimeKind, TransportKind};
+use crate::config::{Config, Host, TransportKind};
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -33,7 +32,7 @@ enum Conn {
 pub struct Connections {
     targets: HashMap<String, Target>,
     open: HashMap<String, OnceCell<Result<Conn, String>>>,
-    process: Arc<ProcessRuntime>,
+    runtimes: Registry,
 }
 
 /// Channels berth opens at once on one SSH connection (OpenSSH allows 10 by default; one is
@@ -54,7 +53,7 @@ impl Connections {
         Connections {
             targets,
             open,
-            process: Arc::new(ProcessRuntime::new()),
+            runtimes: Registry::builtin(),
         }
     }
 
@@ -104,15 +103,19 @@ impl Connections {
         .clone()
     }
 
-    /// The runtime that runs services of `kind`.
-    pub fn runtime(&self, kind: RuntimeKind) -> Result<Arc<dyn Runtime>, String> {
-        match kind {
-            RuntimeKind::Process => Ok(self.process.clone()),
-            other => Err(format!(
-                "runtime \"{}\" is accepted by the language but this berth cannot run it yet; use runtime = \"process\"",
-                other.as_str()
-            )),
-        }
+    /// The runtime called `name` (a backend's `runtime`, or the `runtime` a resource's record
+    /// holds).
+    pub fn runtime(&self, name: &str) -> Result<Arc<dyn Runtime>, String> {
+        self.runtimes.get(name).ok_or_else(|| {
+            format!(
+                "runtime \"{name}\" is accepted by the language but this berth cannot run it yet; use runtime = \"process\""
+            )
+        })
+    }
+
+    /// Every runtime this berth can run.
+    pub fn runtimes(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.runtimes.all()
     }
 }
 

@@ -208,9 +208,9 @@ async fn replace_of_a_server_that_ignores_term_kills_it_after_the_grace() {
         started.elapsed()
     );
     assert!(
-        !pid_alive(first.instance.pid),
+        !pid_alive(pid_of(&first.instance)),
         "the server that ignored TERM (pid {}) still runs",
-        first.instance.pid
+        pid_of(&first.instance)
     );
     let second = ProcessRuntime::new()
         .observe(&t, &run_dir, "model.m@local")
@@ -218,7 +218,7 @@ async fn replace_of_a_server_that_ignores_term_kills_it_after_the_grace() {
         .unwrap()
         .expect("the new instance is recorded on the host");
     assert_eq!(second.liveness, Liveness::Running);
-    assert_ne!(second.instance.pid, first.instance.pid);
+    assert_ne!(pid_of(&second.instance), pid_of(&first.instance));
 }
 
 /// A local host whose connection drops right after the host ran a script holding `marker`:
@@ -318,4 +318,11 @@ async fn connection_lost_after_a_start_fails_the_step_and_the_next_plan_replaces
     );
     assert!(report.succeeded(), "{report:?}");
     assert_eq!(view.records["model.m@local"].status, ResourceStatus::Ready);
+}
+
+/// The process id an instance of the process runtime records.
+fn pid_of(instance: &berth_providers::Instance) -> u32 {
+    berth_providers::ProcessHandle::of(&instance.handle)
+        .expect("a process instance")
+        .pid
 }

@@ -12,8 +12,8 @@ pub mod transport;
 pub use error::{ProviderError, Result};
 pub use probe::{GateFailure, GateReady, GateTick, GateTiming, Probe, ProbeOutcome};
 pub use runtime::{
-    Instance, LaunchSpec, Liveness, MarkerProblem, Observed, ProcessIdentity, ProcessRuntime,
-    Runtime, Survey,
+    ContainerSpec, Handle, HostTools, Instance, LaunchSpec, Liveness, MarkerProblem, Observed,
+    ProcessHandle, ProcessRuntime, Registry, Runtime, RuntimeSpec, Survey, SystemdSpec,
 };
 pub use transport::{Command, LocalTransport, Output, Transport};
 pub use transport::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL, SshConfig, SshTransport};

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Instance, Liveness, Runtime};
+use crate::runtime::{Instance, Runtime};
 use crate::transport::{Command, Transport, quote};
 use crate::{ProviderError, Result};
 
@@ -429,7 +429,7 @@ pub async fn gate(
         if check {
             last_liveness = Instant::now();
         }
-        if check && !still_running(transport, runtime, run_dir, instance).await? {
+        if check && !runtime.still_mine(transport, run_dir, instance).await? {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
             return Err(GateFailure::Exited { log_tail });
         }
@@ -454,23 +454,6 @@ pub async fn gate(
             () = cancel.cancelled() => return Err(GateFailure::Cancelled),
         }
     }
-}
-
-/// True while the process berth started for `instance` is the one recorded and alive.
-async fn still_running(
-    transport: &dyn Transport,
-    runtime: &dyn Runtime,
-    run_dir: &str,
-    instance: &Instance,
-) -> Result<bool> {
-    let observed = runtime
-        .observe(transport, run_dir, &instance.address)
-        .await?;
-    Ok(observed.is_some_and(|o| {
-        o.liveness == Liveness::Running
-            && o.instance.pid == instance.pid
-            && o.instance.start_ticks == instance.start_ticks
-    }))
 }
 
 async fn log_tail(

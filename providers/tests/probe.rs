@@ -12,7 +12,7 @@ use berth_providers::probe::{
 };
 use berth_providers::transport::quote;
 use berth_providers::{Instance, LocalTransport, ProcessRuntime, ProviderError, Runtime};
-use common::{KillOnDrop, free_port, stand_in};
+use common::{KillOnDrop, free_port, pid, stand_in};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ impl Service {
         );
         let instance = ProcessRuntime::new().start(&local(), &spec).await.unwrap();
         Service {
-            _guard: KillOnDrop(vec![instance.pid]),
+            _guard: KillOnDrop(vec![pid(&instance)]),
             run,
             instance,
         }
