@@ -1,19 +1,17 @@
 //! One connection per host for a whole command: created on first use, shared by every step on
-//! that host, and the runtime each backend uses. Owns the mapping from config to providers. A
-//! failed connect is remembered only for a backoff that doubles up to a cap, so a long-running
-//! caller reaches a host again once it is back.
+//! that host, and the runtimes, looked up by name in the providers' registry. Owns the mapping
+//! from config to providers. A failed connect is remembered only for a backoff that doubles up
+//! to a cap, so a long-running caller reaches a host again once it is back.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_providers::{
-    LocalTransport, ProcessRuntime, Runtime, SshConfig, SshTransport, Transport,
-};
+use berth_providers::{LocalTransport, Registry, Runtime, SshConfig, SshTransport, Transport};
 use tokio::sync::Mutex;
 
-use crate::config::{Config, Host, RuntimeKind, TransportKind};
+use crate::config::{Config, Host, TransportKind};
 
 /// How to reach one host.
 #[derive(Debug, Clone)]
@@ -27,6 +25,8 @@ enum Target {
 enum Conn {
     Local(Arc<LocalTransport>),
     Ssh(Arc<SshTransport>),
+    /// A transport handed in by the caller ([`Connections::with_transport`]).
+    Given(Arc<dyn Transport>),
 }
 
 /// What is known of one host's connection.
@@ -51,7 +51,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Connections {
     targets: HashMap<String, Target>,
     open: HashMap<String, Mutex<Slot>>,
-    process: Arc<ProcessRuntime>,
+    runtimes: Registry,
 }
 
 /// Channels berth opens at once on one SSH connection (OpenSSH allows 10 by default; one is
@@ -72,8 +72,19 @@ impl Connections {
         Connections {
             targets,
             open,
-            process: Arc::new(ProcessRuntime::new()),
+            runtimes: Registry::builtin(),
         }
+    }
+
+    /// Reaches `host` through `transport` instead of what the config says: for a caller that
+    /// owns its connections (tests that need faults no real host produces on demand).
+    pub fn with_transport(self, host: &str, transport: Arc<dyn Transport>) -> Self {
+        let mut open = self.open;
+        open.insert(
+            host.to_string(),
+            Mutex::new(Slot::Open(Conn::Given(transport))),
+        );
+        Connections { open, ..self }
     }
 
     /// The transport of `host`, connecting on first use. A failed connect is remembered for a
@@ -83,13 +94,14 @@ impl Connections {
         Ok(match self.conn(host).await? {
             Conn::Local(t) => t as Arc<dyn Transport>,
             Conn::Ssh(t) => t as Arc<dyn Transport>,
+            Conn::Given(t) => t,
         })
     }
 
     /// The SSH connection of `host`; `None` for a local host.
     pub async fn ssh(&self, host: &str) -> Result<Option<Arc<SshTransport>>, String> {
         Ok(match self.conn(host).await? {
-            Conn::Local(_) => None,
+            Conn::Local(_) | Conn::Given(_) => None,
             Conn::Ssh(t) => Some(t),
         })
     }
@@ -128,15 +140,19 @@ impl Connections {
         connected
     }
 
-    /// The runtime that runs services of `kind`.
-    pub fn runtime(&self, kind: RuntimeKind) -> Result<Arc<dyn Runtime>, String> {
-        match kind {
-            RuntimeKind::Process => Ok(self.process.clone()),
-            other => Err(format!(
-                "runtime \"{}\" is accepted by the language but this berth cannot run it yet; use runtime = \"process\"",
-                other.as_str()
-            )),
-        }
+    /// The runtime called `name` (a backend's `runtime`, or the `runtime` a resource's record
+    /// holds).
+    pub fn runtime(&self, name: &str) -> Result<Arc<dyn Runtime>, String> {
+        self.runtimes.get(name).ok_or_else(|| {
+            format!(
+                "runtime \"{name}\" is accepted by the language but this berth cannot run it yet; use runtime = \"process\""
+            )
+        })
+    }
+
+    /// Every runtime this berth can run.
+    pub fn runtimes(&self) -> impl Iterator<Item = &Arc<dyn Runtime>> {
+        self.runtimes.all()
     }
 }
 
@@ -201,7 +217,8 @@ impl Connections {
                 .await
                 .map(HostLockGuard::Ssh)
                 .map_err(|e| error_text(&e)),
-            Conn::Local(_) => lock_local(host, &path, holder),
+            // A given transport stands for a host on this machine.
+            Conn::Local(_) | Conn::Given(_) => lock_local(host, &path, holder),
         }
     }
 
@@ -211,7 +228,7 @@ impl Connections {
         let path = lock_path(run_dir);
         match self.conn(host).await? {
             Conn::Ssh(t) => t.remove_lock(&path).await.map_err(|e| error_text(&e)),
-            Conn::Local(_) => Err(format!(
+            Conn::Local(_) | Conn::Given(_) => Err(format!(
                 "{host}: the lock of a local host ({path}) is an OS lock held by a berth process \
                  on this machine; it ends with that process, so stop the process instead"
             )),

@@ -1,15 +1,17 @@
 //! What one placement runs: its start command and probe rendered from the templates (every
-//! value shell-quoted, sensitive parts tracked), its environment, and the fingerprint that
-//! tells whether a running instance is still the one the config describes. Pure: no I/O.
+//! value shell-quoted, sensitive parts tracked), its environment, its runtime's own part, and
+//! the launch record: one table of fields, each declared `replace`, `update` or `display`, from
+//! which the fingerprint, the attributes that plans show and state stores, and the planner's
+//! replace and update fields all derive. Pure: no I/O.
 
 use std::collections::BTreeMap;
 
+use berth_providers::{ContainerSpec, LaunchSpec, RuntimeSpec, SystemdSpec};
 use hmac::{Hmac, Mac};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::template::{self, Value};
-use crate::config::{Config, MaybeSecret, Probe, REDACTED, Redactable, RuntimeKind};
+use crate::config::{Backend, Config, MaybeSecret, Probe, REDACTED, Redactable, RuntimeKind};
 use crate::placement::Placement;
 
 /// A placement's launch, ready to hand to a runtime.
@@ -31,6 +33,8 @@ pub struct Rendered {
     pub probe: RenderedProbe,
     pub probe_timeout_sec: Option<u64>,
     pub probe_interval_ms: Option<u64>,
+    /// What only the backend's runtime reads (a container's image, a unit's options).
+    pub runtime_spec: RuntimeSpec,
 }
 
 /// A rendered readiness probe.
@@ -125,7 +129,26 @@ pub fn render(config: &Config, placement: &Placement) -> Result<Rendered, Render
         probe,
         probe_timeout_sec: model.launch.probe_timeout_sec,
         probe_interval_ms: model.launch.probe_interval_ms,
+        runtime_spec: runtime_spec(backend),
     })
+}
+
+/// The runtime's own part of a launch, from the backend's config.
+fn runtime_spec(backend: &Backend) -> RuntimeSpec {
+    match backend.runtime {
+        RuntimeKind::Process => RuntimeSpec::Process,
+        RuntimeKind::Systemd => RuntimeSpec::Systemd(SystemdSpec::default()),
+        RuntimeKind::Docker | RuntimeKind::Podman => {
+            let c = backend.container.as_ref();
+            RuntimeSpec::Container(ContainerSpec {
+                image: c.and_then(|c| c.image.clone()).unwrap_or_default(),
+                image_archive: c.and_then(|c| c.image_archive.clone()),
+                gpus: c.and_then(|c| c.gpus.clone()),
+                volumes: c.map(|c| c.volumes.clone()).unwrap_or_default(),
+                ..ContainerSpec::default()
+            })
+        }
+    }
 }
 
 /// Renders a `*_cmd`; a command whose own text holds a secret (HCL interpolated it) is
@@ -182,78 +205,254 @@ pub fn render_verify(
     Some(render_command(cmd, &lookup).map_err(|source| fail("verify_cmd", source)))
 }
 
-/// The fingerprint input: everything that changes what runs. Sensitive values enter only as an
-/// HMAC keyed per state, so neither the fingerprint nor this struct reveals them.
-#[derive(Debug, Serialize)]
-struct FingerprintInput<'a> {
-    runtime: &'a str,
-    backend: &'a str,
-    run_dir: &'a str,
-    port: u16,
-    source: String,
-    command: String,
-    env: BTreeMap<&'a str, String>,
+/// How a change to one field of the launch record reaches a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It changes what runs: it enters the fingerprint, and a change replaces the instance.
+    Replace,
+    /// Only berth reads it (probe settings): a change is recorded in place, nothing restarts.
+    Update,
+    /// Shown in plans and stored, never compared.
+    Display,
+}
+
+/// The value of one launch field, as the field's reader finds it.
+enum Part<'a> {
+    /// Shown and hashed as is.
+    Plain(serde_json::Value),
+    /// Text that may be sensitive: shown redacted, hashed through the state's HMAC.
+    Text {
+        shown: String,
+        value: &'a str,
+        sensitive: bool,
+    },
+    /// The environment: each value like `Text`; not shown when empty.
+    Env(&'a BTreeMap<String, MaybeSecret>),
+}
+
+/// One field of the launch record: its name (in plans, state and fingerprints), its role, and
+/// how to read it from a rendered launch (`None`: the launch has no such field).
+struct Field {
+    name: &'static str,
+    role: Role,
+    read: fn(&Rendered) -> Option<Part<'_>>,
+}
+
+fn plain(v: impl Into<serde_json::Value>) -> Option<Part<'static>> {
+    Some(Part::Plain(v.into()))
+}
+
+fn container(r: &Rendered) -> Option<&ContainerSpec> {
+    match &r.runtime_spec {
+        RuntimeSpec::Container(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// A list of a container's, shown only when it holds something.
+fn list(items: &[String]) -> Option<Part<'static>> {
+    (!items.is_empty()).then(|| Part::Plain(items.into()))
+}
+
+/// The launch record. The replace fields enter the fingerprint in this order: changing the
+/// order, a name or how a value is written changes every fingerprint, and so replaces every
+/// deployment on the next apply.
+const FIELDS: &[Field] = &[
+    Field {
+        name: "runtime",
+        role: Role::Replace,
+        read: |r| plain(r.runtime.as_str()),
+    },
+    Field {
+        name: "backend",
+        role: Role::Replace,
+        read: |r| plain(r.backend.clone()),
+    },
+    Field {
+        name: "run_dir",
+        role: Role::Replace,
+        read: |r| plain(r.run_dir.clone()),
+    },
+    Field {
+        name: "port",
+        role: Role::Replace,
+        read: |r| plain(r.port),
+    },
+    Field {
+        name: "source",
+        role: Role::Replace,
+        read: |r| {
+            Some(Part::Text {
+                shown: r.source.display().to_string(),
+                value: &r.source.value,
+                sensitive: r.source.sensitive,
+            })
+        },
+    },
+    Field {
+        name: "command",
+        role: Role::Replace,
+        read: |r| {
+            Some(Part::Text {
+                shown: r.command.display(),
+                value: r.command.reveal(),
+                sensitive: r.command.is_sensitive(),
+            })
+        },
+    },
+    Field {
+        name: "env",
+        role: Role::Replace,
+        read: |r| Some(Part::Env(&r.env)),
+    },
+    Field {
+        name: "image",
+        role: Role::Replace,
+        read: |r| plain(container(r)?.image.clone()),
+    },
+    Field {
+        name: "gpus",
+        role: Role::Replace,
+        read: |r| plain(container(r)?.gpus.clone()?),
+    },
+    Field {
+        name: "volumes",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.volumes),
+    },
+    Field {
+        name: "network",
+        role: Role::Replace,
+        read: |r| plain(container(r)?.network.clone()?),
+    },
+    Field {
+        name: "ports",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.ports),
+    },
+    Field {
+        name: "extra_args",
+        role: Role::Replace,
+        read: |r| list(&container(r)?.extra_args),
+    },
+    // Where a missing image is loaded from: the image itself is what runs.
+    Field {
+        name: "image_archive",
+        role: Role::Update,
+        read: |r| plain(container(r)?.image_archive.clone()?),
+    },
+    Field {
+        name: "model",
+        role: Role::Display,
+        read: |r| plain(r.model.clone()),
+    },
+    Field {
+        name: "probe",
+        role: Role::Update,
+        read: |r| plain(r.probe.display()),
+    },
+    Field {
+        name: "probe_timeout_sec",
+        role: Role::Update,
+        read: |r| plain(r.probe_timeout_sec?),
+    },
+    Field {
+        name: "probe_interval_ms",
+        role: Role::Update,
+        read: |r| plain(r.probe_interval_ms?),
+    },
+];
+
+/// The names of the launch fields of `role`, in declaration order.
+pub fn field_names(role: Role) -> impl Iterator<Item = &'static str> {
+    FIELDS
+        .iter()
+        .filter(move |f| f.role == role)
+        .map(|f| f.name)
+}
+
+/// The fingerprint input: the replace fields in declaration order, written as one JSON object.
+struct FingerprintInput(Vec<(&'static str, serde_json::Value)>);
+
+impl serde::Serialize for FingerprintInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 impl Rendered {
-    /// A stable hash of the launch spec (`sha256:` + hex).
+    /// A stable hash of the launch's replace fields (`sha256:` + hex). Sensitive values enter
+    /// only as an HMAC keyed per state, so the fingerprint reveals none of them.
     pub fn fingerprint(&self, hmac_key: &[u8]) -> String {
-        let protect = |v: &MaybeSecret| {
-            if v.sensitive {
-                format!("hmac:{}", hmac_hex(hmac_key, &v.value))
+        let protect = |value: &str, sensitive: bool| {
+            serde_json::Value::from(if sensitive {
+                format!("hmac:{}", hmac_hex(hmac_key, value))
             } else {
-                v.value.clone()
-            }
+                value.to_string()
+            })
         };
-        let input = FingerprintInput {
-            runtime: self.runtime.as_str(),
-            backend: &self.backend,
-            run_dir: &self.run_dir,
-            port: self.port,
-            source: protect(&self.source),
-            command: protect(&MaybeSecret {
-                value: self.command.reveal().to_string(),
-                sensitive: self.command.is_sensitive(),
-            }),
-            env: self
-                .env
+        let input = FingerprintInput(
+            FIELDS
                 .iter()
-                .map(|(k, v)| (k.as_str(), protect(v)))
+                .filter(|f| f.role == Role::Replace)
+                .filter_map(|f| {
+                    let hashed = match (f.read)(self)? {
+                        Part::Plain(v) => v,
+                        Part::Text {
+                            value, sensitive, ..
+                        } => protect(value, sensitive),
+                        Part::Env(env) => env
+                            .iter()
+                            .map(|(k, v)| (k.clone(), protect(&v.value, v.sensitive)))
+                            .collect::<serde_json::Map<_, _>>()
+                            .into(),
+                    };
+                    Some((f.name, hashed))
+                })
                 .collect(),
-        };
+        );
         let json = serde_json::to_vec(&input).expect("serialisable");
         format!("sha256:{}", hex::encode(Sha256::digest(&json)))
     }
 
-    /// What berth records about this launch in state and shows in plans; sensitive parts
-    /// appear only as `(sensitive)`.
+    /// What berth records about this launch in state and shows in plans: every field of the
+    /// launch record it has; sensitive parts appear only as `(sensitive)`.
     pub fn attributes(&self) -> BTreeMap<String, serde_json::Value> {
-        use serde_json::Value;
-        let mut attrs = BTreeMap::from([
-            ("model".to_string(), Value::from(self.model.clone())),
-            ("backend".to_string(), Value::from(self.backend.clone())),
-            ("runtime".to_string(), Value::from(self.runtime.as_str())),
-            ("port".to_string(), Value::from(self.port)),
-            ("run_dir".to_string(), Value::from(self.run_dir.clone())),
-            ("source".to_string(), Value::from(self.source.display())),
-            ("command".to_string(), Value::from(self.command.display())),
-            ("probe".to_string(), Value::from(self.probe.display())),
-        ]);
-        if !self.env.is_empty() {
-            let env: serde_json::Map<String, Value> = self
-                .env_display()
-                .into_iter()
-                .map(|(k, v)| (k, Value::from(v)))
-                .collect();
-            attrs.insert("env".to_string(), Value::Object(env));
+        FIELDS
+            .iter()
+            .filter_map(|f| {
+                let shown = match (f.read)(self)? {
+                    Part::Plain(v) => v,
+                    Part::Text { shown, .. } => shown.into(),
+                    Part::Env(env) if env.is_empty() => return None,
+                    Part::Env(_) => self
+                        .env_display()
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::from(v)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into(),
+                };
+                Some((f.name.to_string(), shown))
+            })
+            .collect()
+    }
+
+    /// What the runtime needs to start this launch for the state of lineage `owner`.
+    pub fn launch_spec(&self, owner: &str, fingerprint: &str) -> LaunchSpec {
+        LaunchSpec {
+            owner: owner.to_string(),
+            address: self.address.clone(),
+            run_dir: self.run_dir.clone(),
+            command: self.command.reveal().to_string(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+            port: self.port,
+            fingerprint: fingerprint.to_string(),
+            runtime: self.runtime_spec.clone(),
         }
-        if let Some(t) = self.probe_timeout_sec {
-            attrs.insert("probe_timeout_sec".to_string(), Value::from(t));
-        }
-        if let Some(i) = self.probe_interval_ms {
-            attrs.insert("probe_interval_ms".to_string(), Value::from(i));
-        }
-        attrs
     }
 
     /// The environment as it may be shown.
@@ -314,9 +513,8 @@ mod tests {
         assert_eq!(out, r#"{"log":"key=(sensitive)"}"#);
     }
 
-    #[test]
-    fn fingerprint_changes_with_secret_but_never_shows_it() {
-        let mut r = Rendered {
+    fn rendered() -> Rendered {
+        Rendered {
             address: "model.m@h".into(),
             model: "m".into(),
             host: "h".into(),
@@ -340,7 +538,13 @@ mod tests {
             probe: RenderedProbe::Http("/health".into()),
             probe_timeout_sec: None,
             probe_interval_ms: None,
-        };
+            runtime_spec: RuntimeSpec::Process,
+        }
+    }
+
+    #[test]
+    fn fingerprint_changes_with_secret_but_never_shows_it() {
+        let mut r = rendered();
         let a = r.fingerprint(b"key-one");
         assert_eq!(a, r.fingerprint(b"key-one"), "stable");
         assert_ne!(a, r.fingerprint(b"key-two"), "keyed per state");
@@ -352,5 +556,87 @@ mod tests {
         );
         r.port = 9090;
         assert_ne!(r.fingerprint(b"key-one"), a);
+        let attrs = serde_json::to_string(&r.attributes()).unwrap();
+        assert!(!attrs.contains("hunter"), "{attrs}");
+    }
+
+    /// Deployments started by earlier versions keep their fingerprint: a new version of berth
+    /// alone replaces nothing.
+    #[test]
+    fn process_fingerprints_are_those_of_earlier_versions() {
+        let mut r = rendered();
+        r.command = Redactable::plain("srv --port 8080");
+        r.env = BTreeMap::from([
+            (
+                "K".to_string(),
+                MaybeSecret {
+                    value: "v".into(),
+                    sensitive: false,
+                },
+            ),
+            (
+                "S".to_string(),
+                MaybeSecret {
+                    value: "hunter2".into(),
+                    sensitive: true,
+                },
+            ),
+        ]);
+        assert_eq!(
+            r.fingerprint(b"key-one"),
+            "sha256:3007f24ad945cb19f276b132998ac7041898d21b9d4bc596a1c99fc39a26b1d7"
+        );
+    }
+
+    /// Every field of the record declared `update` leaves the fingerprint alone, and every one
+    /// declared `replace` changes it.
+    #[test]
+    fn update_fields_change_no_fingerprint_and_replace_fields_do() {
+        let base = || {
+            let mut r = rendered();
+            r.runtime = RuntimeKind::Docker;
+            r.runtime_spec = RuntimeSpec::Container(ContainerSpec {
+                image: "srv:1".into(),
+                ..ContainerSpec::default()
+            });
+            r
+        };
+        let before = base().fingerprint(b"k");
+        let changed = |name: &str| -> Rendered {
+            let mut r = base();
+            let RuntimeSpec::Container(c) = &mut r.runtime_spec else {
+                unreachable!()
+            };
+            match name {
+                "runtime" => r.runtime = RuntimeKind::Podman,
+                "backend" => r.backend = "gpu".into(),
+                "run_dir" => r.run_dir = "/other".into(),
+                "port" => r.port = 9,
+                "source" => r.source.value = "/n.gguf".into(),
+                "command" => r.command = Redactable::plain("srv2"),
+                "env" => r.env.clear(),
+                "image" => c.image = "srv:2".into(),
+                "gpus" => c.gpus = Some("all".into()),
+                "volumes" => c.volumes = vec!["/m:/m".into()],
+                "network" => c.network = Some("host".into()),
+                "ports" => c.ports = vec!["8080:8080".into()],
+                "extra_args" => c.extra_args = vec!["--ipc=host".into()],
+                "image_archive" => c.image_archive = Some("/srv.tar".into()),
+                "model" => r.model = "n".into(),
+                "probe" => r.probe = RenderedProbe::Http("/ready".into()),
+                "probe_timeout_sec" => r.probe_timeout_sec = Some(5),
+                "probe_interval_ms" => r.probe_interval_ms = Some(50),
+                other => panic!("launch field {other} has no case in this test"),
+            }
+            r
+        };
+        for name in field_names(Role::Replace) {
+            assert_ne!(changed(name).fingerprint(b"k"), before, "{name}");
+        }
+        for name in field_names(Role::Update).chain(field_names(Role::Display)) {
+            let r = changed(name);
+            assert_eq!(r.fingerprint(b"k"), before, "{name}");
+            assert_ne!(r.attributes(), base().attributes(), "{name} is not shown");
+        }
     }
 }

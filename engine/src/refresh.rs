@@ -1,15 +1,17 @@
 //! Refresh: observe what runs on every host that the config or the state involves, in one
-//! batched round trip per host plus one probe per running instance, all hosts at once. It
-//! reads hosts and never changes them or the state.
+//! batched round trip per host and runtime plus one probe per running instance, all hosts at
+//! once. On each host it asks every runtime that the backends placed there or the state's
+//! records there name. It reads hosts and never changes them or the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_providers::probe::{self, Probe};
-use berth_providers::{Liveness, MarkerProblem, ProbeOutcome};
+use berth_providers::{Liveness, MarkerProblem, ProbeOutcome, Survey};
+use berth_state::ResourceKind;
 use futures_util::future::join_all;
+use serde_json::Value;
 
-use crate::config::RuntimeKind;
 use crate::connections::Connections;
 use crate::launch::{self, RenderedProbe};
 use crate::plan::{HostObservation, Observations, ObservedInstance, StateView};
@@ -46,7 +48,12 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
         .filter_map(|p| launch::render(&ws.config, p).ok())
         .map(|r| (r.address.clone(), (provider_probe(&r.probe), r.port)))
         .collect();
-    let observed = join_all(hosts.iter().map(|h| observe_host(ws, conns, h, &probes))).await;
+    let probes = &probes;
+    let observed = join_all(hosts.iter().map(|h| {
+        let runtimes = runtimes_on(ws, state, h);
+        async move { observe_host(ws, conns, h, &runtimes, probes).await }
+    }))
+    .await;
     let mut warnings = Vec::new();
     let hosts = hosts
         .into_iter()
@@ -57,6 +64,25 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
         })
         .collect();
     Observations { hosts, warnings }
+}
+
+/// The names of the runtimes that may run something of berth's on `host`: those of the backends
+/// placed there and those the state's records there hold.
+pub fn runtimes_on(ws: &Workspace, state: &StateView, host: &str) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = ws
+        .placements_on(host)
+        .filter_map(|p| ws.config.backend(&p.backend))
+        .map(|b| b.runtime.as_str().to_string())
+        .collect();
+    names.extend(
+        state
+            .records
+            .values()
+            .filter(|r| r.kind == ResourceKind::Model && r.host == host)
+            .filter_map(|r| r.attributes.get("runtime").and_then(Value::as_str))
+            .map(str::to_string),
+    );
+    names
 }
 
 /// What the user reads about a deployment whose marker cannot be used.
@@ -72,6 +98,7 @@ async fn observe_host(
     ws: &Workspace,
     conns: &Connections,
     host: &str,
+    runtimes: &BTreeSet<String>,
     probes: &BTreeMap<String, (Probe, u16)>,
 ) -> (HostObservation, Vec<MarkerProblem>) {
     let run_dir = ws
@@ -84,14 +111,28 @@ async fn observe_host(
         Ok(t) => t,
         Err(why) => return unreachable(why),
     };
-    let runtime = match conns.runtime(RuntimeKind::Process) {
-        Ok(r) => r,
-        Err(why) => return unreachable(why),
-    };
-    let survey = match runtime.survey(transport.as_ref(), &run_dir).await {
-        Ok(survey) => survey,
-        Err(e) => return unreachable(crate::connections::error_text(&e)),
-    };
+    // A runtime this berth lacks cannot have started anything here (and plan refuses the
+    // backends that name one), so there is nothing of it to observe.
+    let surveys = join_all(
+        runtimes
+            .iter()
+            .filter_map(|name| conns.runtime(name).ok())
+            .map(|runtime| {
+                let (transport, run_dir) = (transport.clone(), &run_dir);
+                async move { runtime.survey(transport.as_ref(), run_dir).await }
+            }),
+    )
+    .await;
+    let mut survey = Survey::default();
+    for s in surveys {
+        match s {
+            Ok(s) => {
+                survey.found.extend(s.found);
+                survey.problems.extend(s.problems);
+            }
+            Err(e) => return unreachable(crate::connections::error_text(&e)),
+        }
+    }
     let checks = survey.found.into_iter().map(|o| {
         let transport = transport.clone();
         async move {

@@ -64,7 +64,7 @@ fn a_blocked_host_fails_within_its_timeout_as_unreachable() {
     let text = run.all();
     let unreachable = format!(
         "✗ model.a@h10: failed at host lock: host h10 ({}:22) unreachable: the host did not \
-         answer for {} s (connect_timeout_sec)",
+         answer for {}s (connect_timeout_sec)",
         fleet.address(10),
         timeout.as_secs()
     );

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Instance, Liveness, Runtime};
+use crate::runtime::{Instance, Runtime};
 use crate::transport::{Command, Transport, quote};
 use crate::{ProviderError, Result};
 
@@ -65,7 +65,10 @@ pub async fn probe_once(
         Probe::Http { path } => {
             match tokio::time::timeout(timeout, probe_http(transport, path, port)).await {
                 Ok(outcome) => outcome,
-                Err(_) => ProbeOutcome::Down(format!("no answer within {}", humanize(timeout))),
+                Err(_) => ProbeOutcome::Down(format!(
+                    "no answer within {}",
+                    crate::human_duration(timeout)
+                )),
             }
         }
     }
@@ -83,9 +86,10 @@ async fn probe_cmd(transport: &dyn Transport, script: &str, timeout: Duration) -
                 (None, None) => "killed by a signal".to_string(),
             })
         }
-        Err(ProviderError::Timeout { .. }) => {
-            ProbeOutcome::Down(format!("no answer within {}", humanize(timeout)))
-        }
+        Err(ProviderError::Timeout { .. }) => ProbeOutcome::Down(format!(
+            "no answer within {}",
+            crate::human_duration(timeout)
+        )),
         Err(e) => ProbeOutcome::Down(error_reason(&e)),
     }
 }
@@ -425,7 +429,7 @@ pub async fn gate(
         if check {
             last_liveness = Instant::now();
         }
-        if check && !still_running(transport, runtime, run_dir, instance).await? {
+        if check && !runtime.still_mine(transport, run_dir, instance).await? {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
             return Err(GateFailure::Exited { log_tail });
         }
@@ -452,23 +456,6 @@ pub async fn gate(
     }
 }
 
-/// True while the process berth started for `instance` is the one recorded and alive.
-async fn still_running(
-    transport: &dyn Transport,
-    runtime: &dyn Runtime,
-    run_dir: &str,
-    instance: &Instance,
-) -> Result<bool> {
-    let observed = runtime
-        .observe(transport, run_dir, &instance.address)
-        .await?;
-    Ok(observed.is_some_and(|o| {
-        o.liveness == Liveness::Running
-            && o.instance.pid == instance.pid
-            && o.instance.start_ticks == instance.start_ticks
-    }))
-}
-
 async fn log_tail(
     transport: &dyn Transport,
     runtime: &dyn Runtime,
@@ -481,14 +468,6 @@ async fn log_tail(
     {
         Ok(text) => text,
         Err(e) => format!("(log unavailable: {e})"),
-    }
-}
-
-fn humanize(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

@@ -12,7 +12,7 @@ use berth_providers::probe::{
 };
 use berth_providers::transport::quote;
 use berth_providers::{Instance, LocalTransport, ProcessRuntime, ProviderError, Runtime};
-use common::{KillOnDrop, free_port, stand_in};
+use common::{KillOnDrop, free_port, pid, stand_in};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(5);
@@ -43,7 +43,7 @@ impl Service {
         );
         let instance = ProcessRuntime::new().start(&local(), &spec).await.unwrap();
         Service {
-            _guard: KillOnDrop(vec![instance.pid]),
+            _guard: KillOnDrop(vec![pid(&instance)]),
             run,
             instance,
         }
@@ -143,7 +143,7 @@ async fn http_probe_outcomes() {
         Duration::from_millis(500),
     )
     .await;
-    assert_eq!(outcome, ProbeOutcome::Down("no answer within 0.5 s".into()));
+    assert_eq!(outcome, ProbeOutcome::Down("no answer within 500ms".into()));
     assert!(begun.elapsed() < Duration::from_secs(2));
 }
 
@@ -171,7 +171,7 @@ async fn cmd_probe_outcomes() {
     );
     assert_eq!(
         probe_once(&t, &cmd("sleep 5"), 1, Duration::from_millis(300)).await,
-        ProbeOutcome::Down("no answer within 0.3 s".into())
+        ProbeOutcome::Down("no answer within 300ms".into())
     );
 }
 

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use berth_providers::probe::{GateTiming, Probe, gate};
 use berth_providers::{
-    LaunchSpec, Liveness, LocalTransport, ProcessIdentity, ProcessRuntime, ProviderError, Runtime,
+    Handle, LaunchSpec, Liveness, LocalTransport, ProcessHandle, ProcessRuntime, ProviderError,
+    Runtime,
 };
 use common::{
-    KillOnDrop, alive, all_command_lines, free_port, group_members, stand_in, start_ticks,
-    stat_fields, wait_until,
+    KillOnDrop, alive, all_command_lines, free_port, group_members, pid, stand_in, start_ticks,
+    stat_fields, ticks, wait_until,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,7 @@ fn shell_service(run_dir: &str, address: &str, command: &str) -> LaunchSpec {
         env: vec![],
         port: 1,
         fingerprint: "f".into(),
+        runtime: Default::default(),
     }
 }
 
@@ -57,15 +59,15 @@ async fn start_observe_secrets_stop() {
     ];
 
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     assert_eq!(inst.address, "model.qwen@local");
     assert_eq!(inst.fingerprint, spec.fingerprint);
     assert_eq!(inst.port, port);
-    assert_eq!(Some(inst.start_ticks), start_ticks(inst.pid));
+    assert_eq!(Some(ticks(&inst)), start_ticks(pid(&inst)));
     // The recorded pid leads its own process group (and session), apart from berth's.
-    let fields = common::stat_fields(inst.pid).unwrap();
-    assert_eq!(fields[2], inst.pid.to_string(), "pgrp");
-    assert_eq!(fields[3], inst.pid.to_string(), "session");
+    let fields = common::stat_fields(pid(&inst)).unwrap();
+    assert_eq!(fields[2], pid(&inst).to_string(), "pgrp");
+    assert_eq!(fields[3], pid(&inst).to_string(), "session");
 
     let observed = rt.observe_all(&t, run_dir).await.unwrap();
     assert_eq!(observed.len(), 1);
@@ -99,7 +101,7 @@ async fn start_observe_secrets_stop() {
     assert!(ready.elapsed >= Duration::from_millis(500), "{ready:?}");
 
     // The service got the env, exactly.
-    let environ = std::fs::read(format!("/proc/{}/environ", inst.pid)).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid(&inst))).unwrap();
     let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
     assert!(environ.contains(&format!("HF_TOKEN={secret}").as_bytes()));
     assert!(environ.contains(&b"QUOTED=it's \"$HOME\" `x`".as_slice()));
@@ -133,9 +135,9 @@ async fn start_observe_secrets_stop() {
     assert_eq!(tail.lines().count(), 1, "{tail:?}");
 
     rt.stop(&t, run_dir, &inst.address, GRACE).await.unwrap();
-    assert!(!alive(inst.pid), "the service survived stop");
+    assert!(!alive(pid(&inst)), "the service survived stop");
     assert!(
-        group_members(inst.pid).is_empty(),
+        group_members(pid(&inst)).is_empty(),
         "its group survived stop"
     );
     assert!(!std::path::Path::new(&dir).exists());
@@ -156,10 +158,10 @@ async fn stop_reaches_children_and_escalates_to_kill() {
         "trap '' TERM; sleep 300 & while :; do sleep 1; done",
     );
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
-    assert!(wait_until(Duration::from_secs(2), || group_members(
-        inst.pid
-    )
+    let _guard = KillOnDrop(vec![pid(&inst)]);
+    assert!(wait_until(Duration::from_secs(2), || group_members(pid(
+        &inst
+    ))
     .len()
         >= 2));
     let begun = std::time::Instant::now();
@@ -171,7 +173,7 @@ async fn stop_reaches_children_and_escalates_to_kill() {
         "{:?}",
         begun.elapsed()
     );
-    assert!(group_members(inst.pid).is_empty());
+    assert!(group_members(pid(&inst)).is_empty());
 }
 
 #[tokio::test]
@@ -190,7 +192,7 @@ async fn stop_gives_the_service_its_grace_period() {
         ),
     );
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     let begun = std::time::Instant::now();
     rt.stop(&t, run_dir, &spec.address, Duration::from_secs(5))
         .await
@@ -198,7 +200,7 @@ async fn stop_gives_the_service_its_grace_period() {
     let took = begun.elapsed();
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "cleanly\n");
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    assert!(group_members(inst.pid).is_empty());
+    assert!(group_members(pid(&inst)).is_empty());
 }
 
 #[tokio::test]
@@ -208,7 +210,7 @@ async fn kill_9_is_observed_as_exited() {
     let (t, rt) = (local(), ProcessRuntime::new());
     let spec = stand_in(run_dir, "model.a@local", free_port(), "");
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     assert_eq!(
         rt.observe_all(&t, run_dir).await.unwrap()[0].liveness,
         Liveness::Running
@@ -216,10 +218,10 @@ async fn kill_9_is_observed_as_exited() {
 
     // Kill the server itself: depending on the shell, the recorded group leader is the server
     // or the `sh -c` running it, which then exits with it.
-    let server = server_pid(inst.pid);
+    let server = server_pid(pid(&inst));
     // SAFETY: plain syscall on a process this test started.
     unsafe { libc::kill(server as i32, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    assert!(wait_until(Duration::from_secs(2), || !alive(pid(&inst))));
     let observed = rt.observe_all(&t, run_dir).await.unwrap();
     assert_eq!(observed.len(), 1);
     assert_eq!(observed[0].liveness, Liveness::Exited);
@@ -250,20 +252,27 @@ async fn killing_the_group_leader_leaves_nothing_for_the_next_start() {
     let port = free_port();
     let spec = stand_in(run_dir, "model.a@local", port, "");
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
-    let server = server_pid(inst.pid);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
+    let server = server_pid(pid(&inst));
     // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(inst.pid as i32, libc::SIGKILL) };
-    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    unsafe { libc::kill(pid(&inst) as i32, libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(2), || !alive(pid(&inst))));
     let observed = rt
         .observe(&t, run_dir, &spec.address)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(observed.liveness, Liveness::Exited);
+    // Where the shell execs the server, the leader was the server and the instance exited;
+    // where the leader was a shell around it, the server runs on in its group.
+    let expected = if alive(server) {
+        Liveness::Running
+    } else {
+        Liveness::Exited
+    };
+    assert_eq!(observed.liveness, expected);
     // Restarting on the same port works: what was left of the old group is stopped first.
     let again = rt.start(&t, &spec).await.unwrap();
-    let _guard2 = KillOnDrop(vec![again.pid]);
+    let _guard2 = KillOnDrop(vec![pid(&again)]);
     assert!(!alive(server), "the old server survived the restart");
     let ready = gate(
         &t,
@@ -311,8 +320,8 @@ async fn a_reused_pid_is_reported_and_spared() {
 
     let observed = rt.observe_all(&t, run_dir).await.unwrap();
     assert_eq!(observed.len(), 1);
-    assert_eq!(observed[0].instance.pid, pid);
-    assert_eq!(observed[0].liveness, Liveness::PidReused);
+    assert_eq!(common::pid(&observed[0].instance), pid);
+    assert_eq!(observed[0].liveness, Liveness::Replaced);
 
     rt.stop(&t, run_dir, address, Duration::from_secs(1))
         .await
@@ -363,18 +372,18 @@ async fn a_stop_that_outlives_its_berth_spares_the_next_instance() {
             new
         }
     );
-    let _guard = KillOnDrop(vec![old.pid, new.pid]);
+    let _guard = KillOnDrop(vec![pid(&old), pid(&new)]);
     lingering.unwrap();
-    assert!(!alive(old.pid));
+    assert!(!alive(pid(&old)));
     let seen = rt
         .observe(&t, run_dir, &next.address)
         .await
         .unwrap()
         .expect("the lingering stop removed the new instance's record");
-    assert_eq!(seen.instance.pid, new.pid);
+    assert_eq!(common::pid(&seen.instance), pid(&new));
     assert_eq!(seen.liveness, Liveness::Running);
     rt.stop(&t, run_dir, &next.address, GRACE).await.unwrap();
-    assert!(!alive(new.pid));
+    assert!(!alive(pid(&new)));
 }
 
 #[tokio::test]
@@ -450,34 +459,40 @@ async fn start_replaces_what_runs_for_the_address() {
         .start(&t, &stand_in(run_dir, "model.a@local", free_port(), ""))
         .await
         .unwrap();
-    let _g1 = KillOnDrop(vec![first.pid]);
+    let _g1 = KillOnDrop(vec![pid(&first)]);
     let other = rt
         .start(&t, &stand_in(run_dir, "model.b@local", free_port(), ""))
         .await
         .unwrap();
-    let _g2 = KillOnDrop(vec![other.pid]);
+    let _g2 = KillOnDrop(vec![pid(&other)]);
     let second = rt
         .start(&t, &stand_in(run_dir, "model.a@local", free_port(), ""))
         .await
         .unwrap();
-    let _g3 = KillOnDrop(vec![second.pid]);
-    assert!(!alive(first.pid), "the first instance still runs");
+    let _g3 = KillOnDrop(vec![pid(&second)]);
+    assert!(!alive(pid(&first)), "the first instance still runs");
     let all = rt.observe_all(&t, run_dir).await.unwrap();
     let summary: Vec<(&str, u32, Liveness)> = all
         .iter()
-        .map(|o| (o.instance.address.as_str(), o.instance.pid, o.liveness))
+        .map(|o| {
+            (
+                o.instance.address.as_str(),
+                common::pid(&o.instance),
+                o.liveness,
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         [
-            ("model.a@local", second.pid, Liveness::Running),
-            ("model.b@local", other.pid, Liveness::Running),
+            ("model.a@local", pid(&second), Liveness::Running),
+            ("model.b@local", pid(&other), Liveness::Running),
         ]
     );
     for address in ["model.a@local", "model.b@local"] {
         rt.stop(&t, run_dir, address, GRACE).await.unwrap();
     }
-    assert!(!alive(second.pid) && !alive(other.pid));
+    assert!(!alive(pid(&second)) && !alive(pid(&other)));
 }
 
 #[tokio::test]
@@ -493,9 +508,10 @@ async fn a_command_that_dies_at_once_still_starts() {
         env: vec![],
         port: free_port(),
         fingerprint: "f".into(),
+        runtime: Default::default(),
     };
     let inst = rt.start(&t, &spec).await.unwrap();
-    assert!(wait_until(Duration::from_secs(2), || !alive(inst.pid)));
+    assert!(wait_until(Duration::from_secs(2), || !alive(pid(&inst))));
     let observed = rt
         .observe(&t, run_dir, &spec.address)
         .await
@@ -518,7 +534,7 @@ async fn hostile_names_are_quoted() {
     let mut spec = stand_in(run_dir, address, free_port(), "--model 'it'\"'\"'s'");
     spec.fingerprint = "fp \"quoted\" 'x'".into();
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     let observed = rt.observe_all(&t, run_dir).await.unwrap();
     assert_eq!(observed.len(), 1);
     assert_eq!(observed[0].instance, inst);
@@ -533,7 +549,7 @@ async fn hostile_names_are_quoted() {
             .ends_with("deployments")
     );
     rt.stop(&t, run_dir, address, GRACE).await.unwrap();
-    assert!(!alive(inst.pid));
+    assert!(!alive(pid(&inst)));
     for name in ["pwned-a", "pwned-b", "pwned-c", "pwned-d"] {
         assert!(!std::path::Path::new(name).exists(), "{name} was created");
         assert!(!run.path().join(name).exists(), "{name} was created");
@@ -554,6 +570,7 @@ async fn render_shows_command_and_env_keys_only() {
         ],
         port: 8080,
         fingerprint: "f".into(),
+        runtime: Default::default(),
     };
     let text = rt.render(&spec);
     assert!(text.contains("llama-server --port 8080"), "{text}");
@@ -581,7 +598,7 @@ async fn a_missing_marker_is_stopped_through_the_recorded_identity() {
     let (t, rt) = (local(), ProcessRuntime::new());
     let spec = shell_service(run_dir, "svc.lost@local", "while :; do sleep 0.1; done");
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     let dir = ProcessRuntime::deployment_dir(run_dir, &spec.address);
     std::fs::remove_file(format!("{dir}/meta.json")).unwrap();
 
@@ -591,16 +608,10 @@ async fn a_missing_marker_is_stopped_through_the_recorded_identity() {
     assert_eq!(survey.problems[0].path, dir);
     assert_eq!(survey.problems[0].detail, "has no meta.json");
 
-    rt.stop_with(
-        &t,
-        run_dir,
-        &spec.address,
-        Some(ProcessIdentity::from(&inst)),
-        GRACE,
-    )
-    .await
-    .unwrap();
-    assert!(group_members(inst.pid).is_empty(), "the service survived");
+    rt.stop_with(&t, run_dir, &spec.address, Some(&inst.handle), GRACE)
+        .await
+        .unwrap();
+    assert!(group_members(pid(&inst)).is_empty(), "the service survived");
     assert!(!std::path::Path::new(&dir).exists());
 }
 
@@ -620,11 +631,11 @@ async fn a_recorded_identity_never_signals_a_reused_pid() {
     let pid = other.id();
     let _guard = KillOnDrop(vec![pid]);
     let ticks = start_ticks(pid).unwrap();
-    let stale = ProcessIdentity {
+    let stale = Handle::from(ProcessHandle {
         pid,
         start_ticks: ticks + 1,
-    };
-    rt.stop_with(&t, run_dir, "svc.gone@local", Some(stale), GRACE)
+    });
+    rt.stop_with(&t, run_dir, "svc.gone@local", Some(&stale), GRACE)
         .await
         .unwrap();
     assert!(alive(pid), "an unrelated process was signalled");
@@ -641,7 +652,7 @@ async fn a_garbled_marker_without_identity_is_reported_and_not_stopped() {
     let (t, rt) = (local(), ProcessRuntime::new());
     let spec = shell_service(run_dir, "svc.garbled@local", "while :; do sleep 0.1; done");
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     let marker = format!(
         "{}/meta.json",
         ProcessRuntime::deployment_dir(run_dir, &spec.address)
@@ -666,20 +677,14 @@ async fn a_garbled_marker_without_identity_is_reported_and_not_stopped() {
         "{err:?}"
     );
     assert!(err.to_string().contains("no pid and start_ticks"), "{err}");
-    assert!(alive(inst.pid), "stopped without knowing what it stopped");
+    assert!(alive(pid(&inst)), "stopped without knowing what it stopped");
     assert!(std::path::Path::new(&marker).exists());
 
     // With the identity the state recorded, the same stop succeeds.
-    rt.stop_with(
-        &t,
-        run_dir,
-        &spec.address,
-        Some(ProcessIdentity::from(&inst)),
-        GRACE,
-    )
-    .await
-    .unwrap();
-    assert!(group_members(inst.pid).is_empty());
+    rt.stop_with(&t, run_dir, &spec.address, Some(&inst.handle), GRACE)
+        .await
+        .unwrap();
+    assert!(group_members(pid(&inst)).is_empty());
 }
 
 /// Services run in their deployment directory with a login's environment, whatever berth's
@@ -691,7 +696,7 @@ async fn a_service_runs_in_its_deployment_directory() {
     let (t, rt) = (local(), ProcessRuntime::new());
     let spec = shell_service(run_dir, "svc.cwd@local", "pwd > where; sleep 30");
     let inst = rt.start(&t, &spec).await.unwrap();
-    let _guard = KillOnDrop(vec![inst.pid]);
+    let _guard = KillOnDrop(vec![pid(&inst)]);
     let dir = ProcessRuntime::deployment_dir(run_dir, &spec.address);
     assert!(wait_until(Duration::from_secs(2), || {
         std::fs::read_to_string(format!("{dir}/where")).is_ok_and(|w| w.trim() == dir)

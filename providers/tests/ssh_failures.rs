@@ -84,7 +84,7 @@ async fn silent_host_times_out_and_a_partition_mid_command_is_noticed() {
     assert_eq!(
         err.to_string(),
         format!(
-            "host h2 ({}:22) unreachable: connection timed out after 1 s",
+            "host h2 ({}:22) unreachable: connection timed out after 1s",
             fleet.address(2)
         )
     );

@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
 use crate::ops::StopLevel;
+use crate::paint::{Paint, Tone};
 use crate::plan::Action;
 
 /// How often an unchanged probe answer is repeated in plain output.
@@ -20,7 +21,7 @@ pub struct Display {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
     last_tick: Mutex<HashMap<String, (String, Instant)>>,
-    color: bool,
+    paint: Paint,
 }
 
 impl Display {
@@ -31,7 +32,7 @@ impl Display {
             multi,
             bars: Mutex::default(),
             last_tick: Mutex::default(),
-            color,
+            paint: Paint { color },
         }
     }
 
@@ -41,14 +42,6 @@ impl Display {
                 let _ = m.println(text);
             }
             None => outln!("{text}"),
-        }
-    }
-
-    fn paint(&self, text: &str, code: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
         }
     }
 }
@@ -119,24 +112,33 @@ impl Subscriber for Display {
                 let text = match outcome {
                     Outcome::Done { elapsed } => format!(
                         "{} {address}: {} in {:.1}s",
-                        self.paint("✓", "32"),
+                        self.paint.paint("✓", Tone::Added),
                         verb(*action).1,
                         elapsed.as_secs_f64()
                     ),
                     Outcome::Failed(error) => {
-                        format!("{} {address}: {error}", self.paint("✗", "31"))
+                        format!(
+                            "{} {address}: {error}",
+                            self.paint.paint("✗", Tone::Removed)
+                        )
                     }
                     Outcome::Skipped { because } => {
-                        format!("{} {address}: skipped ({because})", self.paint("-", "33"))
+                        format!(
+                            "{} {address}: skipped ({because})",
+                            self.paint.paint("-", Tone::Changed)
+                        )
                     }
-                    Outcome::Cancelled => format!("{} {address}: cancelled", self.paint("-", "33")),
+                    Outcome::Cancelled => format!(
+                        "{} {address}: cancelled",
+                        self.paint.paint("-", Tone::Changed)
+                    ),
                 };
                 self.line(text);
             }
             ApplyEvent::HostLockTakenOver { host, previous } => {
                 self.line(format!(
                     "{} host {host}: took over the expired host lock of {previous}",
-                    self.paint("!", "33")
+                    self.paint.paint("!", Tone::Changed)
                 ));
             }
             ApplyEvent::CancelBegan {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use berth_providers::probe::{self, GateTiming};
-use berth_providers::{Command, LaunchSpec, Liveness, ProcessIdentity, ProviderError, Transport};
+use berth_providers::{Command, Handle, LaunchSpec, Liveness, ProviderError, Runtime, Transport};
 use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -589,21 +589,12 @@ async fn deploy<'c>(
     }
     let runtime = ctx
         .conns
-        .runtime(rendered.runtime)
+        .runtime(rendered.runtime.as_str())
         .map_err(|e| failed(Step::Runtime, e))?;
-    let spec = LaunchSpec {
-        owner: ctx.options.owner.clone(),
-        address: address.to_string(),
-        run_dir: rendered.run_dir.clone(),
-        command: rendered.command.reveal().to_string(),
-        env: rendered
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.value.clone()))
-            .collect(),
-        port: rendered.port,
-        fingerprint: change.fingerprint.clone().unwrap_or_default(),
-    };
+    let spec = rendered.launch_spec(
+        &ctx.options.owner,
+        change.fingerprint.as_deref().unwrap_or_default(),
+    );
     ctx.emit(ApplyEvent::Intent {
         address: address.to_string(),
         action: change.action,
@@ -651,7 +642,7 @@ async fn start_and_gate<'c>(
     rendered: &Rendered,
     spec: &LaunchSpec,
     transport: &dyn Transport,
-    runtime: &dyn berth_providers::Runtime,
+    runtime: &dyn Runtime,
     slot: &mut Option<SemaphorePermit<'c>>,
 ) -> Result<BTreeMap<String, Value>, Outcome> {
     let address = change.address.as_str();
@@ -670,7 +661,7 @@ async fn start_and_gate<'c>(
             && found.owner != spec.owner
         {
             runtime
-                .claim(transport, &spec.run_dir, address, &spec.owner)
+                .claim(transport, &spec.run_dir, found, &spec.owner)
                 .await
                 .map_err(|e| failed_by(Step::Adopt, &e))?;
         }
@@ -678,18 +669,23 @@ async fn start_and_gate<'c>(
     if change.action == Action::Replace {
         ctx.phase(address, Phase::Stopping);
         let previous = ctx.previous.get(address);
-        // The old instance lives where it was started, which may not be the new run_dir.
+        // The old instance lives where it was started, which may not be the new run_dir, and
+        // runs under the runtime that started it, which may not be the new one.
         let old_run_dir = previous
             .and_then(|r| r.attributes.get("run_dir"))
             .and_then(Value::as_str)
             .unwrap_or(&spec.run_dir);
-        let recorded = previous.and_then(recorded_identity);
-        runtime
+        let old_runtime = previous
+            .map(|record| recorded_runtime(ctx, record))
+            .transpose()?;
+        let old_runtime = old_runtime.as_deref().unwrap_or(runtime);
+        let recorded = previous.and_then(|r| recorded_handle(r, old_runtime));
+        old_runtime
             .stop_with(
                 transport,
                 old_run_dir,
                 address,
-                recorded,
+                recorded.as_ref(),
                 ctx.options.stop_grace,
             )
             .await
@@ -821,7 +817,7 @@ async fn start_and_gate<'c>(
                         transport,
                         &spec.run_dir,
                         address,
-                        Some(ProcessIdentity::from(&instance)),
+                        Some(&instance.handle),
                         ctx.options.stop_grace,
                     )
                     .await;
@@ -835,8 +831,14 @@ async fn start_and_gate<'c>(
         }
     };
     let mut attributes = rendered.attributes();
-    attributes.insert("pid".into(), Value::from(instance.pid));
-    attributes.insert("start_ticks".into(), Value::from(instance.start_ticks));
+    // The handle's fields sit beside the launch's: the runtime picks them out again by its
+    // handle keys when the marker on the host is lost.
+    attributes.extend(
+        instance
+            .handle
+            .fields()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     attributes.insert("started_at".into(), Value::from(instance.started_at));
     attributes.insert(
         "ready_after_ms".into(),
@@ -872,10 +874,12 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         .map(str::to_string)
         .or_else(|| ctx.ws.config.host(&change.host).map(|h| h.run_dir.clone()))
         .ok_or_else(|| failed(Step::Stop, "the host's run_dir is unknown"))?;
-    let runtime = ctx
-        .conns
-        .runtime(crate::config::RuntimeKind::Process)
-        .map_err(|e| failed(Step::Runtime, e))?;
+    // The runtime the record names; an instance found on the host without a record is stopped
+    // by whichever runtime observes it there.
+    let runtime = match recorded {
+        Some(record) => Some(recorded_runtime(ctx, record)?),
+        None => finder(ctx, transport.as_ref(), &run_dir, address).await?,
+    };
     ctx.emit(ApplyEvent::Intent {
         address: address.to_string(),
         action: Action::Destroy,
@@ -883,15 +887,22 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
     .map_err(|e| failed(Step::Record, e))?;
     ctx.phase(address, Phase::Stopping);
     let port = recorded.and_then(recorded_port);
-    let stopped = runtime
-        .stop_with(
-            transport.as_ref(),
-            &run_dir,
-            address,
-            recorded.and_then(recorded_identity),
-            ctx.options.stop_grace,
-        )
-        .await;
+    let stopped = match &runtime {
+        Some(runtime) => {
+            runtime
+                .stop_with(
+                    transport.as_ref(),
+                    &run_dir,
+                    address,
+                    recorded
+                        .and_then(|r| recorded_handle(r, runtime.as_ref()))
+                        .as_ref(),
+                    ctx.options.stop_grace,
+                )
+                .await
+        }
+        None => Ok(()),
+    };
     let result = match (stopped, port) {
         (Err(e), _) => Err(blame_lost_lock(
             ctx,
@@ -916,13 +927,47 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
     result
 }
 
-/// The process identity a model's record holds (pid and start ticks), if it holds both.
-fn recorded_identity(record: &ResourceRecord) -> Option<ProcessIdentity> {
-    let number = |key: &str| record.attributes.get(key).and_then(Value::as_u64);
-    Some(ProcessIdentity {
-        pid: u32::try_from(number("pid")?).ok()?,
-        start_ticks: number("start_ticks")?,
-    })
+/// The runtime a model's record names (its `runtime` attribute).
+fn recorded_runtime(
+    ctx: &Ctx<'_>,
+    record: &ResourceRecord,
+) -> Result<std::sync::Arc<dyn Runtime>, Outcome> {
+    let Some(name) = record.attributes.get("runtime").and_then(Value::as_str) else {
+        return Err(failed(
+            Step::Runtime,
+            format!(
+                "the state's record of {} names no runtime, so berth cannot tell what runs it; stop the server by hand, then run `berth state rm {}`",
+                record.address, record.address
+            ),
+        ));
+    };
+    ctx.conns
+        .runtime(name)
+        .map_err(|e| failed(Step::Runtime, e))
+}
+
+/// The runtime that observes an instance of `address` under `run_dir`, if any does.
+async fn finder(
+    ctx: &Ctx<'_>,
+    transport: &dyn Transport,
+    run_dir: &str,
+    address: &str,
+) -> Result<Option<std::sync::Arc<dyn Runtime>>, Outcome> {
+    for runtime in ctx.conns.runtimes() {
+        let seen = runtime
+            .observe(transport, run_dir, address)
+            .await
+            .map_err(|e| failed_by(Step::Observe, &e))?;
+        if seen.is_some() {
+            return Ok(Some(runtime.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// The handle of `runtime`'s instance that a model's record holds, if it holds one.
+fn recorded_handle(record: &ResourceRecord, runtime: &dyn Runtime) -> Option<Handle> {
+    Handle::pick(&record.attributes, runtime.handle_keys())
 }
 
 /// The port a model's record says it listens on.

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::Invocation;
 use super::ui::{Ui, table};
-use crate::config::{Host, RuntimeKind};
+use crate::config::Host;
 use crate::connections::{Connections, error_text};
 use crate::error::{Error, Result};
 use crate::exit_codes;
@@ -275,31 +275,38 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
         Err(e) => checks.push(check("run_dir", Status::Fail, error_text(&e), None)),
     }
 
-    // Tools of the runtimes the host's placements use.
+    // Tools of the runtimes the host's placements use, as each runtime declares them.
     let placements: Vec<_> = ws.placements_on(id).collect();
-    let runtimes: BTreeSet<RuntimeKind> = placements
+    let runtimes: BTreeSet<&str> = placements
         .iter()
         .filter_map(|p| ws.config.backend(&p.backend))
-        .map(|b| b.runtime)
+        .map(|b| b.runtime.as_str())
         .collect();
-    for runtime in &runtimes {
-        let tools: &[&str] = match runtime {
-            RuntimeKind::Process => &["sh", "setsid", "flock", "kill", "tail", "du", "stat"],
-            RuntimeKind::Docker => &["docker"],
-            RuntimeKind::Podman => &["podman"],
-            RuntimeKind::Systemd => &["systemctl"],
+    for name in &runtimes {
+        let runtime = match conns.runtime(name) {
+            Ok(runtime) => runtime,
+            Err(_) => {
+                checks.push(check(
+                    format!("runtime {name}"),
+                    Status::Fail,
+                    "this berth cannot run this runtime yet",
+                    Some("use runtime = \"process\"".into()),
+                ));
+                continue;
+            }
         };
+        let needs = runtime.host_tools();
+        // The names are the runtime's own constants, plain words and paths.
         let script = format!(
-            "for t in {}; do command -v \"$t\" >/dev/null 2>&1 || echo \"$t\"; done; [ -d /proc/self ] || echo /proc",
-            tools.join(" ")
+            "for t in {}; do command -v \"$t\" >/dev/null 2>&1 || echo \"$t\"; done; for p in {}; do [ -e \"$p\" ] || echo \"$p\"; done",
+            needs.commands.join(" "),
+            needs.paths.join(" ")
         );
+        let shown = needs.commands.join(", ");
         match exec(script).await {
-            Ok(out) if out.success() && out.stdout_text().trim().is_empty() => checks.push(check(
-                format!("tools ({})", runtime.as_str()),
-                Status::Ok,
-                tools.join(", "),
-                None,
-            )),
+            Ok(out) if out.success() && out.stdout_text().trim().is_empty() => {
+                checks.push(check(format!("tools ({name})"), Status::Ok, shown, None))
+            }
             Ok(out) => {
                 let missing = out
                     .stdout_text()
@@ -307,26 +314,18 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                     .collect::<Vec<_>>()
                     .join(", ");
                 checks.push(check(
-                    format!("tools ({})", runtime.as_str()),
+                    format!("tools ({name})"),
                     Status::Fail,
                     format!("missing: {missing}"),
-                    Some("install them (setsid and flock are in util-linux)".into()),
+                    Some(needs.help.into()),
                 ));
             }
             Err(e) => checks.push(check(
-                format!("tools ({})", runtime.as_str()),
+                format!("tools ({name})"),
                 Status::Fail,
                 error_text(&e),
                 None,
             )),
-        }
-        if *runtime != RuntimeKind::Process {
-            checks.push(check(
-                format!("runtime {}", runtime.as_str()),
-                Status::Fail,
-                "this berth cannot run this runtime yet",
-                Some("use runtime = \"process\"".into()),
-            ));
         }
     }
 
@@ -408,10 +407,15 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
     }
 
     // Ports: free, or held by berth's own deployment of that model.
-    let ours = match conns.runtime(RuntimeKind::Process) {
-        Ok(r) => r.observe_all(t.as_ref(), run_dir).await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    let mut ours = Vec::new();
+    for runtime in runtimes.iter().filter_map(|name| conns.runtime(name).ok()) {
+        ours.extend(
+            runtime
+                .observe_all(t.as_ref(), run_dir)
+                .await
+                .unwrap_or_default(),
+        );
+    }
     let listening = listening_ports(t.as_ref()).await;
     for p in placements.iter().filter(|p| p.active) {
         let name = format!("port {}", p.port);

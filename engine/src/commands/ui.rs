@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, NarratableReportHandler};
 
 use crate::config::{Findings, Sources};
+use crate::paint::{Paint, Tone};
 
 /// How output should look on this terminal.
 #[derive(Debug, Clone, Copy)]
@@ -21,11 +22,10 @@ impl Ui {
     /// Reads `NO_COLOR`, `NO_GRAPHICS` and whether stdout/stderr are terminals.
     pub fn from_env() -> Self {
         let stderr_tty = std::io::stderr().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let no_graphics =
             std::env::var_os("NO_GRAPHICS").is_some_and(|v| !v.is_empty() && v != "0");
         Ui {
-            color: stderr_tty && !no_color,
+            color: Paint::stderr().color,
             graphics: !no_graphics,
             stdout_tty: std::io::stdout().is_terminal(),
             stderr_tty,
@@ -87,33 +87,36 @@ impl Ui {
         err!("{}", self.render(diagnostic));
     }
 
-    /// `text` in bold when colour is on.
+    /// `text` in bold when standard output takes colour.
     pub fn bold(&self, text: &str) -> String {
-        self.paint(text, "1")
+        self.paint(text, Tone::Strong)
     }
 
+    /// `text` in green (good news) when standard output takes colour.
     pub fn green(&self, text: &str) -> String {
-        self.paint(text, "32")
+        self.paint(text, Tone::Added)
     }
 
+    /// `text` in yellow (a warning) when standard output takes colour.
     pub fn yellow(&self, text: &str) -> String {
-        self.paint(text, "33")
+        self.paint(text, Tone::Changed)
     }
 
+    /// `text` in red (a failure) when standard output takes colour.
     pub fn red(&self, text: &str) -> String {
-        self.paint(text, "31")
+        self.paint(text, Tone::Removed)
     }
 
+    /// `text` dimmed when standard output takes colour.
     pub fn dim(&self, text: &str) -> String {
-        self.paint(text, "2")
+        self.paint(text, Tone::Faint)
     }
 
-    fn paint(&self, text: &str, code: &str) -> String {
-        if self.color && self.stdout_tty {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
+    fn paint(&self, text: &str, tone: Tone) -> String {
+        Paint {
+            color: self.color && self.stdout_tty,
         }
+        .paint(text, tone)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_providers::{Liveness, ProbeOutcome};
+use berth_providers::{Liveness, ProbeOutcome, Registry};
 use berth_state::{Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus, Selection};
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ use super::{
     Action, Cause, Drift, FieldChange, Kind, Operation, PLAN_JSON_VERSION, Plan, ResourceChange,
 };
 use crate::error::{Error, Result};
-use crate::launch::{self, Rendered};
+use crate::launch::{self, Rendered, Role};
 use crate::placement::Previous;
 use crate::workspace::Workspace;
 
@@ -95,13 +95,6 @@ pub struct PlanOptions {
     pub replace: Vec<String>,
 }
 
-/// Fields whose change means the instance must be restarted.
-const REPLACE_FIELDS: &[&str] = &[
-    "runtime", "backend", "port", "run_dir", "source", "command", "env",
-];
-/// Fields that only berth records.
-const UPDATE_FIELDS: &[&str] = &["probe", "probe_timeout_sec", "probe_interval_ms"];
-
 /// Whether `target` (an address, `model.ID`, `backend.ID` or `host.ID`) selects `address`.
 pub fn target_matches(target: &str, address: &str) -> bool {
     if target == address {
@@ -125,6 +118,11 @@ pub fn plan(
     config_hash: &str,
 ) -> Result<Plan> {
     let key = state.hmac_key();
+    // The launch record declares which fields replace an instance and which only berth
+    // records.
+    let replace_fields: Vec<&str> = launch::field_names(Role::Replace).collect();
+    let update_fields: Vec<&str> = launch::field_names(Role::Update).collect();
+    let runtimes = Registry::builtin();
     // Instances another berth state started (on a shared host, or before this state was lost)
     // are adopted only when they run exactly the wanted launch, and never stopped.
     let foreign = foreign_instances(observed, &state.meta.lineage);
@@ -155,7 +153,7 @@ pub fn plan(
     if !destroying {
         for p in ws.placements.iter().filter(|p| p.active) {
             let rendered = launch::render(&ws.config, p).map_err(Error::Render)?;
-            if rendered.runtime != crate::config::RuntimeKind::Process {
+            if runtimes.get(rendered.runtime.as_str()).is_none() {
                 return Err(Error::Usage {
                     message: format!(
                         "{} runs on backend `{}` with runtime \"{}\", which this berth cannot run yet",
@@ -209,19 +207,19 @@ pub fn plan(
                         Action::Reuse,
                         Cause::Found,
                         "found running on the host with this exact launch, but not in the state: adopt it after a probe".into(),
-                        all_fields(&attrs),
+                        all_fields(&attrs, &replace_fields, &update_fields),
                     ),
                     Some(Some(found)) if found.liveness == Liveness::Running => (
                         Action::Replace,
                         Cause::Found,
                         "an instance with another launch runs on the host under this address, not in the state".into(),
-                        all_fields(&attrs),
+                        all_fields(&attrs, &replace_fields, &update_fields),
                     ),
-                    _ => (Action::Create, Cause::Config, "not deployed yet".into(), all_fields(&attrs)),
+                    _ => (Action::Create, Cause::Config, "not deployed yet".into(), all_fields(&attrs, &replace_fields, &update_fields)),
                 },
                 Some(rec) => {
-                    let replace_changes = diff(&rec.attributes, &attrs, REPLACE_FIELDS);
-                    let update_changes = diff(&rec.attributes, &attrs, UPDATE_FIELDS);
+                    let replace_changes = diff(&rec.attributes, &attrs, &replace_fields);
+                    let update_changes = diff(&rec.attributes, &attrs, &update_fields);
                     if let ResourceStatus::Failed { step, reason } = &rec.status {
                         let mut changes = replace_changes;
                         changes.extend(update_changes);
@@ -340,7 +338,7 @@ pub fn plan(
                 changes: rec
                     .attributes
                     .iter()
-                    .filter(|(k, _)| REPLACE_FIELDS.contains(&k.as_str()))
+                    .filter(|(k, _)| replace_fields.contains(&k.as_str()))
                     .map(|(k, v)| FieldChange {
                         field: k.clone(),
                         before: Some(v.clone()),
@@ -540,7 +538,7 @@ fn drift_of(
     };
     match found.liveness {
         Liveness::Exited => return Some(("process exited".into(), Action::Replace)),
-        Liveness::PidReused => {
+        Liveness::Replaced => {
             return Some((
                 "process is gone (its pid belongs to another process now)".into(),
                 Action::Replace,
@@ -567,7 +565,7 @@ fn liveness_text(l: Liveness) -> &'static str {
     match l {
         Liveness::Running => "running",
         Liveness::Exited => "exited",
-        Liveness::PidReused => "gone (pid reused)",
+        Liveness::Replaced => "gone (pid reused)",
     }
 }
 
@@ -613,10 +611,14 @@ fn diff(
         .collect()
 }
 
-fn all_fields(after: &BTreeMap<String, Value>) -> Vec<FieldChange> {
-    REPLACE_FIELDS
+fn all_fields(
+    after: &BTreeMap<String, Value>,
+    replace_fields: &[&str],
+    update_fields: &[&str],
+) -> Vec<FieldChange> {
+    replace_fields
         .iter()
-        .chain(UPDATE_FIELDS)
+        .chain(update_fields)
         .filter_map(|f| {
             after.get(*f).map(|v| FieldChange {
                 field: f.to_string(),

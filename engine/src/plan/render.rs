@@ -5,30 +5,18 @@ use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
 use super::{Action, FieldChange, Plan, ResourceChange};
+use crate::paint::{Paint, Tone};
 
-/// Colours for the text renderer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Style {
-    pub color: bool,
-}
+/// The text renderer's colour choice.
+pub type Style = Paint;
 
-impl Style {
-    fn paint(&self, text: &str, code: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
-
-    fn for_action(&self, action: Action, text: &str) -> String {
-        match action {
-            Action::Create => self.paint(text, "32"),
-            Action::Destroy => self.paint(text, "31"),
-            Action::Replace => self.paint(text, "35"),
-            Action::Update | Action::Reuse => self.paint(text, "33"),
-            Action::Verify | Action::NoOp => text.to_string(),
-        }
+fn for_action(paint: Paint, action: Action, text: &str) -> String {
+    match action {
+        Action::Create => paint.paint(text, Tone::Added),
+        Action::Destroy => paint.paint(text, Tone::Removed),
+        Action::Replace => paint.paint(text, Tone::Replaced),
+        Action::Update | Action::Reuse => paint.paint(text, Tone::Changed),
+        Action::Verify | Action::NoOp => text.to_string(),
     }
 }
 
@@ -56,7 +44,7 @@ fn show(v: &Option<Value>) -> String {
 }
 
 /// `- old` / `+ new` lines with the changed words marked (`[..]` without colour).
-fn word_diff(before: &str, after: &str, style: Style) -> (String, String) {
+fn word_diff(before: &str, after: &str, paint: Paint) -> (String, String) {
     let diff = TextDiff::from_words(before, after);
     let (mut old, mut new) = (String::new(), String::new());
     for change in diff.iter_all_changes() {
@@ -66,13 +54,13 @@ fn word_diff(before: &str, after: &str, style: Style) -> (String, String) {
                 old.push_str(text);
                 new.push_str(text);
             }
-            ChangeTag::Delete => old.push_str(&if style.color {
-                style.paint(text, "1;31")
+            ChangeTag::Delete => old.push_str(&if paint.color {
+                paint.paint(text, Tone::Deleted)
             } else {
                 format!("[{text}]")
             }),
-            ChangeTag::Insert => new.push_str(&if style.color {
-                style.paint(text, "1;32")
+            ChangeTag::Insert => new.push_str(&if paint.color {
+                paint.paint(text, Tone::Inserted)
             } else {
                 format!("[{text}]")
             }),
@@ -83,7 +71,7 @@ fn word_diff(before: &str, after: &str, style: Style) -> (String, String) {
 
 fn field_lines(
     change: &FieldChange,
-    style: Style,
+    paint: Paint,
     indent: &str,
     new_resource: bool,
 ) -> Vec<String> {
@@ -95,32 +83,32 @@ fn field_lines(
         (Some(_), None) => vec![format!(
             "{indent}{:<18} {}",
             change.field,
-            style.paint(&before, "2")
+            paint.paint(&before, Tone::Faint)
         )],
         _ if before.len() > LONG || after.len() > LONG => {
-            let (old, new) = word_diff(&before, &after, style);
+            let (old, new) = word_diff(&before, &after, paint);
             vec![
                 format!("{indent}{}:", change.field),
-                format!("{indent}  {} {old}", style.paint("-", "31")),
-                format!("{indent}  {} {new}", style.paint("+", "32")),
+                format!("{indent}  {} {old}", paint.paint("-", Tone::Removed)),
+                format!("{indent}  {} {new}", paint.paint("+", Tone::Added)),
             ]
         }
         _ => vec![format!("{indent}{:<18} {before} -> {after}", change.field)],
     }
 }
 
-fn resource_text(r: &ResourceChange, style: Style) -> String {
+fn resource_text(r: &ResourceChange, paint: Paint) -> String {
     let mut out = format!(
         "  {} {}\n      {}: {}\n",
-        style.for_action(r.action, &format!("{:>3}", r.action.symbol())),
-        style.for_action(r.action, &r.address),
+        for_action(paint, r.action, &format!("{:>3}", r.action.symbol())),
+        for_action(paint, r.action, &r.address),
         r.action.as_str(),
         r.reason
     );
     for c in &r.changes {
         for line in field_lines(
             c,
-            style,
+            paint,
             "      ",
             r.action == Action::Create || r.cause == super::Cause::Found,
         ) {
@@ -132,10 +120,10 @@ fn resource_text(r: &ResourceChange, style: Style) -> String {
 }
 
 /// The plan for a terminal.
-pub fn text(plan: &Plan, style: Style) -> String {
+pub fn text(plan: &Plan, paint: Paint) -> String {
     let mut out = String::new();
     for w in &plan.warnings {
-        out.push_str(&format!("{} {w}\n", style.paint("warning:", "33")));
+        out.push_str(&format!("{} {w}\n", paint.paint("warning:", Tone::Changed)));
     }
     if !plan.warnings.is_empty() {
         out.push('\n');
@@ -145,7 +133,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
         for d in &plan.drift {
             out.push_str(&format!(
                 "  {} {}: {}\n",
-                style.paint("!", "33"),
+                paint.paint("!", Tone::Changed),
                 d.address,
                 d.what
             ));
@@ -175,7 +163,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
     }
     out.push_str("berth will:\n\n");
     for r in &changes {
-        out.push_str(&resource_text(r, style));
+        out.push_str(&resource_text(r, paint));
         out.push('\n');
     }
     let verifies: Vec<&str> = plan
@@ -192,7 +180,7 @@ pub fn text(plan: &Plan, style: Style) -> String {
     }
     out.push_str(&format!(
         "Plan: {}.\n",
-        style.paint(&plan.summary().to_string(), "1")
+        paint.paint(&plan.summary().to_string(), Tone::Strong)
     ));
     out
 }

@@ -1,7 +1,10 @@
 //! The `Runtime` seam: start, observe, stop and read the logs of a service through a
 //! [`Transport`]. Every instance a runtime starts carries its berth address and fingerprint on
-//! the host itself, so that berth can re-adopt it without its state.
+//! the host itself, so that berth can re-adopt it without its state. What identifies an
+//! instance (a pid, a unit invocation, a container id) is a [`Handle`] that only the runtime
+//! which started it interprets; callers store and compare it, never read it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Result, Transport};
 
 mod process;
+mod registry;
 
-pub use process::ProcessRuntime;
+pub use process::{ProcessHandle, ProcessRuntime};
+pub use registry::Registry;
 
 /// Everything a runtime needs to start one service; rendered by the engine, opaque here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +37,80 @@ pub struct LaunchSpec {
     /// Which berth state starts it (its lineage), recorded on the host so that berths with
     /// separate states sharing a host leave each other's instances alone.
     pub owner: String,
+    /// What only one kind of runtime reads.
+    pub runtime: RuntimeSpec,
+}
+
+/// The part of a launch that belongs to one kind of runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RuntimeSpec {
+    /// A plain process group: the command is all it needs.
+    #[default]
+    Process,
+    /// A systemd unit.
+    Systemd(SystemdSpec),
+    /// A docker or podman container.
+    Container(ContainerSpec),
+}
+
+/// How a systemd runtime writes the unit of a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemdSpec {
+    /// A `--user` unit rather than a system one.
+    pub user: bool,
+    /// Extra `[Service]` options, written in this order.
+    pub options: Vec<(String, String)>,
+}
+
+/// How a container runtime runs a service (a backend's `container` block).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// A `docker save` archive on the host, loaded when the image is missing.
+    pub image_archive: Option<String>,
+    /// The `--gpus` value.
+    pub gpus: Option<String>,
+    /// `--volume` values.
+    pub volumes: Vec<String>,
+    /// The `--network` value.
+    pub network: Option<String>,
+    /// `--publish` values.
+    pub ports: Vec<String>,
+    /// Arguments added to `run` as written.
+    pub extra_args: Vec<String>,
+}
+
+/// What identifies a started instance on its host (for the process runtime its pid and start
+/// ticks). Only the runtime that started the instance interprets it; everyone else stores it
+/// and hands it back. It is flat JSON: its keys sit beside the instance's other fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Handle(BTreeMap<String, serde_json::Value>);
+
+impl Handle {
+    /// A handle of these fields.
+    pub fn new(fields: impl IntoIterator<Item = (String, serde_json::Value)>) -> Self {
+        Handle(fields.into_iter().collect())
+    }
+
+    /// The handle whose `keys` are taken from `fields` (e.g. a state record's attributes);
+    /// `None` when any is missing.
+    pub fn pick(fields: &BTreeMap<String, serde_json::Value>, keys: &[&str]) -> Option<Self> {
+        keys.iter()
+            .map(|k| Some((k.to_string(), fields.get(*k)?.clone())))
+            .collect::<Option<BTreeMap<_, _>>>()
+            .map(Handle)
+    }
+
+    /// One field, for the runtime that wrote it.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key)
+    }
+
+    /// Every field, to store it.
+    pub fn fields(&self) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        self.0.iter()
+    }
 }
 
 /// A started service as recorded on the host.
@@ -43,24 +122,23 @@ pub struct Instance {
     #[serde(default)]
     pub owner: String,
     pub port: u16,
-    /// Process id of the service (the leader of its process group).
-    pub pid: u32,
-    /// Kernel start time of `pid` in clock ticks since boot (`/proc/PID/stat` field 22), which
-    /// tells a live service from an unrelated process that reused its pid.
-    pub start_ticks: u64,
+    /// Which instance it is, as its runtime tells.
+    #[serde(flatten)]
+    pub handle: Handle,
     /// Unix seconds when berth started it.
     pub started_at: u64,
 }
 
-/// Whether an instance recorded on the host is still the process berth started.
+/// Whether an instance recorded on the host is still the service berth started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     Running,
-    /// No process has that pid any more.
+    /// It has stopped.
     Exited,
-    /// A process has that pid, but it is not the one berth started.
-    PidReused,
+    /// Its place is taken by something berth did not start (a reused pid, a container of
+    /// another id under its name).
+    Replaced,
 }
 
 /// An instance found on a host, and whether it still runs.
@@ -68,25 +146,6 @@ pub enum Liveness {
 pub struct Observed {
     pub instance: Instance,
     pub liveness: Liveness,
-}
-
-/// Which process a service is, as berth's state records it: what stops an instance whose
-/// marker on the host is lost. The start ticks tell the service from a process that reused
-/// its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessIdentity {
-    pub pid: u32,
-    /// Kernel start time of `pid` in clock ticks since boot.
-    pub start_ticks: u64,
-}
-
-impl From<&Instance> for ProcessIdentity {
-    fn from(instance: &Instance) -> Self {
-        ProcessIdentity {
-            pid: instance.pid,
-            start_ticks: instance.start_ticks,
-        }
-    }
 }
 
 /// A deployment on the host whose marker berth cannot use: it cannot tell what runs there.
@@ -105,11 +164,29 @@ pub struct Survey {
     pub problems: Vec<MarkerProblem>,
 }
 
+/// The commands a runtime needs on a host, for `hosts doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostTools {
+    /// Commands that must be on the PATH of a login.
+    pub commands: &'static [&'static str],
+    /// Paths that must exist (e.g. `/proc`).
+    pub paths: &'static [&'static str],
+    /// How to install what is missing.
+    pub help: &'static str,
+}
+
 /// A way of running services on a host: plain processes, systemd units, containers.
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// The runtime's name as written in config (`process`, `systemd`, `docker`, `podman`).
     fn name(&self) -> &'static str;
+
+    /// What this runtime needs on a host.
+    fn host_tools(&self) -> HostTools;
+
+    /// The keys of this runtime's [`Handle`]s, so that a caller can store a handle among other
+    /// fields and pick it out again.
+    fn handle_keys(&self) -> &'static [&'static str];
 
     /// The artifact that would run the service (a script, a unit, a container spec), shown in
     /// plans. It holds env keys but never env values.
@@ -130,9 +207,8 @@ pub trait Runtime: Send + Sync {
         })
     }
 
-    /// The instance recorded for `address`, if any, in one round trip. The probe gate calls
-    /// this between polls; runtimes override it when one instance is cheaper to look at than
-    /// all of them.
+    /// The instance recorded for `address`, if any, in one round trip. Runtimes override it
+    /// when one instance is cheaper to look at than all of them.
     async fn observe(
         &self,
         transport: &dyn Transport,
@@ -141,6 +217,21 @@ pub trait Runtime: Send + Sync {
     ) -> Result<Option<Observed>> {
         let all = self.observe_all(transport, run_dir).await?;
         Ok(all.into_iter().find(|o| o.instance.address == address))
+    }
+
+    /// Whether `started` still runs and is still the instance this runtime started (not a
+    /// successor under the same address, nor something that took its place). The probe gate
+    /// asks this between polls.
+    async fn still_mine(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        started: &Instance,
+    ) -> Result<bool> {
+        let observed = self.observe(transport, run_dir, &started.address).await?;
+        Ok(observed.is_some_and(|o| {
+            o.liveness == Liveness::Running && o.instance.handle == started.handle
+        }))
     }
 
     /// Stops the instance of `address` (TERM, then KILL after `grace`) and removes its record.
@@ -156,25 +247,26 @@ pub trait Runtime: Send + Sync {
             .await
     }
 
-    /// Like [`Runtime::stop`], with the identity berth's state recorded for the instance, used
+    /// Like [`Runtime::stop`], with the handle berth's state recorded for the instance, used
     /// only when the record on the host is missing or unreadable. An unreadable record and no
-    /// identity is an error ([`crate::ProviderError::UnreadableMarker`]): the service may run.
+    /// handle is an error ([`crate::ProviderError::UnreadableMarker`]): the service may run.
     async fn stop_with(
         &self,
         transport: &dyn Transport,
         run_dir: &str,
         address: &str,
-        recorded: Option<ProcessIdentity>,
+        recorded: Option<&Handle>,
         grace: Duration,
     ) -> Result<()>;
 
-    /// Records `owner` as the state that manages the instance of `address` (adopting one that
-    /// another state started, or that predates owners).
+    /// Records `owner` as the state that manages `instance` (adopting one that another state
+    /// started, or that predates owners). The record is rewritten from `instance` as observed,
+    /// and only while the host still records that same instance.
     async fn claim(
         &self,
         transport: &dyn Transport,
         run_dir: &str,
-        address: &str,
+        instance: &Instance,
         owner: &str,
     ) -> Result<()>;
 

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! {run_dir}/deployments/{dir_name(address)}/
-//!     meta.json   the Instance (address, fingerprint, port, pid, start_ticks, started_at)
+//!     meta.json   the Instance (address, fingerprint, owner, port, pid, start_ticks, started_at)
 //!     env         `export K='v'` lines, mode 0600, sourced by the launcher
 //!     log         stdout and stderr of the service, appended
 //! ```
@@ -17,15 +17,20 @@
 //!
 //! The recorded pid leads the service's own session and process group: it is the `sh -c` that
 //! runs the command (or the command itself, where the shell execs a simple command), and the
-//! whole group is the service. Liveness and pid reuse are read from `/proc/PID/stat` (Linux).
+//! whole group is the service. So the instance runs while its leader runs with the recorded
+//! start ticks, or, once the leader is gone, while any process of its group does: a shell
+//! wrapper that dies leaves a server that still runs and answers. Liveness and pid reuse are
+//! read from `/proc/PID/stat` (Linux).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::Value;
 
 use crate::runtime::{
-    Instance, LaunchSpec, Liveness, MarkerProblem, Observed, ProcessIdentity, Runtime, Survey,
+    Handle, HostTools, Instance, LaunchSpec, Liveness, MarkerProblem, Observed, Runtime,
+    RuntimeSpec, Survey,
 };
 use crate::transport::{Command, Output, Transport, quote};
 use crate::{ProviderError, Result};
@@ -173,6 +178,38 @@ berth_field() {
 }
 "#;
 
+/// What identifies a process-runtime instance: the leader of its process group and the
+/// leader's start time, which tells it from an unrelated process that reused its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessHandle {
+    /// Process id of the group leader; also the id of the group.
+    pub pid: u32,
+    /// Kernel start time of `pid` in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+}
+
+impl ProcessHandle {
+    const KEYS: &'static [&'static str] = &["pid", "start_ticks"];
+
+    /// The process identity in `handle`; `None` when it holds none (another runtime's, or a
+    /// record that lost a field).
+    pub fn of(handle: &Handle) -> Option<Self> {
+        Some(ProcessHandle {
+            pid: u32::try_from(handle.get("pid")?.as_u64()?).ok()?,
+            start_ticks: handle.get("start_ticks")?.as_u64()?,
+        })
+    }
+}
+
+impl From<ProcessHandle> for Handle {
+    fn from(h: ProcessHandle) -> Self {
+        Handle::new([
+            ("pid".to_string(), Value::from(h.pid)),
+            ("start_ticks".to_string(), Value::from(h.start_ticks)),
+        ])
+    }
+}
+
 /// Runs services as plain processes, each the leader of its own session and process group.
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
@@ -242,8 +279,8 @@ impl ProcessRuntime {
         dirs: &str,
         what: String,
     ) -> Result<Survey> {
-        // One line per deployment, named by its directory: D <tab> pid <tab> live start ticks
-        // or "-" <tab> name <tab> meta.json with its lines joined (last: tabs in it are JSON
+        // One line per deployment, named by its directory: D <tab> pid <tab> live start ticks,
+        // "g" (the leader is gone but its group runs) or "-" <tab> name <tab> meta.json with its lines joined (last: tabs in it are JSON
         // whitespace); U <tab> name <tab> why, for a marker berth cannot use; M <tab> name, for
         // a directory with no marker and no start in progress.
         let script = format!(
@@ -256,7 +293,8 @@ for d in {dirs}; do
   if [ -e "$m" ]; then
     if berth_meta "$m" && [ -n "$m_pid" ]; then
       ticks=-
-      if berth_live "$m_pid"; then ticks=${{st_ticks:--}}; fi
+      if berth_live "$m_pid"; then ticks=${{st_ticks:--}}
+      elif berth_group_alive "$m_pid"; then ticks=g; fi
       printf 'D\t%s\t%s\t%s\t%s\n' "$m_pid" "$ticks" "$name" "$meta"
     else
       printf 'U\t%s\t%s\n' "$name" "$(berth_marker_problem "$m")"
@@ -280,6 +318,18 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
+    fn host_tools(&self) -> HostTools {
+        HostTools {
+            commands: &["sh", "setsid", "flock", "kill", "tail", "du", "stat"],
+            paths: &["/proc/self"],
+            help: "install them (setsid and flock are in util-linux)",
+        }
+    }
+
+    fn handle_keys(&self) -> &'static [&'static str] {
+        ProcessHandle::KEYS
+    }
+
     fn render(&self, spec: &LaunchSpec) -> String {
         let keys: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
         let env = if keys.is_empty() {
@@ -296,6 +346,12 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance> {
+        if spec.runtime != RuntimeSpec::Process {
+            return Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: "the process runtime was handed another runtime's launch".into(),
+            });
+        }
         let env = env_file(spec)?;
         let dir = Self::deployment_dir(&spec.run_dir, &spec.address);
 
@@ -373,8 +429,7 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             fingerprint: spec.fingerprint.clone(),
             owner: spec.owner.clone(),
             port: spec.port,
-            pid,
-            start_ticks,
+            handle: ProcessHandle { pid, start_ticks }.into(),
             started_at,
         })
     }
@@ -421,13 +476,14 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
         transport: &dyn Transport,
         run_dir: &str,
         address: &str,
-        recorded: Option<ProcessIdentity>,
+        recorded: Option<&Handle>,
         grace: Duration,
     ) -> Result<()> {
         let dir = Self::deployment_dir(run_dir, address);
         // Counted in naps of 0.1 s rather than by the clock: `date +%s` has whole seconds only.
         let grace_naps = grace.as_millis().div_ceil(100);
         let identity = recorded
+            .and_then(ProcessHandle::of)
             .map(|id| format!(" {} {}", id.pid, id.start_ticks))
             .unwrap_or_default();
         let script = format!(
@@ -458,29 +514,58 @@ berth_stop {qdir} {grace_naps}{identity}
         &self,
         transport: &dyn Transport,
         run_dir: &str,
-        address: &str,
+        instance: &Instance,
         owner: &str,
     ) -> Result<()> {
+        let address = &instance.address;
+        let Some(id) = ProcessHandle::of(&instance.handle) else {
+            return Err(ProviderError::InvalidSpec {
+                address: address.clone(),
+                message: "the instance to claim holds no process identity".into(),
+            });
+        };
         let dir = Self::deployment_dir(run_dir, address);
-        let owner_json = serde_json::Value::String(owner.to_string()).to_string();
-        // meta.json is one line written by `start`: replace its owner, or add one after `{`.
+        let claimed = Instance {
+            owner: owner.to_string(),
+            ..instance.clone()
+        };
+        let mut meta = serde_json::to_string(&claimed).expect("an instance serialises");
+        meta.push('\n');
+        // The new record arrives on stdin and replaces meta.json in one rename, under the
+        // deployments lock and only while meta.json still records the instance that was
+        // observed: a restart in between keeps its own record.
         let script = format!(
             r#"# berth: process claim
-m={qmeta}
-[ -f "$m" ] || exit 0
-o={qowner}
-if grep -q '"owner":' "$m"; then
-  sed "s/\"owner\":\"[^\"]*\"/\"owner\":$o/" "$m" > "$m.tmp"
-else
-  sed "s/^{{/{{\"owner\":$o,/" "$m" > "$m.tmp"
-fi && mv -f -- "$m.tmp" "$m"
+{SH_FUNCTIONS}
+{STOP_FUNCTION}
+dir={qdir}
+berth_claim() {{
+  [ -f "$dir/meta.json" ] || return 0
+  berth_meta "$dir/meta.json"
+  if [ "$m_pid:$m_ticks" != {want} ]; then
+    echo "its record $dir/meta.json changed since it was observed (another berth restarted it?); plan again" >&2
+    return 9
+  fi
+  cat > "$dir/meta.json.tmp" && mv -f -- "$dir/meta.json.tmp" "$dir/meta.json"
+}}
+berth_locked "$dir" berth_claim
 "#,
-            qmeta = quote(&format!("{dir}/meta.json"))?,
-            qowner = quote(&owner_json)?,
+            qdir = quote(&dir)?,
+            want = quote(&format!("{}:{}", id.pid, id.start_ticks))?,
         );
-        self.run(transport, script, format!("claim {address}"))
-            .await
-            .map(|_| ())
+        let out = transport
+            .exec(Command::new(script, self.timeout).stdin(meta.into_bytes()))
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ProviderError::CommandFailed {
+                host: transport.host().to_string(),
+                what: format!("claim {address}"),
+                status: out.status,
+                stderr: out.stderr_text().trim().to_string(),
+            })
+        }
     }
 
     async fn logs(
@@ -625,14 +710,21 @@ fn parse_observed(run_dir: &str, stdout: &str) -> Survey {
                         continue;
                     }
                 };
-                if pid != instance.pid.to_string() {
+                let Some(id) =
+                    ProcessHandle::of(&instance.handle).filter(|id| pid == id.pid.to_string())
+                else {
                     problem(marker(name), format!("is unreadable (its pid {pid:?})"));
                     continue;
-                }
-                let liveness = match ticks.parse::<u64>() {
-                    Err(_) => Liveness::Exited,
-                    Ok(t) if t == instance.start_ticks => Liveness::Running,
-                    Ok(_) => Liveness::PidReused,
+                };
+                let liveness = match ticks {
+                    // The leader is gone, but its group (the server under a shell that died)
+                    // runs on.
+                    "g" => Liveness::Running,
+                    _ => match ticks.parse::<u64>() {
+                        Err(_) => Liveness::Exited,
+                        Ok(t) if t == id.start_ticks => Liveness::Running,
+                        Ok(_) => Liveness::Replaced,
+                    },
                 };
                 found.push(Observed { instance, liveness });
             }
@@ -691,6 +783,7 @@ mod tests {
             env: vec![("A".into(), "it's $HOME".into())],
             port: 1,
             fingerprint: "f".into(),
+            runtime: RuntimeSpec::Process,
         };
         let text = env_file(&spec).unwrap();
         // Sourced by a real shell, the value comes back byte for byte.
@@ -713,13 +806,25 @@ mod tests {
         let meta =
             r#"{"address":"a","fingerprint":"f","port":1,"pid":42,"start_ticks":7,"started_at":0}"#;
         let out = format!(
-            "D\t42\t7\ta\t{meta}\nD\t42\t8\ta\t{meta}\nD\t42\t-\ta\t{meta}\nD\t42\t-\tb\tnot json\nU\tc\tit is empty\nM\td\n"
+            "D\t42\t7\ta\t{meta}\nD\t42\t8\ta\t{meta}\nD\t42\t-\ta\t{meta}\nD\t42\tg\ta\t{meta}\nD\t42\t-\tb\tnot json\nU\tc\tit is empty\nM\td\n"
         );
         let survey = parse_observed("/r/", &out);
         let kinds: Vec<Liveness> = survey.found.iter().map(|o| o.liveness).collect();
         assert_eq!(
             kinds,
-            [Liveness::Running, Liveness::PidReused, Liveness::Exited]
+            [
+                Liveness::Running,
+                Liveness::Replaced,
+                Liveness::Exited,
+                Liveness::Running
+            ]
+        );
+        assert_eq!(
+            ProcessHandle::of(&survey.found[0].instance.handle),
+            Some(ProcessHandle {
+                pid: 42,
+                start_ticks: 7
+            })
         );
         let paths: Vec<&str> = survey.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(

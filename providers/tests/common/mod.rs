@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use berth_providers::LaunchSpec;
+use berth_providers::{Instance, LaunchSpec, ProcessHandle};
 pub use berth_test_support::free_port;
 use berth_test_support::model_server;
 
@@ -23,7 +23,22 @@ pub fn stand_in(run_dir: &str, address: &str, port: u16, flags: &str) -> LaunchS
         env: Vec::new(),
         port,
         fingerprint: format!("fp-{address}-{port}"),
+        runtime: Default::default(),
     }
+}
+
+/// The group leader a process-runtime instance records.
+pub fn pid(instance: &Instance) -> u32 {
+    ProcessHandle::of(&instance.handle)
+        .expect("a process handle")
+        .pid
+}
+
+/// The start ticks a process-runtime instance records for its group leader.
+pub fn ticks(instance: &Instance) -> u64 {
+    ProcessHandle::of(&instance.handle)
+        .expect("a process handle")
+        .start_ticks
 }
 
 /// The /proc/PID/stat fields after the command name: state is `[0]`, pgrp `[2]`, start ticks

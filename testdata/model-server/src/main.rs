@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -19,9 +20,6 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 
-const USAGE: &str = "usage: berth-model-server --port N [--host ADDR] [--model ID] [--load-secs F] \
-[--exit-after-secs F] [--hang] [--fail-load]";
-
 /// Exit status of a simulated crash (`--exit-after-secs`).
 const EXIT_CRASH: u8 = 3;
 /// Exit status of a failed load or a port that cannot be bound.
@@ -30,69 +28,44 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 /// What the command line asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "berth-model-server",
+    about = "A stand-in for an OpenAI-compatible model server (no model, no GPU)"
+)]
 struct Args {
+    /// Port to listen on.
+    #[arg(long)]
     port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Model id reported by /v1/models.
+    #[arg(long, default_value = "stand-in")]
     model: String,
+    /// Seconds of "loading" (503) before the model is ready.
+    #[arg(long = "load-secs", value_name = "SECS", value_parser = seconds, default_value = "0")]
     load: Duration,
+    /// Exit with status 3 after this many seconds: a simulated crash.
+    #[arg(long = "exit-after-secs", value_name = "SECS", value_parser = seconds)]
     exit_after: Option<Duration>,
+    /// Accept connections but never answer.
+    #[arg(long)]
     hang: bool,
+    /// Exit with status 1 when loading ends: a model that fails to load.
+    #[arg(long = "fail-load")]
     fail_load: bool,
+    /// Ignore SIGTERM, like a server stuck in a long shutdown: only SIGKILL ends it.
+    #[arg(long = "ignore-term")]
+    ignore_term: bool,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut port = None;
-    let mut args = Args {
-        port: 0,
-        host: "127.0.0.1".to_string(),
-        model: "stand-in".to_string(),
-        load: Duration::ZERO,
-        exit_after: None,
-        hang: false,
-        fail_load: false,
-    };
-    while let Some(arg) = argv.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "--port" => {
-                let v = value("--port")?;
-                port = Some(
-                    v.parse()
-                        .map_err(|_| format!("--port: not a port: {v:?}"))?,
-                );
-            }
-            "--host" => args.host = value("--host")?,
-            "--model" => args.model = value("--model")?,
-            "--load-secs" => args.load = seconds("--load-secs", &value("--load-secs")?)?,
-            "--exit-after-secs" => {
-                args.exit_after = Some(seconds("--exit-after-secs", &value("--exit-after-secs")?)?);
-            }
-            "--hang" => args.hang = true,
-            "--fail-load" => args.fail_load = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    args.port = port.ok_or("--port is required")?;
-    Ok(args)
-}
-
-fn seconds(flag: &str, value: &str) -> Result<Duration, String> {
+fn seconds(value: &str) -> Result<Duration, String> {
     value
         .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{flag}: not a number of seconds: {value:?}"))
+        .ok_or_else(|| format!("not a number of seconds: {value:?}"))
 }
 
 /// Shared by every connection.
@@ -103,15 +76,11 @@ struct State {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(message) if message.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("berth-model-server: {message}\n{USAGE}");
-            return ExitCode::from(EXIT_USAGE);
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -170,6 +139,10 @@ async fn serve(args: Args) -> u8 {
     loop {
         tokio::select! {
             _ = term.recv() => {
+                if args.ignore_term {
+                    println!("received SIGTERM, ignoring it (--ignore-term)");
+                    continue;
+                }
                 println!("received SIGTERM, shutting down");
                 return 0;
             }
@@ -341,8 +314,8 @@ fn error_body(code: u16, kind: &str, message: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("berth-model-server").chain(args.iter().copied()))
     }
 
     #[test]
@@ -365,7 +338,7 @@ mod tests {
 
     #[test]
     fn bad_flags() {
-        assert!(parse(&[]).unwrap_err().contains("--port is required"));
+        assert!(parse(&[]).unwrap_err().to_string().contains("--port"));
         assert!(parse(&["--port", "x"]).is_err());
         assert!(parse(&["--port", "1", "--load-secs", "-1"]).is_err());
         assert!(parse(&["--port", "1", "--bogus"]).is_err());

@@ -177,5 +177,8 @@ fn hang_accepts_but_never_answers() {
 fn port_is_required() {
     let (code, _, stderr) = finish(spawn(&[]));
     assert_eq!(code, Some(2));
-    assert!(stderr.contains("--port is required"), "{stderr}");
+    assert!(
+        stderr.contains("required") && stderr.contains("--port <PORT>"),
+        "{stderr}"
+    );
 }

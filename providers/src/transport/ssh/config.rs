@@ -105,15 +105,6 @@ fn expand_tilde(path: &Path) -> Option<PathBuf> {
     home_dir().map(|home| home.join(rest))
 }
 
-/// Seconds for messages: "10 s", "0.5 s".
-pub(crate) fn secs(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,11 +135,5 @@ mod tests {
             expand_tilde(Path::new("~ops/id")),
             Some(PathBuf::from("~ops/id"))
         );
-    }
-
-    #[test]
-    fn seconds_for_messages() {
-        assert_eq!(secs(Duration::from_secs(10)), "10 s");
-        assert_eq!(secs(Duration::from_millis(500)), "0.5 s");
     }
 }

@@ -20,7 +20,6 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::SshConfig;
 use super::auth::authenticate;
-use super::config::secs;
 use super::host_key::{ClientHandler, HandlerError, Silence, parse_pinned};
 use super::host_lock::{
     BUSY_STATUS, HostLock, LEASE_RENEW_EVERY, LEASE_TTL, LOST, LockState, READY, REMOVED,
@@ -28,6 +27,7 @@ use super::host_lock::{
 };
 use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
 use super::socket::QuickAckStream;
+use crate::human_duration as secs;
 use crate::transport::{BoxStream, Command, Output, Transport};
 use crate::{ProviderError, Result};
 
