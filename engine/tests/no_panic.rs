@@ -101,9 +101,10 @@ enum Edit {
     Insert(Index, u8),
 }
 
-/// A random edit of one example: some of its lines dropped, then one to four byte edits of
-/// one file. Lines are kept by a `true` that shrinks to `false`, so a failing case shrinks
-/// towards the fewest lines that still fail, and its edits towards fewer and simpler ones.
+/// A random edit of one example: one to four byte edits of one file, then some lines of its
+/// files dropped. Lines are kept by a `true` that shrinks to `false`, so a failing case shrinks
+/// towards the fewest lines that still fail (the byte edits come first, so dropping a line
+/// does not move them), and its edits towards fewer and simpler ones.
 fn edited_example(
     configs: Vec<Vec<(String, String)>>,
 ) -> impl Strategy<Value = Vec<(String, String)>> {
@@ -115,41 +116,39 @@ fn edited_example(
     ];
     let edits = prop::collection::vec(edit, 1..=4);
     prop::sample::select(configs).prop_flat_map(move |config| {
+        // One more line for each newline the edits may insert.
         let masks: Vec<_> = config
             .iter()
             .map(|(_, text)| {
-                prop::collection::vec(prop::bool::weighted(0.995), text.lines().count())
+                prop::collection::vec(prop::bool::weighted(0.995), text.lines().count() + 4)
             })
             .collect();
-        (Just(config.clone()), masks, 0..config.len(), edits.clone()).prop_map(
-            |(config, masks, which, edits)| {
-                let mut files: Vec<(String, String)> = config
-                    .into_iter()
-                    .zip(&masks)
-                    .map(|((name, text), keep)| {
-                        let kept: Vec<&str> = text
-                            .lines()
-                            .zip(keep)
-                            .filter_map(|(line, keep)| keep.then_some(line))
-                            .collect();
-                        (name, kept.join("\n"))
-                    })
-                    .collect();
+        (Just(config.clone()), 0..config.len(), edits.clone(), masks).prop_map(
+            |(mut files, which, edits, masks)| {
                 let mut bytes = std::mem::take(&mut files[which].1).into_bytes();
                 for edit in &edits {
                     if bytes.is_empty() {
                         break;
                     }
+                    let len = bytes.len();
                     match *edit {
-                        Edit::Replace(at, b) => bytes[at.index(bytes.len())] = b,
+                        Edit::Replace(at, b) => bytes[at.index(len)] = b,
                         Edit::Remove(at) => {
-                            bytes.remove(at.index(bytes.len()));
+                            bytes.remove(at.index(len));
                         }
-                        Edit::Insert(at, b) => bytes.insert(at.index(bytes.len()), b),
+                        Edit::Insert(at, b) => bytes.insert(at.index(len), b),
                     }
                 }
                 // An edit inside a multi-byte character leaves no text: that file is left empty.
                 files[which].1 = String::from_utf8(bytes).unwrap_or_default();
+                for ((_, text), keep) in files.iter_mut().zip(&masks) {
+                    let kept: Vec<&str> = text
+                        .lines()
+                        .zip(keep)
+                        .filter_map(|(line, keep)| keep.then_some(line))
+                        .collect();
+                    *text = kept.join("\n");
+                }
                 files
             },
         )
