@@ -153,14 +153,6 @@ fn action_of(plan: &Plan, address: &str) -> (Action, Cause) {
     (r.action, r.cause)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    // Signal 0 checks existence only; a zombie is dead for this purpose.
-    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-    alive
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_of_a_server_that_ignores_term_kills_it_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +200,7 @@ async fn replace_of_a_server_that_ignores_term_kills_it_after_the_grace() {
         started.elapsed()
     );
     assert!(
-        !pid_alive(pid_of(&first.instance)),
+        !berth_test_support::procs::alive(pid_of(&first.instance)),
         "the server that ignored TERM (pid {}) still runs",
         pid_of(&first.instance)
     );

@@ -7,17 +7,11 @@ mod common;
 
 use std::time::Duration;
 
+use berth_test_support::procs::signal;
 use common::{Fleet, Model, addr, free_ports, wait_until};
 
 fn interrupt(pid: u32) {
     signal(pid, libc::SIGINT);
-}
-
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: sending a signal to a child process this test started.
-    unsafe {
-        libc::kill(pid as i32, signal);
-    }
 }
 
 #[test]

@@ -339,7 +339,7 @@ fn a_fleet_is_planned_applied_changed_healed_and_destroyed() {
     assert!(fleet.deployments().is_empty(), "{:?}", fleet.deployments());
     for p in &ports {
         assert!(
-            common::http_get(*p, "/v1/models").is_err(),
+            berth_test_support::http::get(&format!("http://127.0.0.1:{p}/v1/models")).is_err(),
             "port {p} still answers"
         );
     }

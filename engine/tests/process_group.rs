@@ -6,15 +6,8 @@ mod common;
 
 use std::time::Duration;
 
+use berth_test_support::procs::alive;
 use common::{Fleet, Model, addr, free_ports, get_models, kill_pid9, wait_until};
-
-/// True while `pid` exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X', 'x']))
-    })
-}
 
 #[test]
 fn killing_the_shell_wrapper_is_not_reported_as_exit_while_the_server_answers() {

@@ -7,7 +7,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Fleet, Model, Workdir, addr, all_stand_ins, free_ports, kill9};
+use berth_test_support::procs;
+use common::{Fleet, Model, Workdir, addr, all_stand_ins, free_ports};
 
 const SECRET: &str = "sk-berth-e2e-0f1e2d3c";
 const ROTATED: &str = "sk-berth-e2e-rotated-77";
@@ -107,14 +108,14 @@ model "keyed" {{
     }
 
     let server = server_on(ports[1]);
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid)).unwrap();
     assert!(
-        !contains(&cmdline, SECRET),
+        !server.argv.join(" ").contains(SECRET),
         "the secret is on the server's command line"
     );
-    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
     assert!(
-        contains(&environ, &format!("LLAMA_API_KEY={SECRET}")),
+        server
+            .environ()
+            .contains(&format!("LLAMA_API_KEY={SECRET}")),
         "the server did not get its key"
     );
     let env_files: Vec<_> = files_under(&fleet.deployments_dir())
@@ -154,8 +155,11 @@ model "keyed" {{
         .berth(&["apply", "--auto-approve", "--var-file", vars])
         .expect(0);
     let server = server_on(ports[1]);
-    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
-    assert!(contains(&environ, &format!("LLAMA_API_KEY={ROTATED}")));
+    assert!(
+        server
+            .environ()
+            .contains(&format!("LLAMA_API_KEY={ROTATED}"))
+    );
     fleet
         .berth(&["destroy", "--auto-approve", "--var-file", vars])
         .expect(0);
@@ -179,7 +183,7 @@ fn scopeguard(port: u16) -> impl Drop {
     impl Drop for Guard {
         fn drop(&mut self) {
             for s in all_stand_ins().into_iter().filter(|s| s.port == self.0) {
-                kill9(&s);
+                s.kill9();
             }
         }
     }
@@ -535,25 +539,16 @@ fn hostile_secrets_reach_the_server_byte_for_byte_and_nothing_else() {
     printed.extend(std::fs::read(&plan_file).unwrap());
 
     let server = server_on(ports[1]);
-    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
-    let cmdlines: Vec<(String, Vec<u8>)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let p = e.path().join("cmdline");
-            std::fs::read(&p).ok().map(|c| (p.display().to_string(), c))
-        })
-        .collect();
+    let environ = server.environ();
+    let command_lines = procs::all_command_lines();
     // Only the deployments' env files (mode 0600, sourced by the launcher) may hold a secret.
     let state_files: Vec<_> = files_under(&fleet.state_dir())
         .into_iter()
         .filter(|p| !p.ends_with("env"))
         .collect();
     for (i, secret) in hostile.iter().enumerate() {
-        let mut entry = format!("KEY{i}={secret}").into_bytes();
-        entry.push(0);
         assert!(
-            environ.windows(entry.len()).any(|w| w == entry),
+            environ.contains(&format!("KEY{i}={secret}")),
             "the server's environment lacks KEY{i}={secret:?}"
         );
         // Whitespace-padded secrets are checked by their inner text, which is what leaks.
@@ -566,9 +561,10 @@ fn hostile_secrets_reach_the_server_byte_for_byte_and_nothing_else() {
                 f.display()
             );
         }
-        for (path, cmdline) in &cmdlines {
-            assert!(!contains(cmdline, needle), "{path} holds {secret:?}");
-        }
+        assert!(
+            !command_lines.contains(needle),
+            "a command line holds {secret:?}"
+        );
     }
     fleet
         .berth(&["destroy", "--auto-approve", "--var-file", vars])

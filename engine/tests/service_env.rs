@@ -67,14 +67,11 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
         .into_iter()
         .find(|s| s.port == ports[0])
         .expect("the plain model runs");
-    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
-    let env: BTreeMap<String, String> = environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            String::from_utf8_lossy(kv)
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
+    let env: BTreeMap<String, String> = server
+        .environ()
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     eprintln!(
         "environment of a local model: {:?}",
@@ -122,11 +119,9 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
         .into_iter()
         .find(|s| s.port == ports[1])
         .expect("the keyed model runs");
-    let environ =
-        String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/environ", keyed.pid)).unwrap())
-            .into_owned();
-    assert!(environ.split('\0').any(|kv| kv == "TOK=tok-value-4711"));
-    assert!(!environ.contains("BERTH_VAR_tok"));
+    let environ = keyed.environ();
+    assert!(environ.iter().any(|kv| kv == "TOK=tok-value-4711"));
+    assert!(!environ.iter().any(|kv| kv.contains("BERTH_VAR_tok")));
 
     fleet
         .spawn_with(&["destroy", "--auto-approve"], |cmd| {

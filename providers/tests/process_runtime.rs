@@ -12,6 +12,7 @@ use berth_providers::{
     Handle, LaunchSpec, Liveness, LocalTransport, ProcessHandle, ProcessRuntime, ProviderError,
     Runtime,
 };
+use berth_test_support::procs::{self, signal};
 use common::{
     KillOnDrop, alive, all_command_lines, free_port, group_members, pid, stand_in, start_ticks,
     stat_fields, ticks, wait_until,
@@ -101,10 +102,9 @@ async fn start_observe_secrets_stop() {
     assert!(ready.elapsed >= Duration::from_millis(500), "{ready:?}");
 
     // The service got the env, exactly.
-    let environ = std::fs::read(format!("/proc/{}/environ", pid(&inst))).unwrap();
-    let environ: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-    assert!(environ.contains(&format!("HF_TOKEN={secret}").as_bytes()));
-    assert!(environ.contains(&b"QUOTED=it's \"$HOME\" `x`".as_slice()));
+    let environ = procs::environ(pid(&inst)).unwrap();
+    assert!(environ.contains(&format!("HF_TOKEN={secret}")));
+    assert!(environ.contains(&"QUOTED=it's \"$HOME\" `x`".to_string()));
 
     // The secret is in the mode-0600 env file and nowhere else.
     let dir = ProcessRuntime::deployment_dir(run_dir, &inst.address);
@@ -219,8 +219,7 @@ async fn kill_9_is_observed_as_exited() {
     // Kill the server itself: depending on the shell, the recorded group leader is the server
     // or the `sh -c` running it, which then exits with it.
     let server = server_pid(pid(&inst));
-    // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(server as i32, libc::SIGKILL) };
+    signal(server, libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(2), || !alive(pid(&inst))));
     let observed = rt.observe_all(&t, run_dir).await.unwrap();
     assert_eq!(observed.len(), 1);
@@ -254,8 +253,7 @@ async fn killing_the_group_leader_leaves_nothing_for_the_next_start() {
     let inst = rt.start(&t, &spec).await.unwrap();
     let _guard = KillOnDrop(vec![pid(&inst)]);
     let server = server_pid(pid(&inst));
-    // SAFETY: plain syscall on a process this test started.
-    unsafe { libc::kill(pid(&inst) as i32, libc::SIGKILL) };
+    signal(pid(&inst), libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(2), || !alive(pid(&inst))));
     let observed = rt
         .observe(&t, run_dir, &spec.address)
@@ -420,11 +418,12 @@ async fn a_stop_leaves_a_start_in_progress_and_clears_one_that_died() {
 
 /// Processes whose command line contains every one of `needles`.
 fn processes_with(needles: &[&str]) -> Vec<u32> {
-    let pids = berth_test_support::procs::pids().expect("read /proc");
-    pids.into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
-                let line = String::from_utf8_lossy(&line);
+    procs::pids()
+        .expect("read /proc")
+        .into_iter()
+        .filter(|&pid| {
+            procs::cmdline(pid).is_some_and(|args| {
+                let line = args.join(" ");
                 needles.iter().all(|n| line.contains(n))
             })
         })
@@ -433,8 +432,7 @@ fn processes_with(needles: &[&str]) -> Vec<u32> {
 
 fn signal_all(pids: &[u32], signal: libc::c_int) {
     for &pid in pids {
-        // SAFETY: kill(2) with a pid from /proc; it has no memory-safety preconditions.
-        unsafe { libc::kill(pid as libc::pid_t, signal) };
+        procs::signal(pid, signal);
     }
 }
 

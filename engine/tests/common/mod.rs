@@ -2,22 +2,20 @@
 //! user runs it (with `berth-model-server` on PATH), the state read back through `berth state`,
 //! stand-in processes found through /proc, and a guard that leaves no process behind. The
 //! berth runs ([`Workdir`], [`Run`], [`Background`]) are shared with the SSH tests' harness
-//! (`ssh_common`); the stand-in, free ports and polling come from berth-test-support. Real
-//! processes and real HTTP only, never mocks.
+//! (`ssh_common`); the stand-in and its processes, free ports, polling and HTTP come from
+//! berth-test-support. Real processes and real HTTP only, never mocks.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)] // not every test binary that has this module asks for ports
-pub use berth_test_support::free_ports;
+#[allow(unused_imports)] // not every test binary that has this module asks for each
+pub use berth_test_support::{StandIn, all_stand_ins, free_ports, http::get_models, wait_until};
 use berth_test_support::{model_server, procs};
 use serde_json::Value;
 
@@ -35,11 +33,6 @@ fn search_path() -> String {
     let berth_dir = berth_bin().parent().expect("bin dir").to_path_buf();
     let rest = std::env::var("PATH").unwrap_or_default();
     format!("{}:{}:{rest}", server_dir.display(), berth_dir.display())
-}
-
-/// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, check: impl FnMut() -> bool) -> bool {
-    berth_test_support::poll_until(timeout, Duration::from_millis(50), check)
 }
 
 /// The state address of model `id` on the local host.
@@ -270,149 +263,9 @@ impl Drop for Background {
     }
 }
 
-/// One stand-in server process, as /proc shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StandIn {
-    pub pid: u32,
-    pub pgid: u32,
-    pub port: u16,
-    pub model: String,
-    /// Its whole command line.
-    pub argv: Vec<String>,
-}
-
-impl StandIn {
-    /// The value of `flag` on its command line.
-    pub fn flag(&self, flag: &str) -> Option<&str> {
-        procs::flag_value(&self.argv, flag)
-    }
-}
-
-/// Every live `berth-model-server` process on the machine (not the `sh -c` that launched it).
-pub fn all_stand_ins() -> Vec<StandIn> {
-    let mut found = Vec::new();
-    let Ok(pids) = procs::pids() else {
-        return found;
-    };
-    for pid in pids {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let Ok(bytes) = std::fs::read(proc_dir.join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = bytes
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let is_server = argv.first().is_some_and(|a0| {
-            Path::new(a0)
-                .file_name()
-                .is_some_and(|n| n == "berth-model-server")
-        });
-        if !is_server {
-            continue;
-        }
-        let value = |flag: &str| procs::flag_value(&argv, flag).map(str::to_string);
-        let Some(port) = value("--port").and_then(|p| p.parse::<u16>().ok()) else {
-            continue;
-        };
-        let Some(stat) = std::fs::read_to_string(proc_dir.join("stat")).ok() else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if matches!(fields.first(), Some(&("Z" | "X" | "x")) | None) {
-            continue;
-        }
-        let pgid = fields.get(2).and_then(|g| g.parse().ok()).unwrap_or(0);
-        found.push(StandIn {
-            pid,
-            pgid,
-            port,
-            model: value("--model").unwrap_or_default(),
-            argv: argv.iter().filter(|a| !a.is_empty()).cloned().collect(),
-        });
-    }
-    found.sort_by_key(|s| (s.port, s.pid));
-    found
-}
-
-/// Sends SIGKILL to `pid` and, when it is a group of its own, to that group.
-pub fn kill9(s: &StandIn) {
-    let mut args = vec!["-KILL".to_string()];
-    if s.pgid > 1 && s.pgid != own_pgid() {
-        args.push("--".into());
-        args.push(format!("-{}", s.pgid));
-    }
-    args.push(s.pid.to_string());
-    let _ = Command::new("kill")
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// Sends SIGKILL to the one process `pid`, as the OOM killer or an operator would.
 pub fn kill_pid9(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn own_pgid() -> u32 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(") ")
-                .and_then(|(_, r)| r.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(0)
-}
-
-/// An HTTP/1.0 GET of `path` on 127.0.0.1:`port`: the status and the body.
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-        .map_err(|e| format!("connect {address}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: berth-e2e\r\n\r\n"
-    )
-    .map_err(|e| format!("send to {address}: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("read from {address}: {e}"))?;
-    berth_test_support::http::parse_response(&response, &address.to_string())
-}
-
-/// GETs `{url}/models` for an endpoint URL such as `http://127.0.0.1:8080/v1`.
-pub fn get_models(url: &str) -> Result<(u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("not an http URL: {url}"))?;
-    let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
-    let (host, port) = authority
-        .rsplit_once(':')
-        .ok_or_else(|| format!("no port in {url}"))?;
-    if host != "127.0.0.1" {
-        return Err(format!("the endpoint {url} is not on 127.0.0.1"));
-    }
-    let port: u16 = port.parse().map_err(|_| format!("bad port in {url}"))?;
-    let base = base.trim_end_matches('/');
-    let path = if base.is_empty() {
-        "/models".to_string()
-    } else {
-        format!("/{base}/models")
-    };
-    http_get(port, &path)
+    procs::signal(pid, libc::SIGKILL);
 }
 
 /// A temp directory with one config (`config/`, its state in `config/.berth`) and the output
@@ -683,7 +536,7 @@ impl Fleet {
                 return;
             }
             for s in &left {
-                kill9(s);
+                s.kill9();
             }
             wait_until(Duration::from_secs(5), || self.stand_ins().is_empty());
         }

@@ -21,19 +21,11 @@ pub use crate::common::wait_until;
 
 // --- the fleet ---------------------------------------------------------------------------------
 
-/// Where the engine's fleets live: names `e…`, subnets 10.180-205.x.0/24, apart from the
-/// providers' tests.
-const SPACE: FleetSpace = FleetSpace {
-    letter: 'e',
-    second_octet: 180,
-    spread: 26,
-    tests: "the engine's ssh_* tests",
-};
-
-/// This test binary's fleet of `hosts` hosts, brought up on first use. `tag` (a lowercase
-/// letter) and the process id make its names and subnet unique.
+/// This test binary's fleet of `hosts` hosts in the engine's space (apart from the providers'
+/// tests), brought up on first use. `tag` (a lowercase letter) and the process id make its
+/// names and subnet unique.
 pub fn shared_fleet(tag: char, hosts: usize) -> Arc<Fleet> {
-    Fleet::shared(&SPACE, tag, hosts)
+    Fleet::shared(&FleetSpace::ENGINE, tag, hosts)
 }
 
 /// The `berth-model-server` stand-in, built once per test process. Fleet hosts share this

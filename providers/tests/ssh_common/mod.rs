@@ -13,18 +13,10 @@ use berth_providers::{Command, Transport};
 pub use berth_test_support::fleet::Fleet;
 use berth_test_support::fleet::FleetSpace;
 
-/// Where this crate's fleets live.
-const SPACE: FleetSpace = FleetSpace {
-    letter: 'b',
-    second_octet: 212,
-    spread: 32,
-    tests: "the ssh_* tests",
-};
-
-/// This test binary's fleet of `hosts` hosts, brought up on first use. `tag` (one letter) and
-/// the process id make its names and subnet unique.
+/// This test binary's fleet of `hosts` hosts in this crate's space, brought up on first use.
+/// `tag` (one letter) and the process id make its names and subnet unique.
 pub fn shared_fleet(tag: char, hosts: usize) -> Arc<Fleet> {
-    Fleet::shared(&SPACE, tag, hosts)
+    Fleet::shared(&FleetSpace::PROVIDERS, tag, hosts)
 }
 
 /// Runs a script that must succeed and returns its stdout.

@@ -1,20 +1,13 @@
 //! The stand-in as a real process over real HTTP: loading, ready, routes, crash, failed load,
 //! a taken port and SIGTERM.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_berth-model-server");
+use berth_test_support::{free_port, http, wait_until};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_berth-model-server");
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(BIN)
@@ -25,30 +18,26 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+/// One request (a GET, or a POST of a JSON `body`); returns (status, body).
 fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
+    let url = format!("http://127.0.0.1:{port}{path}");
+    match method {
+        "GET" => http::get(&url),
+        "POST" => http::post_json(&url, body),
+        other => panic!("no {other} requests here"),
+    }
+    .ok()
 }
 
 fn wait_for(port: u16) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < end, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "nothing listens on {port}"
+    );
 }
 
 fn finish(child: Child) -> (Option<i32>, String, String) {
@@ -158,17 +147,9 @@ fn hang_accepts_but_never_answers() {
     let p = port.to_string();
     let mut child = spawn(&["--port", &p, "--hang"]);
     wait_for(port);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 16];
-    let err = s.read(&mut buf).unwrap_err();
-    assert!(matches!(
-        err.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    ));
+    let url = format!("http://127.0.0.1:{port}/health");
+    let err = http::get_within(&url, Duration::from_millis(500)).unwrap_err();
+    assert!(err.contains("timeout"), "{err}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_providers::{Command, Output, SshConfig, SshTransport, Transport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where a fleet host's private directory is mounted: where configs keep their run
 /// directory...
@@ -32,6 +31,24 @@ pub struct FleetSpace {
     pub spread: u32,
     /// The tests, as the preflight failure names them ("the ssh_* tests").
     pub tests: &'static str,
+}
+
+impl FleetSpace {
+    /// The engine's fleets: names `e…`, subnets 10.180-205.x.0/24.
+    pub const ENGINE: FleetSpace = FleetSpace {
+        letter: 'e',
+        second_octet: 180,
+        spread: 26,
+        tests: "the engine's ssh_* tests",
+    };
+
+    /// The providers' fleets: names `b…`, subnets 10.212-243.x.0/24.
+    pub const PROVIDERS: FleetSpace = FleetSpace {
+        letter: 'b',
+        second_octet: 212,
+        spread: 32,
+        tests: "the ssh_* tests",
+    };
 }
 
 /// A running fleet; dropping it tears it down.
@@ -302,39 +319,49 @@ done"#;
         out.lines().map(str::to_string).collect()
     }
 
-    /// An HTTP/1.0 GET of `path` on host `k`'s 127.0.0.1:`port`, through an SSH `direct-tcpip`
-    /// tunnel: the status and the body.
-    pub fn http_get(&self, k: usize, port: u16, path: &str) -> Result<(u16, String), String> {
+    /// A GET of `path` on host `k`'s 127.0.0.1:`port`, through an SSH `direct-tcpip` tunnel
+    /// that a listener on this machine's loopback forwards to: the status and the body.
+    pub fn http_get(&self, k: usize, port: u16, path: &str) -> Result<crate::http::Answer, String> {
         let config = self.config(k);
         let path = path.to_string();
         block_on(async move {
             let t = SshTransport::connect(config)
                 .await
                 .map_err(|e| format!("connect to h{k}: {e}"))?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("listen on loopback: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?.port();
             let got = tokio::time::timeout(Duration::from_secs(10), async {
-                let mut stream = t
-                    .connect_loopback(port)
-                    .await
-                    .map_err(|e| format!("tunnel to h{k}:127.0.0.1:{port}: {e}"))?;
-                let request = format!(
-                    "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: berth-ssh-e2e\r\n\r\n"
-                );
-                stream
-                    .write_all(request.as_bytes())
-                    .await
-                    .map_err(|e| format!("send through the tunnel: {e}"))?;
-                let mut response = Vec::new();
-                stream
-                    .read_to_end(&mut response)
-                    .await
-                    .map_err(|e| format!("read through the tunnel: {e}"))?;
-                Ok::<_, String>(String::from_utf8_lossy(&response).into_owned())
+                let url = format!("http://127.0.0.1:{local}{path}");
+                let mut request = tokio::task::spawn_blocking(move || crate::http::get(&url));
+                let forward = async {
+                    let mut tunnel = t
+                        .connect_loopback(port)
+                        .await
+                        .map_err(|e| format!("tunnel to h{k}:127.0.0.1:{port}: {e}"))?;
+                    let (mut client, _) = listener
+                        .accept()
+                        .await
+                        .map_err(|e| format!("accept on 127.0.0.1:{local}: {e}"))?;
+                    tokio::io::copy_bidirectional(&mut client, &mut tunnel)
+                        .await
+                        .map_err(|e| format!("forward to h{k}:127.0.0.1:{port}: {e}"))
+                };
+                // The answer ends the exchange; the forwarding only matters when it fails first
+                // (then the request sees a closed connection, and the tunnel error says why).
+                tokio::select! {
+                    answer = &mut request => answer.map_err(|e| format!("the request thread: {e}"))?,
+                    forwarded = forward => {
+                        forwarded?;
+                        request.await.map_err(|e| format!("the request thread: {e}"))?
+                    }
+                }
             })
             .await
             .map_err(|_| format!("no answer from h{k}:127.0.0.1:{port} within 10 s"))?;
             t.disconnect().await;
-            let response = got?;
-            crate::http::parse_response(&response, &format!("h{k}:{port}"))
+            got.map_err(|e| format!("h{k}:{port}: {e}"))
         })
     }
 

@@ -1,7 +1,7 @@
-//! What the integration tests of berth's crates share: the `berth-model-server` stand-in
-//! ([`model_server()`]), free ports ([`ports`]), polling ([`poll`]), processes ([`procs`]),
-//! HTTP responses ([`http`]) and the SSH fleet testbed ([`fleet`]). Real processes, real
-//! sockets and real sshd only, never mocks; for tests only.
+//! What the integration tests of berth's crates share: the `berth-model-server` stand-in and
+//! its live processes ([`model_server`]), free ports ([`ports`]), polling ([`poll`]), /proc
+//! and signals ([`procs`]), HTTP requests ([`http`]) and the SSH fleet testbed ([`fleet`]).
+//! Real processes, real sockets and real sshd only, never mocks; for tests only.
 
 pub mod fleet;
 pub mod http;
@@ -10,6 +10,6 @@ pub mod poll;
 pub mod ports;
 pub mod procs;
 
-pub use model_server::model_server;
-pub use poll::poll_until;
+pub use model_server::{StandIn, all_stand_ins, model_server};
+pub use poll::wait_until;
 pub use ports::{free_port, free_ports};

@@ -1,9 +1,12 @@
-//! Finding (and building when stale) the `berth-model-server` stand-in binary.
+//! The `berth-model-server` stand-in: finding (and building when stale) its binary, and
+//! finding its live processes on this machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::SystemTime;
+
+use crate::procs;
 
 /// The `berth-model-server` binary, built once per test process.
 ///
@@ -63,4 +66,60 @@ fn newest(dir: &Path) -> Option<SystemTime> {
         latest = latest.max(time?);
     }
     Some(latest)
+}
+
+/// One live `berth-model-server` process on this machine, as /proc shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandIn {
+    pub pid: u32,
+    pub pgid: u32,
+    pub port: u16,
+    pub model: String,
+    /// Its whole command line.
+    pub argv: Vec<String>,
+}
+
+impl StandIn {
+    /// The value of `flag` on its command line.
+    pub fn flag(&self, flag: &str) -> Option<&str> {
+        procs::flag_value(&self.argv, flag)
+    }
+
+    /// The environment it started with, one `NAME=value` an item (empty once it is gone).
+    pub fn environ(&self) -> Vec<String> {
+        procs::environ(self.pid).unwrap_or_default()
+    }
+
+    /// SIGKILLs it and, when it leads a group of its own, that whole group.
+    pub fn kill9(&self) {
+        procs::signal_group(self.pgid, libc::SIGKILL);
+        procs::signal(self.pid, libc::SIGKILL);
+    }
+}
+
+/// Every live `berth-model-server` process on the machine (not the `sh -c` that launched it),
+/// by port then pid.
+pub fn all_stand_ins() -> Vec<StandIn> {
+    let mut found: Vec<StandIn> = procs::pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pid| {
+            let argv = procs::cmdline(pid)?;
+            let program = Path::new(argv.first()?).file_name()?;
+            if program != "berth-model-server" || !procs::alive(pid) {
+                return None;
+            }
+            Some(StandIn {
+                pid,
+                pgid: procs::pgid(pid).unwrap_or(0),
+                port: procs::flag_value(&argv, "--port")?.parse().ok()?,
+                model: procs::flag_value(&argv, "--model")
+                    .unwrap_or_default()
+                    .to_string(),
+                argv,
+            })
+        })
+        .collect();
+    found.sort_by_key(|s| (s.port, s.pid));
+    found
 }

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Polls `check` every `every` until it holds or `timeout` passes; returns whether it held.
-pub fn poll_until(timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) -> bool {
+/// Polls `check` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {
         if check() {
@@ -12,6 +12,6 @@ pub fn poll_until(timeout: Duration, every: Duration, mut check: impl FnMut() ->
         if Instant::now() >= end {
             return false;
         }
-        std::thread::sleep(every);
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
