@@ -164,7 +164,7 @@ async fn plan_apply_and_drift_run_as_a_library_and_report_through_events() {
     .unwrap();
     assert_eq!(drift.status, DriftStatus::Clean, "{drift:?}");
 
-    common::kill9(&fleet.stand_in(ports[1]));
+    fleet.stand_in(ports[1]).kill9();
     let drift = ops::drift(
         &DriftRequest {
             inputs: inputs(&fleet),
