@@ -58,7 +58,7 @@ pub enum Error {
         code(berth::graph::cycle),
         help("remove one of the depends_on entries on this path")
     )]
-    Cycle(Vec<String>),
+    Cycle(Vec<berth_state::Address>),
 
     #[error(transparent)]
     #[diagnostic(

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use berth_state::Address;
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -27,7 +28,7 @@ pub enum NodeKind {
 /// One resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
-    pub address: String,
+    pub address: Address,
     pub kind: NodeKind,
     /// The host the resource lives on.
     pub host: String,
@@ -49,27 +50,17 @@ pub enum EdgeKind {
 #[derive(Debug, Clone, Default)]
 pub struct ResourceGraph {
     graph: StableDiGraph<Node, EdgeKind>,
-    index: HashMap<String, NodeIndex>,
-}
-
-/// The address of a backend on a host.
-pub fn backend_address(backend: &str, host: &str) -> String {
-    format!("backend.{backend}@{host}")
-}
-
-/// The address of a host.
-pub fn host_address(host: &str) -> String {
-    format!("host.{host}")
+    index: HashMap<Address, NodeIndex>,
 }
 
 impl ResourceGraph {
     /// Builds the graph of the active placements. Fails with the whole path of a cycle.
-    pub fn build(config: &Config, placements: &[Placement]) -> Result<ResourceGraph, Vec<String>> {
+    pub fn build(config: &Config, placements: &[Placement]) -> Result<ResourceGraph, Vec<Address>> {
         let mut g = ResourceGraph::default();
         for host in config.hosts.iter().filter(|h| h.enabled) {
             let id = &host.id.value;
             g.add(Node {
-                address: host_address(id),
+                address: Address::host(id),
                 kind: NodeKind::Host,
                 host: id.clone(),
                 id: id.clone(),
@@ -77,9 +68,9 @@ impl ResourceGraph {
         }
         let active: Vec<&Placement> = placements.iter().filter(|p| p.active).collect();
         for p in &active {
-            let host = g.index[&host_address(&p.host)];
-            let backend_addr = backend_address(&p.backend, &p.host);
-            let backend = match g.index.get(&backend_addr) {
+            let host = g.index[Address::host(&p.host).as_str()];
+            let backend_addr = Address::backend(&p.backend, &p.host);
+            let backend = match g.index.get(backend_addr.as_str()) {
                 Some(&b) => b,
                 None => {
                     let b = g.add(Node {
@@ -108,7 +99,7 @@ impl ResourceGraph {
             let Some(model) = config.model(&p.model) else {
                 continue;
             };
-            let target = g.index[&p.address()];
+            let target = g.index[p.address().as_str()];
             for dep in &model.depends_on {
                 let Some(deps) = by_model.get(dep.value.as_str()) else {
                     continue;
@@ -121,7 +112,7 @@ impl ResourceGraph {
                     same_host
                 };
                 for d in sources {
-                    let source = g.index[&d.address()];
+                    let source = g.index[d.address().as_str()];
                     g.graph.add_edge(source, target, EdgeKind::DependsOn);
                 }
             }
@@ -159,14 +150,14 @@ impl ResourceGraph {
     }
 
     /// Every edge as (from, to, kind), ordered.
-    pub fn edges(&self) -> Vec<(&str, &str, EdgeKind)> {
-        let mut edges: Vec<(&str, &str, EdgeKind)> = self
+    pub fn edges(&self) -> Vec<(&Address, &Address, EdgeKind)> {
+        let mut edges: Vec<(&Address, &Address, EdgeKind)> = self
             .graph
             .edge_references()
             .map(|e| {
                 (
-                    self.graph[e.source()].address.as_str(),
-                    self.graph[e.target()].address.as_str(),
+                    &self.graph[e.source()].address,
+                    &self.graph[e.target()].address,
                     *e.weight(),
                 )
             })
@@ -176,29 +167,29 @@ impl ResourceGraph {
     }
 
     /// Addresses this node waits for.
-    pub fn dependencies(&self, address: &str) -> Vec<&str> {
+    pub fn dependencies(&self, address: &str) -> Vec<&Address> {
         self.neighbours(address, Direction::Incoming)
     }
 
     /// Addresses that wait for this node.
-    pub fn dependents(&self, address: &str) -> Vec<&str> {
+    pub fn dependents(&self, address: &str) -> Vec<&Address> {
         self.neighbours(address, Direction::Outgoing)
     }
 
-    fn neighbours(&self, address: &str, dir: Direction) -> Vec<&str> {
+    fn neighbours(&self, address: &str, dir: Direction) -> Vec<&Address> {
         let Some(&i) = self.index.get(address) else {
             return Vec::new();
         };
-        let set: BTreeSet<&str> = self
+        let set: BTreeSet<&Address> = self
             .graph
             .neighbors_directed(i, dir)
-            .map(|n| self.graph[n].address.as_str())
+            .map(|n| &self.graph[n].address)
             .collect();
         set.into_iter().collect()
     }
 
     /// Every address reachable from `address` along edges (what a failure of it blocks).
-    pub fn downstream(&self, address: &str) -> BTreeSet<&str> {
+    pub fn downstream(&self, address: &str) -> BTreeSet<&Address> {
         let mut out = BTreeSet::new();
         let Some(&start) = self.index.get(address) else {
             return out;
@@ -206,7 +197,7 @@ impl ResourceGraph {
         let mut stack = vec![start];
         while let Some(n) = stack.pop() {
             for next in self.graph.neighbors_directed(n, Direction::Outgoing) {
-                if out.insert(self.graph[next].address.as_str()) {
+                if out.insert(&self.graph[next].address) {
                     stack.push(next);
                 }
             }
@@ -215,7 +206,7 @@ impl ResourceGraph {
     }
 
     /// The whole path of a cycle, if there is one: `[a, b, ..., a]`.
-    pub fn cycle(&self) -> Option<Vec<String>> {
+    pub fn cycle(&self) -> Option<Vec<Address>> {
         let sccs = tarjan_scc(&self.graph);
         let component = sccs.into_iter().find(|c| c.len() > 1)?;
         let path = cycle_path(&self.graph, &component, |n| self.graph[n].address.clone());
@@ -236,14 +227,18 @@ impl ResourceGraph {
                 NodeKind::Backend => "component",
                 NodeKind::Model => "box",
             };
-            out.push_str(&format!("  {:?} [shape={shape}];\n", node.address));
+            out.push_str(&format!("  {:?} [shape={shape}];\n", node.address.as_str()));
         }
         for (from, to, kind) in self.edges() {
             let style = match kind {
                 EdgeKind::RunsOn => "",
                 EdgeKind::DependsOn => " [style=dashed, label=\"depends_on\"]",
             };
-            out.push_str(&format!("  {from:?} -> {to:?}{style};\n"));
+            out.push_str(&format!(
+                "  {:?} -> {:?}{style};\n",
+                from.as_str(),
+                to.as_str()
+            ));
         }
         out.push_str("}\n");
         out

@@ -13,11 +13,12 @@ use sha2::{Digest, Sha256};
 use crate::config::template::{self, Value};
 use crate::config::{Backend, Config, MaybeSecret, Probe, REDACTED, Redactable, RuntimeKind};
 use crate::placement::Placement;
+use berth_state::Address;
 
 /// A placement's launch, ready to hand to a runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
-    pub address: String,
+    pub address: Address,
     pub model: String,
     pub host: String,
     pub backend: String,
@@ -58,7 +59,7 @@ impl RenderedProbe {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{address}: {field}: {source}")]
 pub struct RenderError {
-    pub address: String,
+    pub address: Address,
     pub field: &'static str,
     #[source]
     pub source: template::RenderError,
@@ -174,7 +175,7 @@ pub fn render_verify(
     let backend = config.backend(backend)?;
     let host = config.host(host)?;
     let cmd = backend.verify_cmd.as_ref()?;
-    let address = crate::graph::backend_address(&backend.id.value, &host.id.value);
+    let address = Address::backend(&backend.id.value, &host.id.value);
     let fail = |field: &'static str, source| RenderError {
         address: address.clone(),
         field,
@@ -441,7 +442,7 @@ impl Rendered {
     pub fn launch_spec(&self, owner: &str, fingerprint: &str) -> LaunchSpec {
         LaunchSpec {
             owner: owner.to_string(),
-            address: self.address.clone(),
+            address: self.address.to_string(),
             run_dir: self.run_dir.clone(),
             command: self.command.reveal().to_string(),
             env: self
@@ -515,7 +516,7 @@ mod tests {
 
     fn rendered() -> Rendered {
         Rendered {
-            address: "model.m@h".into(),
+            address: Address::model("m", "h"),
             model: "m".into(),
             host: "h".into(),
             backend: "cpu".into(),

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+use berth_state::Address;
 use globset::GlobBuilder;
 use serde::Serialize;
 
@@ -26,8 +27,8 @@ pub struct Placement {
 
 impl Placement {
     /// The resource address, e.g. `model.qwen2.5-7b@gpu-a`.
-    pub fn address(&self) -> String {
-        format!("model.{}@{}", self.model, self.host)
+    pub fn address(&self) -> Address {
+        Address::model(&self.model, &self.host)
     }
 }
 

@@ -106,9 +106,9 @@ struct OptionsFile {
     #[serde(default)]
     destroy: bool,
     #[serde(default)]
-    targets: Vec<String>,
+    targets: Vec<berth_state::Target>,
     #[serde(default)]
-    replace: Vec<String>,
+    replace: Vec<berth_state::Target>,
     #[serde(default = "yes")]
     refresh: bool,
 }

@@ -3,6 +3,7 @@
 //!
 //! Only declares the modules and re-exports their public items.
 
+mod address;
 mod backend;
 mod error;
 mod ids;
@@ -14,6 +15,7 @@ mod sled_backend;
 mod sled_store;
 mod store;
 
+pub use address::{Address, AddressError, MAX_ID_LEN, Target, is_valid_id};
 pub use backend::{StateBackend, StateGuard};
 pub use error::{Access, Result, StateError};
 pub use lock::{LockInfo, LockOptions};

@@ -107,7 +107,7 @@ struct Ctx<'a> {
     key: &'a [u8],
     secrets: Vec<&'a str>,
     subscribers: &'a [&'a dyn Subscriber],
-    placements: HashMap<String, &'a Placement>,
+    placements: HashMap<berth_state::Address, &'a Placement>,
     previous: &'a BTreeMap<String, ResourceRecord>,
     options: &'a ApplyOptions,
     cancel: CancellationToken,
@@ -310,7 +310,7 @@ pub async fn execute(
         .iter()
         .zip(outcome)
         .map(|(r, o)| NodeResult {
-            address: r.address.clone(),
+            address: r.address.to_string(),
             host: r.host.clone(),
             action: r.action,
             outcome: o.unwrap_or(Outcome::Cancelled),
@@ -331,7 +331,7 @@ pub async fn execute(
 /// Records how `change` ended and tells the subscribers.
 fn finish(ctx: &Ctx<'_>, change: &ResourceChange, slot: &mut Option<Outcome>, outcome: Outcome) {
     let _ = ctx.emit(ApplyEvent::Finished {
-        address: change.address.clone(),
+        address: change.address.to_string(),
         host: change.host.clone(),
         action: change.action,
         outcome: outcome.clone(),
@@ -369,7 +369,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
     };
     let started = Instant::now();
     let _ = ctx.emit(ApplyEvent::Started {
-        address: change.address.clone(),
+        address: change.address.to_string(),
         action: change.action,
     });
     let result = match (change.kind, change.action) {
@@ -381,7 +381,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
         (Kind::Backend, Action::Verify) => verify(ctx, change).await,
         (_, Action::Destroy) => ctx
             .emit(ApplyEvent::Forget {
-                address: change.address.clone(),
+                address: change.address.to_string(),
             })
             .map_err(|e| failed(Step::Record, e)),
         (kind, action) => Err(failed(
@@ -544,7 +544,7 @@ fn record_failure(
                 .unwrap_or_default(),
         };
         let record = ResourceRecord {
-            address: change.address.clone(),
+            address: change.address.to_string(),
             kind: ResourceKind::Model,
             host: change.host.clone(),
             status: ResourceStatus::Failed {
@@ -1037,12 +1037,7 @@ async fn run_verify_cmd(
     transport: &dyn Transport,
 ) -> Result<Option<ResourceRecord>, Outcome> {
     let address = change.address.as_str();
-    let backend = address
-        .strip_prefix("backend.")
-        .and_then(|a| a.split_once('@'))
-        .map(|(b, _)| b)
-        .unwrap_or_default();
-    let Some(cmd) = launch::render_verify(&ctx.ws.config, backend, &change.host) else {
+    let Some(cmd) = launch::render_verify(&ctx.ws.config, change.address.id(), &change.host) else {
         return Ok(None);
     };
     let cmd = cmd.map_err(|e| failed(Step::Render, e.to_string()))?;

@@ -1,6 +1,7 @@
 //! What the user typed, as clap parses it: no I/O and no engine objects here (those are built in
 //! `cli::invocation`).
 
+use berth_state::Target;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -105,10 +106,10 @@ pub struct PlanScope {
     pub refresh: bool,
     /// Limit to these resources and what they need (address, model.ID or host.ID)
     #[arg(long, value_name = "ADDRESS")]
-    pub target: Vec<String>,
+    pub target: Vec<Target>,
     /// Replace these resources even if unchanged
     #[arg(long, value_name = "ADDRESS")]
-    pub replace: Vec<String>,
+    pub replace: Vec<Target>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +155,7 @@ pub struct DestroyArgs {
     pub auto_approve: bool,
     /// Only these resources (address, model.ID or host.ID)
     #[arg(long, value_name = "ADDRESS")]
-    pub target: Vec<String>,
+    pub target: Vec<Target>,
     #[arg(long, value_name = "N")]
     pub parallelism: Option<usize>,
     #[command(flatten)]

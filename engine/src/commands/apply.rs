@@ -1,6 +1,7 @@
 //! `berth apply` and `berth destroy`: show the plan, ask, carry it out through `ops`, and print
 //! the progress and the summary from the apply's events.
 
+use berth_state::Target;
 use std::io::{BufRead, IsTerminal};
 use std::sync::Mutex;
 
@@ -24,7 +25,7 @@ pub struct ApplyCommand {
 /// What `berth destroy` was asked for.
 #[derive(Debug, Clone)]
 pub struct DestroyCommand {
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     pub auto_approve: bool,
     pub parallelism: Option<usize>,
 }

@@ -178,7 +178,7 @@ pub fn doctor(inv: &Invocation, id: Option<&str>, json: bool, ui: &Ui) -> Result
         for (h, checks) in hosts.iter().zip(&reports) {
             outln!(
                 "{} ({})",
-                ui.bold(&format!("host.{}", h.id.value)),
+                ui.bold(&berth_state::Address::host(&h.id.value)),
                 endpoint(h)
             );
             let rows: Vec<Vec<String>> = checks

@@ -1,6 +1,7 @@
 //! `berth hosts`, `berth backends`, `berth models` and their `show ID`: the resolved config and
 //! placements, as tables or JSON. Read-only; what runs on the hosts is `berth drift`'s job.
 
+use berth_state::{Address, Target};
 use serde_json::{Value, json};
 
 use super::Invocation;
@@ -153,7 +154,7 @@ pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         return Ok(exit_codes::SUCCESS);
     }
     let c = &host.connection;
-    outln!("{}", ui.bold(&format!("host.{}", host.id.value)));
+    outln!("{}", ui.bold(&Address::host(&host.id.value)));
     outln!("  transport     {}", c.transport.as_str());
     if c.transport == TransportKind::Ssh {
         outln!("  address       {}", address_of(host));
@@ -295,7 +296,10 @@ pub fn backend(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         print_json(&backend_json(&ws, b));
         return Ok(exit_codes::SUCCESS);
     }
-    outln!("{}", ui.bold(&format!("backend.{}", b.id.value)));
+    outln!(
+        "{}",
+        ui.bold(&Target::Backend(b.id.value.clone()).to_string())
+    );
     outln!("  runtime       {}", b.runtime.as_str());
     let filters = b.host_filters.as_ref().map(|f| {
         f.value
@@ -413,7 +417,7 @@ fn model_json(ws: &Workspace, m: &crate::config::Model) -> Value {
         "port": m.port,
         "group": m.group.as_ref().map(|g| &g.value),
         "default": m.default.as_ref().map(|d| d.value),
-        "depends_on": m.depends_on.iter().map(|d| format!("model.{}", d.value)).collect::<Vec<_>>(),
+        "depends_on": m.depends_on.iter().map(|d| Target::Model(d.value.clone())).collect::<Vec<_>>(),
         "start_cmd": m.launch.start_cmd.display(),
         "probe": match &m.launch.probe { Probe::Cmd(c) => json!({"cmd": c.display()}), Probe::Http(p) => json!({"http": p}) },
         "env": m.env.iter().map(|(k, v)| (k.clone(), Value::from(v.display()))).collect::<serde_json::Map<_, _>>(),
@@ -437,7 +441,10 @@ pub fn model(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         print_json(&model_json(&ws, m));
         return Ok(exit_codes::SUCCESS);
     }
-    outln!("{}", ui.bold(&format!("model.{}", m.id.value)));
+    outln!(
+        "{}",
+        ui.bold(&Target::Model(m.id.value.clone()).to_string())
+    );
     outln!("  enabled       {}", m.enabled);
     outln!("  source        {}", m.source.display());
     outln!("  size          {}", gib(m.size_gib));
@@ -458,7 +465,7 @@ pub fn model(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             "  depends_on    {}",
             m.depends_on
                 .iter()
-                .map(|d| format!("model.{}", d.value))
+                .map(|d| Target::Model(d.value.clone()).to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -2,6 +2,7 @@
 //! nothing, group defaults, `depends_on` cycles, and whether every model can be placed. Each
 //! finding points at the span that has to change. It never reads files or state.
 
+use berth_state::Target;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use petgraph::algo::tarjan_scc;
@@ -324,7 +325,7 @@ fn check_cycles(config: &Config, findings: &mut Findings) {
         let path = cycle_path(&graph, &component, |n| graph[n]);
         let names: Vec<String> = path
             .iter()
-            .map(|n| format!("model.{}", config.models[graph[*n]].id.value))
+            .map(|n| Target::Model(config.models[graph[*n]].id.value.clone()).to_string())
             .collect();
         let first_edge = graph
             .find_edge(path[0], path[1])
@@ -341,9 +342,9 @@ fn check_cycles(config: &Config, findings: &mut Findings) {
                 f = f.with_secondary(
                     graph[e],
                     format!(
-                        "model.{} depends on model.{}",
-                        config.models[graph[pair[0]]].id.value,
-                        config.models[graph[pair[1]]].id.value
+                        "{} depends on {}",
+                        Target::Model(config.models[graph[pair[0]]].id.value.clone()),
+                        Target::Model(config.models[graph[pair[1]]].id.value.clone())
                     ),
                 );
             }

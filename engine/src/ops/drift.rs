@@ -40,7 +40,7 @@ impl DriftStatus {
 /// A config change nobody has applied yet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Unapplied {
-    pub address: String,
+    pub address: berth_state::Address,
     pub action: Action,
     pub reason: String,
 }

@@ -1,6 +1,7 @@
 //! What a caller asks an operation for: plain data, built by the CLI from its arguments or by
 //! any other caller directly.
 
+use berth_state::Target;
 use std::path::PathBuf;
 
 use berth_state::LockOptions;
@@ -24,9 +25,9 @@ pub struct PlanScope {
     /// Observe the hosts first; `false` plans from the state alone.
     pub refresh: bool,
     /// Only these resources and what they need (address, `model.ID` or `host.ID`).
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// Replace these resources even if unchanged.
-    pub replace: Vec<String>,
+    pub replace: Vec<Target>,
 }
 
 impl Default for PlanScope {
@@ -74,7 +75,7 @@ pub struct ApplyRequest {
 #[derive(Debug, Clone, Default)]
 pub struct DestroyRequest {
     pub inputs: Inputs,
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     pub parallelism: Option<usize>,
     pub auto_approve: bool,
 }

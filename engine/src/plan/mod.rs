@@ -4,6 +4,7 @@
 mod planner;
 pub mod render;
 
+use berth_state::Address;
 use serde::{Deserialize, Serialize};
 
 pub use planner::{HostObservation, Observations, ObservedInstance, PlanOptions, StateView, plan};
@@ -119,7 +120,7 @@ pub use crate::graph::NodeKind as Kind;
 /// One resource in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceChange {
-    pub address: String,
+    pub address: Address,
     pub kind: Kind,
     pub host: String,
     pub action: Action,
@@ -131,7 +132,7 @@ pub struct ResourceChange {
     /// Fingerprint of the launch the action leads to (models being created, replaced, reused).
     pub fingerprint: Option<String>,
     /// Addresses this resource waits for during apply.
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<Address>,
 }
 
 /// One field of a resource, before and after.
@@ -145,7 +146,7 @@ pub struct FieldChange {
 /// A difference between a host and the state, found by refresh.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Drift {
-    pub address: String,
+    pub address: Address,
     pub host: String,
     pub what: String,
 }

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_providers::{Liveness, ProbeOutcome, Registry};
-use berth_state::{Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus, Selection};
+use berth_state::{
+    Address, Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus, Selection, Target,
+};
 use serde_json::Value;
 
 use super::{
@@ -90,23 +92,9 @@ pub struct ObservedInstance {
 pub struct PlanOptions {
     pub operation: Operation,
     /// `--target`: limit the plan to these addresses (and what they need).
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// `--replace`: force these to be replaced.
-    pub replace: Vec<String>,
-}
-
-/// Whether `target` (an address, `model.ID`, `backend.ID` or `host.ID`) selects `address`.
-pub fn target_matches(target: &str, address: &str) -> bool {
-    if target == address {
-        return true;
-    }
-    if let Some(host) = target.strip_prefix("host.") {
-        return address.rsplit_once('@').is_some_and(|(_, h)| h == host);
-    }
-    !target.contains('@')
-        && address
-            .split_once('@')
-            .is_some_and(|(base, _)| base == target)
+    pub replace: Vec<Target>,
 }
 
 /// Plans `ws` against `state` and, when refreshed, what the hosts hold.
@@ -127,7 +115,7 @@ pub fn plan(
     // are adopted only when they run exactly the wanted launch, and never stopped.
     let foreign = foreign_instances(observed, &state.meta.lineage);
     let destroying = options.operation == Operation::Destroy;
-    let mut resources: BTreeMap<String, ResourceChange> = BTreeMap::new();
+    let mut resources: BTreeMap<Address, ResourceChange> = BTreeMap::new();
     let mut drift = Vec::new();
     let mut warnings = Vec::new();
 
@@ -149,7 +137,7 @@ pub fn plan(
     }
 
     // Desired models.
-    let mut desired: BTreeMap<String, Rendered> = BTreeMap::new();
+    let mut desired: BTreeMap<Address, Rendered> = BTreeMap::new();
     if !destroying {
         for p in ws.placements.iter().filter(|p| p.active) {
             let rendered = launch::render(&ws.config, p).map_err(Error::Render)?;
@@ -168,7 +156,7 @@ pub fn plan(
         }
     }
     for target in options.replace.iter() {
-        if !desired.keys().any(|a| target_matches(target, a)) {
+        if !desired.keys().any(|a| target.matches(a)) {
             return Err(Error::Usage {
                 message: format!("--replace {target}: no model placement has that address"),
                 help: "use an address from `berth plan`, e.g. model.qwen2.5-7b@gpu-a".into(),
@@ -179,9 +167,9 @@ pub fn plan(
     for (address, r) in &desired {
         let fingerprint = r.fingerprint(&key);
         let attrs = r.attributes();
-        let record = state.records.get(address);
-        let seen = instance(&r.host, address);
-        let requested = options.replace.iter().any(|t| target_matches(t, address));
+        let record = state.records.get(address.as_str());
+        let seen = instance(&r.host, address.as_str());
+        let requested = options.replace.iter().any(|t| t.matches(address));
         let change = |action, cause, reason: String, changes| ResourceChange {
             address: address.clone(),
             kind: Kind::Model,
@@ -269,7 +257,7 @@ pub fn plan(
     }
 
     for (address, (host, owner)) in &foreign {
-        let Some(r) = resources.get_mut(address) else {
+        let Some(r) = resources.get_mut(address.as_str()) else {
             continue;
         };
         match (r.action, r.cause) {
@@ -292,9 +280,20 @@ pub fn plan(
 
     // Recorded models that are no longer wanted.
     for rec in state.records.values() {
-        if desired.contains_key(&rec.address) || resources.contains_key(&rec.address) {
+        if desired.contains_key(rec.address.as_str())
+            || resources.contains_key(rec.address.as_str())
+        {
             continue;
         }
+        let address = match rec.address.parse::<Address>() {
+            Ok(address) => address,
+            Err(e) => {
+                warnings.push(format!(
+                    "the state holds a record berth cannot plan for: {e}"
+                ));
+                continue;
+            }
+        };
         let (kind, reason) = match rec.kind {
             ResourceKind::Model => (Kind::Model, why_undesired(ws, rec, destroying)),
             ResourceKind::Backend => {
@@ -317,15 +316,15 @@ pub fn plan(
             && found.liveness != Liveness::Running
         {
             drift.push(Drift {
-                address: rec.address.clone(),
+                address: address.clone(),
                 host: rec.host.clone(),
                 what: format!("process {}", liveness_text(found.liveness)),
             });
         }
         resources.insert(
-            rec.address.clone(),
+            address.clone(),
             ResourceChange {
-                address: rec.address.clone(),
+                address,
                 kind,
                 host: rec.host.clone(),
                 action: Action::Destroy,
@@ -359,14 +358,23 @@ pub fn plan(
                 continue;
             };
             for (address, inst) in found {
-                if resources.contains_key(address) || foreign.contains_key(address) {
+                if resources.contains_key(address.as_str()) || foreign.contains_key(address) {
                     continue;
                 }
+                let address = match address.parse::<Address>() {
+                    Ok(address) => address,
+                    Err(e) => {
+                        warnings.push(format!(
+                            "host {host} carries an instance berth cannot plan for: {e}"
+                        ));
+                        continue;
+                    }
+                };
                 let running = inst.liveness == Liveness::Running;
                 resources.insert(
                     address.clone(),
                     ResourceChange {
-                        address: address.clone(),
+                        address,
                         kind: Kind::Model,
                         host: host.clone(),
                         action: Action::Destroy,
@@ -394,7 +402,7 @@ pub fn plan(
             .filter(|n| n.kind == Kind::Backend)
         {
             let starting = ws.graph.dependents(&node.address).iter().any(|m| {
-                resources.get(*m).is_some_and(|r| {
+                resources.get(m.as_str()).is_some_and(|r| {
                     matches!(r.action, Action::Create | Action::Replace | Action::Reuse)
                 })
             });
@@ -428,35 +436,43 @@ pub fn plan(
     }
 
     // Dependencies, for apply's ordering.
-    let addresses: BTreeSet<String> = resources.keys().cloned().collect();
+    let addresses: BTreeSet<Address> = resources.keys().cloned().collect();
     for r in resources.values_mut() {
         r.depends_on = ws
             .graph
             .dependencies(&r.address)
             .into_iter()
             .filter(|a| addresses.contains(*a))
-            .map(str::to_string)
+            .cloned()
             .collect();
     }
 
     // --target: keep what was asked for, and what it needs to be up (for a start) or what must
     // go first (for a destroy: whatever depends on it).
     if !options.targets.is_empty() {
-        let mut keep: BTreeSet<String> = resources
+        let mut keep: BTreeSet<Address> = resources
             .keys()
-            .filter(|a| options.targets.iter().any(|t| target_matches(t, a)))
+            .filter(|a| options.targets.iter().any(|t| t.matches(a)))
             .cloned()
             .collect();
         if keep.is_empty() {
             return Err(Error::Usage {
-                message: format!("--target {} matches no resource", options.targets.join(", ")),
+                message: format!(
+                    "--target {} matches no resource",
+                    options
+                        .targets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 help: "use addresses from `berth plan`, e.g. model.qwen2.5-7b@gpu-a, model.qwen2.5-7b or host.gpu-a".into(),
             });
         }
-        let mut stack: Vec<String> = keep.iter().cloned().collect();
+        let mut stack: Vec<Address> = keep.iter().cloned().collect();
         while let Some(a) = stack.pop() {
             let Some(r) = resources.get(&a) else { continue };
-            let next: Vec<String> = if r.action == Action::Destroy {
+            let next: Vec<Address> = if r.action == Action::Destroy {
                 resources
                     .values()
                     .filter(|o| o.action == Action::Destroy && o.depends_on.contains(&a))
@@ -627,20 +643,4 @@ fn all_fields(
             })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::target_matches;
-
-    #[test]
-    fn targets_select_addresses() {
-        assert!(target_matches("model.a@h", "model.a@h"));
-        assert!(target_matches("model.a", "model.a@h"));
-        assert!(!target_matches("model.a", "model.ab@h"));
-        assert!(target_matches("host.h", "model.a@h"));
-        assert!(target_matches("host.h", "backend.cpu@h"));
-        assert!(!target_matches("host.h", "model.a@h2"));
-        assert!(!target_matches("model.a@h2", "model.a@h"));
-    }
 }
