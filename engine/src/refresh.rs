@@ -46,7 +46,7 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
         .iter()
         .filter(|p| p.active)
         .filter_map(|p| launch::render(&ws.config, p).ok())
-        .map(|r| (r.address.clone(), (provider_probe(&r.probe), r.port)))
+        .map(|r| (r.address.to_string(), (provider_probe(&r.probe), r.port)))
         .collect();
     let probes = &probes;
     let observed = join_all(hosts.iter().map(|h| {

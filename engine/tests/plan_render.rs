@@ -96,7 +96,7 @@ fn record(ws: &Workspace, model: &str, tweak: impl FnOnce(&mut ResourceRecord)) 
     let p = ws.placements_of(model).next().unwrap();
     let r = launch::render(&ws.config, p).unwrap();
     let mut rec = ResourceRecord {
-        address: r.address.clone(),
+        address: r.address.to_string(),
         kind: ResourceKind::Model,
         host: r.host.clone(),
         status: ResourceStatus::Ready,

@@ -187,7 +187,7 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
         .iter()
         .filter(|p| p.active)
         .map(|p| launch::render(&ws.config, p).unwrap())
-        .map(|r| (r.address.clone(), r))
+        .map(|r| (r.address.to_string(), r))
         .collect();
 
     for spec in state_file.records {

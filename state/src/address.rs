@@ -409,7 +409,7 @@ mod tests {
             (ResourceKind::Model, "qwen2.5-7b", "gpu.a_1")
         );
         for a in [&host, &backend, &model] {
-            assert_eq!(parse(&a.to_string()), *a);
+            assert_eq!(parse(a.as_ref()), *a);
         }
         assert_eq!(model, Address::model("qwen2.5-7b", "gpu.a_1"));
         assert_eq!(backend, Address::backend("cuda", "gpu-a"));
@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn addresses_sort_as_their_strings_do() {
         // `.` sorts before `@`: a field-by-field order would put `model.a@x` first.
-        let mut addresses = vec![
+        let mut addresses = [
             parse("model.a@x"),
             parse("model.a.b@x"),
             parse("backend.z@a"),

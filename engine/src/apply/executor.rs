@@ -539,7 +539,7 @@ fn record_failure(
             Some(r) => r.attributes(),
             None => ctx
                 .previous
-                .get(&change.address)
+                .get(change.address.as_str())
                 .map(|r| r.attributes.clone())
                 .unwrap_or_default(),
         };
@@ -848,7 +848,7 @@ async fn start_and_gate<'c>(
 }
 
 fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
-    let Some(previous) = ctx.previous.get(&change.address) else {
+    let Some(previous) = ctx.previous.get(change.address.as_str()) else {
         return Err(failed(Step::Record, "no record to update: plan again"));
     };
     let mut record = previous.clone();
@@ -1069,7 +1069,7 @@ async fn run_verify_cmd(
         status: ResourceStatus::Ready,
         fingerprint: None,
         attributes: BTreeMap::from([
-            ("backend".to_string(), Value::from(backend)),
+            ("backend".to_string(), Value::from(change.address.id())),
             ("verify_cmd".to_string(), Value::from(cmd.display())),
             ("verified_at".to_string(), Value::from(now())),
         ]),
