@@ -14,8 +14,9 @@ fn interrupt(pid: u32) {
     signal(pid, libc::SIGINT);
 }
 
-#[test]
-fn a_first_interrupt_finishes_running_steps_and_starts_nothing_new() {
+/// An apply of `first` (loading 2 s) and `second` (depending on it), with one slot, waiting in
+/// `first`'s probe gate.
+fn first_model_in_its_gate() -> (Fleet, Vec<u16>, common::Background) {
     let ports = free_ports(2);
     let fleet = Fleet::new(
         &[
@@ -26,7 +27,7 @@ fn a_first_interrupt_finishes_running_steps_and_starts_nothing_new() {
         ],
         1,
     );
-    let mut apply = fleet.spawn(&["apply", "--auto-approve"]);
+    let apply = fleet.spawn(&["apply", "--auto-approve"]);
     assert!(
         wait_until(Duration::from_secs(20), || apply
             .stdout_so_far()
@@ -34,6 +35,12 @@ fn a_first_interrupt_finishes_running_steps_and_starts_nothing_new() {
         "the first model never reached its gate:\n{}",
         apply.stdout_so_far()
     );
+    (fleet, ports, apply)
+}
+
+#[test]
+fn a_first_interrupt_finishes_running_steps_and_starts_nothing_new() {
+    let (fleet, ports, mut apply) = first_model_in_its_gate();
     interrupt(apply.pid());
     let run = apply.wait(Duration::from_secs(30));
     run.expect(1);
@@ -123,24 +130,7 @@ fn a_second_interrupt_cancels_the_gate_and_saves_what_is_known() {
 
 #[test]
 fn sighup_during_apply_finishes_running_steps_like_ctrl_c() {
-    let ports = free_ports(2);
-    let fleet = Fleet::new(
-        &[
-            Model::new("first", ports[0], "--load-secs 2").probe_interval(100),
-            Model::new("second", ports[1], "--load-secs 0.2")
-                .probe_interval(100)
-                .depends_on("first"),
-        ],
-        1,
-    );
-    let mut apply = fleet.spawn(&["apply", "--auto-approve"]);
-    assert!(
-        wait_until(Duration::from_secs(20), || apply
-            .stdout_so_far()
-            .contains("model.first@local: probing")),
-        "the first model never reached its gate:\n{}",
-        apply.stdout_so_far()
-    );
+    let (fleet, _, mut apply) = first_model_in_its_gate();
     signal(apply.pid(), libc::SIGHUP);
     let run = apply.wait(Duration::from_secs(30));
     run.expect(1);
