@@ -19,6 +19,7 @@ pub mod exit_codes;
 pub mod graph;
 pub mod launch;
 pub mod ops;
+pub mod output;
 pub mod paint;
 pub mod placement;
 pub mod plan;

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 use berth_providers::probe::source_size;
 use berth_providers::{Command, Liveness, Transport};
 use futures_util::future::join_all;
-use serde::Serialize;
-use serde_json::json;
 
 use super::Invocation;
 use super::ui::{Ui, table};
@@ -18,6 +16,7 @@ use crate::connections::{Connections, error_text};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::launch;
+use crate::output::{self, doctor::{Check, HostDoctor, HostTest, Status}};
 use crate::placement::Previous;
 use crate::transport_quote as quote;
 use crate::workspace::Workspace;
@@ -90,10 +89,7 @@ pub fn test(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     match result {
         Ok((connected, rtt, system)) => {
             if json {
-                outln!(
-                    "{}",
-                    json!({"host": id, "ok": true, "connect_ms": connected.as_millis() as u64, "command_ms": rtt.as_millis() as u64, "system": system})
-                );
+                outln!("{}", one_line(&test_ok(id, connected, rtt, system)));
             } else {
                 outln!(
                     "{} host {id} ({}): connected in {} ms, command round trip {} ms ({system})",
@@ -107,7 +103,7 @@ pub fn test(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
         }
         Err(why) => {
             if json {
-                outln!("{}", json!({"host": id, "ok": false, "error": why}));
+                outln!("{}", one_line(&test_failed(id, why)));
             } else {
                 if why.contains(&format!("host {id}")) || why.starts_with(&format!("{id}:")) {
                     errln!("{} {why}", ui.red("✗"));
@@ -120,23 +116,33 @@ pub fn test(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     }
 }
 
-/// How a check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Status {
-    Ok,
-    Warn,
-    Fail,
-    /// Not run because an earlier check failed.
-    Skipped,
+/// The `hosts test` document of a host that answered.
+fn test_ok(id: &str, connected: Duration, rtt: Duration, system: String) -> HostTest {
+    HostTest {
+        command_ms: Some(rtt.as_millis() as u64),
+        connect_ms: Some(connected.as_millis() as u64),
+        error: None,
+        host: id.to_string(),
+        ok: true,
+        system: Some(system),
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct Check {
-    check: String,
-    status: Status,
-    detail: String,
-    fix: Option<String>,
+/// The `hosts test` document of a host that did not.
+fn test_failed(id: &str, why: String) -> HostTest {
+    HostTest {
+        command_ms: None,
+        connect_ms: None,
+        error: Some(why),
+        host: id.to_string(),
+        ok: false,
+        system: None,
+    }
+}
+
+/// `hosts test --json` is one line, so a script can read one host per line.
+fn one_line(test: &HostTest) -> String {
+    serde_json::to_string(test).expect("documents serialise")
 }
 
 fn check(
@@ -165,15 +171,15 @@ pub fn doctor(inv: &Invocation, id: Option<&str>, json: bool, ui: &Ui) -> Result
         inv.block_on(join_all(hosts.iter().map(|h| diagnose(&ws, &conns, h))));
     let failed = reports.iter().flatten().any(|c| c.status == Status::Fail);
     if json {
-        let doc: Vec<_> = hosts
+        let doc: Vec<HostDoctor> = hosts
             .iter()
-            .zip(&reports)
-            .map(|(h, checks)| json!({"host": h.id.value, "checks": checks}))
+            .zip(reports)
+            .map(|(h, checks)| HostDoctor {
+                checks,
+                host: h.id.value.clone(),
+            })
             .collect();
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("serialisable")
-        );
+        outln!("{}", output::to_json(&doc));
     } else {
         for (h, checks) in hosts.iter().zip(&reports) {
             outln!(

@@ -4,25 +4,23 @@
 use super::Invocation;
 use crate::error::Result;
 use crate::exit_codes;
-use crate::ops::{self, DriftRequest, DriftStatus};
+use crate::ops::{self, DriftRequest};
+use crate::output::{self, drift::Report, drift::Status};
 
 pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
     let ui = &inv.ui;
     let req = DriftRequest {
         inputs: inv.inputs(),
     };
-    let report = inv.block_on(ops::drift(&req, &inv.stop))?;
+    let report = Report::from(inv.block_on(ops::drift(&req, &inv.stop))?);
     let code = match report.status {
-        DriftStatus::Clean => exit_codes::SUCCESS,
-        DriftStatus::Drift => exit_codes::CHANGES,
-        DriftStatus::Unapplied => exit_codes::UNAPPLIED,
-        DriftStatus::Error => exit_codes::FAILURE,
+        Status::Clean => exit_codes::SUCCESS,
+        Status::Drift => exit_codes::CHANGES,
+        Status::Unapplied => exit_codes::UNAPPLIED,
+        Status::Error => exit_codes::FAILURE,
     };
     if json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        );
+        outln!("{}", output::to_json(&report));
         return Ok(code);
     }
     for w in &report.errors {
@@ -53,7 +51,7 @@ pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
             report.unapplied.len()
         );
         for r in &report.unapplied {
-            outln!("  {} {}: {}", r.action.symbol(), r.address, r.reason);
+            outln!("  {} {}: {}", r.symbol, r.address, r.reason);
         }
     }
     if code != exit_codes::SUCCESS && code != exit_codes::FAILURE {

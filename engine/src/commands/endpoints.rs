@@ -2,13 +2,14 @@
 //! as ready.
 
 use berth_state::{ResourceKind, ResourceStatus};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Invocation;
 use super::ui::table;
 use crate::config::TransportKind;
 use crate::error::Result;
 use crate::exit_codes;
+use crate::output::{self, endpoints::Endpoint};
 use crate::session;
 
 pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
@@ -41,25 +42,21 @@ pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
         } else {
             address
         };
-        items.push(json!({"address": r.address, "model": model, "host": r.host, "url": format!("http://{host_part}:{port}/v1")}));
+        items.push(Endpoint {
+            address: r.address,
+            host: r.host,
+            model,
+            url: format!("http://{host_part}:{port}/v1"),
+        });
     }
     if json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&items).expect("serialisable")
-        );
+        outln!("{}", output::to_json(&items));
     } else if items.is_empty() {
         outln!("No model is ready. Run `berth apply` first.");
     } else {
         let rows: Vec<Vec<String>> = items
             .iter()
-            .map(|i| {
-                vec![
-                    i["model"].as_str().unwrap_or("").into(),
-                    i["host"].as_str().unwrap_or("").into(),
-                    i["url"].as_str().unwrap_or("").into(),
-                ]
-            })
+            .map(|i| vec![i.model.clone(), i.host.clone(), i.url.clone()])
             .collect();
         out!("{}", table(&["MODEL", "HOST", "URL"], &rows));
     }

@@ -1,13 +1,12 @@
 //! `berth state list | show A | rm A | history`: inspect and edit the state. `rm` forgets a
 //! resource without touching its host.
 
-use berth_state::ResourceStatus;
-use serde_json::json;
 
 use super::Invocation;
 use super::ui::{Ui, table};
 use crate::error::{Error, Result};
 use crate::exit_codes;
+use crate::output::{self, state};
 use crate::session::Session;
 
 /// The configured state's backend, from the `settings` block alone.
@@ -42,13 +41,10 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
     let store = session.store.clone();
     match command {
         StateCommand::List => {
-            let records = store.resources()?;
+            let records: Vec<state::ListItem> =
+                store.resources()?.iter().map(state::ListItem::from).collect();
             if json {
-                let items: Vec<_> = records.iter().map(|r| json!({"address": r.address, "kind": r.kind, "host": r.host, "status": r.status, "updated_at": r.updated_at})).collect();
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&items).expect("serialisable")
-                );
+                outln!("{}", output::to_json(&records));
             } else if records.is_empty() {
                 outln!("The state is empty.");
             } else {
@@ -56,8 +52,8 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
                     .iter()
                     .map(|r| {
                         let status = match &r.status {
-                            ResourceStatus::Ready => ui.green("ready"),
-                            ResourceStatus::Failed { step, .. } => {
+                            state::Status::Ready => ui.green("ready"),
+                            state::Status::Failed { step, .. } => {
                                 ui.red(&format!("failed at {step}"))
                             }
                         };
@@ -81,10 +77,7 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
                     help,
                 });
             };
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&record).expect("serialisable")
-            );
+            outln!("{}", output::to_json(&state::Record::from(record)));
         }
         StateCommand::Rm { address } => {
             for a in address {
@@ -101,12 +94,13 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
             }
         }
         StateCommand::History => {
-            let history = store.history()?;
+            let history: Vec<state::HistoryEntry> = store
+                .history()?
+                .into_iter()
+                .map(state::HistoryEntry::from)
+                .collect();
             if json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&history).expect("serialisable")
-                );
+                outln!("{}", output::to_json(&history));
             } else if history.is_empty() {
                 outln!("Nothing was applied yet.");
             } else {

@@ -1,39 +1,21 @@
-//! `berth validate [--json]`: every finding of every file at once.
-
-use serde::Serialize;
+//! `berth validate [--json]`: every finding of every file at once. The text view renders the
+//! findings as miette diagnostics with their source excerpts, which the document (file, line,
+//! column) cannot carry; both come from the same findings.
 
 use super::Invocation;
 use super::ui::Ui;
-use crate::config::{FindingJson, Findings, Sources};
+use crate::config::{Findings, Sources};
 use crate::error::{Error, Result};
 use crate::exit_codes;
+use crate::output::{self, validate::Report};
 use crate::placement::Previous;
 use crate::workspace::Workspace;
-
-/// The `--json` document.
-#[derive(Debug, Serialize)]
-struct Report {
-    valid: bool,
-    error_count: usize,
-    warning_count: usize,
-    findings: Vec<FindingJson>,
-}
-
-fn to_report(findings: &Findings, sources: &Sources) -> Report {
-    let errors = findings.error_count();
-    Report {
-        valid: errors == 0,
-        error_count: errors,
-        warning_count: findings.len() - errors,
-        findings: findings.iter().map(|f| f.to_json(sources)).collect(),
-    }
-}
 
 pub fn run(inv: &Invocation, json: bool, ui: &Ui) -> Result<u8> {
     match Workspace::open(&inv.dir, &inv.vars, &Previous::default()) {
         Ok(ws) => {
             if json {
-                print_json(&to_report(&ws.warnings, &ws.config.sources));
+                print_json(&Report::new(&ws.warnings, &ws.config.sources));
             } else {
                 ui.print_findings(&ws.warnings, &ws.config.sources);
                 let active = ws.placements.iter().filter(|p| p.active).count();
@@ -53,7 +35,7 @@ pub fn run(inv: &Invocation, json: bool, ui: &Ui) -> Result<u8> {
             Ok(exit_codes::SUCCESS)
         }
         Err(Error::InvalidConfig(invalid)) if json => {
-            print_json(&to_report(&invalid.findings, &invalid.sources));
+            print_json(&Report::new(&invalid.findings, &invalid.sources));
             Ok(exit_codes::FAILURE)
         }
         Err(err @ Error::Cycle(_)) if json => {
@@ -63,7 +45,7 @@ pub fn run(inv: &Invocation, json: bool, ui: &Ui) -> Result<u8> {
             );
             let mut findings = Findings::default();
             findings.push(finding);
-            print_json(&to_report(&findings, &Sources::default()));
+            print_json(&Report::new(&findings, &Sources::default()));
             Ok(exit_codes::FAILURE)
         }
         Err(err) => {
@@ -74,10 +56,7 @@ pub fn run(inv: &Invocation, json: bool, ui: &Ui) -> Result<u8> {
 }
 
 fn print_json(report: &Report) {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(report).expect("serialisable")
-    );
+    outln!("{}", output::to_json(report));
 }
 
 pub(crate) fn plural(n: usize) -> &'static str {
