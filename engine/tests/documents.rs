@@ -70,7 +70,10 @@ fn applied_documents() {
     for (name, args) in [
         ("endpoints", vec!["endpoints", "--json"]),
         ("state-list", vec!["state", "list", "--json"]),
-        ("state-show", vec!["state", "show", "model.m@local", "--json"]),
+        (
+            "state-show",
+            vec!["state", "show", "model.m@local", "--json"],
+        ),
         ("state-history", vec!["state", "history", "--json"]),
         ("drift", vec!["drift", "--json"]),
     ] {

@@ -16,7 +16,10 @@ use crate::connections::{Connections, error_text};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::launch;
-use crate::output::{self, doctor::{Check, HostDoctor, HostTest, Status}};
+use crate::output::{
+    self,
+    doctor::{Check, HostDoctor, HostTest, Status},
+};
 use crate::placement::Previous;
 use crate::transport_quote as quote;
 use crate::workspace::Workspace;

@@ -216,10 +216,7 @@ pub fn backend(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             .map(|f| f.join(", "))
             .unwrap_or_else(|| "(every host)".into())
     );
-    outln!(
-        "  verify_cmd    {}",
-        b.verify_cmd.as_deref().unwrap_or("-")
-    );
+    outln!("  verify_cmd    {}", b.verify_cmd.as_deref().unwrap_or("-"));
     if !b.args.is_empty() {
         outln!("  args          {}", b.args.join(" "));
     }
@@ -246,7 +243,12 @@ pub fn backend(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
 /// `berth models`
 pub fn models(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
     let ws = open(inv)?;
-    let models: Vec<Model> = ws.config.models.iter().map(|m| Model::new(&ws, m)).collect();
+    let models: Vec<Model> = ws
+        .config
+        .models
+        .iter()
+        .map(|m| Model::new(&ws, m))
+        .collect();
     if json {
         print_json(&models);
         return Ok(exit_codes::SUCCESS);

@@ -1,7 +1,6 @@
 //! `berth state list | show A | rm A | history`: inspect and edit the state. `rm` forgets a
 //! resource without touching its host.
 
-
 use super::Invocation;
 use super::ui::{Ui, table};
 use crate::error::{Error, Result};
@@ -41,8 +40,11 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
     let store = session.store.clone();
     match command {
         StateCommand::List => {
-            let records: Vec<state::ListItem> =
-                store.resources()?.iter().map(state::ListItem::from).collect();
+            let records: Vec<state::ListItem> = store
+                .resources()?
+                .iter()
+                .map(state::ListItem::from)
+                .collect();
             if json {
                 outln!("{}", output::to_json(&records));
             } else if records.is_empty() {
