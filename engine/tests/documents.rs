@@ -14,10 +14,10 @@ fn normalise(value: &mut Value) {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 match key.as_str() {
-                    "updated_at" | "started_at" | "finished_at" | "connect_ms" | "command_ms" => {
-                        *v = Value::from(0)
-                    }
-                    "fingerprint" | "user" | "hostname" | "system" | "detail" | "pid" => {
+                    "updated_at" | "started_at" | "finished_at" | "connect_ms" | "command_ms"
+                    | "ready_after_ms" | "duration_ms" | "elapsed_ms" => *v = Value::from(0),
+                    "fingerprint" | "user" | "hostname" | "system" | "detail" | "pid"
+                    | "start_ticks" => {
                         if !v.is_null() {
                             *v = Value::from(format!("[{key}]"));
                         }
