@@ -359,13 +359,9 @@ fn failed_by(step: Step, cause: &(dyn miette::Diagnostic + Send + Sync + 'static
 async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
     // Ready resources all start at once and queue here, first come first served; one that is
     // still queued when the user interrupts never starts.
-    let mut slot = tokio::select! {
-        biased;
-        _ = ctx.winding_down.cancelled() => return Outcome::Cancelled,
-        permit = ctx.slots.acquire() => match permit {
-            Ok(permit) => Some(permit),
-            Err(_) => return Outcome::Cancelled,
-        },
+    let mut slot = match queue(ctx, &ctx.slots).await {
+        Ok(permit) => Some(permit),
+        Err(cancelled) => return cancelled,
     };
     let started = Instant::now();
     let _ = ctx.emit(ApplyEvent::Started {
@@ -399,6 +395,19 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
             Outcome::Failed(e.cancelled())
         }
         Err(o) => o,
+    }
+}
+
+/// Waits for a permit of `semaphore`, first come first served; a resource still waiting when
+/// the apply winds down never starts.
+async fn queue<'s>(
+    ctx: &Ctx<'_>,
+    semaphore: &'s Semaphore,
+) -> Result<SemaphorePermit<'s>, Outcome> {
+    tokio::select! {
+        biased;
+        _ = ctx.winding_down.cancelled() => Err(Outcome::Cancelled),
+        permit = semaphore.acquire() => permit.map_err(|_| Outcome::Cancelled),
     }
 }
 
@@ -714,18 +723,8 @@ async fn start_and_gate<'c>(
             Err(_) => {
                 drop(slot.take());
                 ctx.phase(address, Phase::Queued);
-                let permit = tokio::select! {
-                    biased;
-                    _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
-                    permit = starts.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
-                };
-                if slot.is_none() {
-                    *slot = Some(tokio::select! {
-                        biased;
-                        _ = ctx.winding_down.cancelled() => return Err(Outcome::Cancelled),
-                        permit = ctx.slots.acquire() => permit.map_err(|_| Outcome::Cancelled)?,
-                    });
-                }
+                let permit = queue(ctx, starts).await?;
+                *slot = Some(queue(ctx, &ctx.slots).await?);
                 Some(permit)
             }
         },

@@ -509,24 +509,29 @@ impl Decoder<'_> {
             match functions::scalar_to_string(item) {
                 Ok(s) => out.push(Spanned::new(s, span)),
                 Err(_) => {
-                    self.push(
-                        Finding::error(
-                            Code::WrongType,
-                            span,
-                            "expected a string",
-                            format!(
-                                "`{key}` must be a list of strings; item {} is {}",
-                                i + 1,
-                                functions::type_name(item)
-                            ),
-                        )
-                        .with_help(format!("write {}", example_of("a list of strings"))),
-                    );
+                    self.not_a_string_item(key, span, i, item);
                     return None;
                 }
             }
         }
         Some(Spanned::new(out, whole))
+    }
+
+    /// Item `i` (zero-based) of list `key` is not a string.
+    fn not_a_string_item(&mut self, key: &str, span: Span, i: usize, item: &hcl::Value) {
+        self.push(
+            Finding::error(
+                Code::WrongType,
+                span,
+                "expected a string",
+                format!(
+                    "`{key}` must be a list of strings; item {} is {}",
+                    i + 1,
+                    functions::type_name(item)
+                ),
+            )
+            .with_help(format!("write {}", example_of("a list of strings"))),
+        );
     }
 
     /// A list of strings that may hold secrets: an item written literally is sensitive when it
@@ -557,19 +562,7 @@ impl Decoder<'_> {
                 }),
                 Err(_) => {
                     let span = self.span(attr.value.span());
-                    self.push(
-                        Finding::error(
-                            Code::WrongType,
-                            span,
-                            "expected a string",
-                            format!(
-                                "`{key}` must be a list of strings; item {} is {}",
-                                i + 1,
-                                functions::type_name(item)
-                            ),
-                        )
-                        .with_help(format!("write {}", example_of("a list of strings"))),
-                    );
+                    self.not_a_string_item(key, span, i, item);
                     return Vec::new();
                 }
             }

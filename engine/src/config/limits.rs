@@ -123,13 +123,7 @@ pub fn check_items(file: FileId, text: &str) -> Option<Finding> {
                         stack.pop();
                     }
                     b'\n' => return None,
-                    b'$' | b'%' if b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&b'{') => {
-                        i += 2
-                    }
-                    b'$' | b'%' if b.get(i + 1) == Some(&b'{') => {
-                        stack.push(interpolation(i));
-                        i += 1;
-                    }
+                    b'$' | b'%' => i += template_marker(b, i, &mut stack),
                     _ => {}
                 }
                 i += 1;
@@ -156,13 +150,7 @@ pub fn check_items(file: FileId, text: &str) -> Option<Finding> {
                             *line_start = true;
                         }
                     }
-                    b'$' | b'%' if b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&b'{') => {
-                        i += 2
-                    }
-                    b'$' | b'%' if b.get(i + 1) == Some(&b'{') => {
-                        stack.push(interpolation(i));
-                        i += 1;
-                    }
+                    b'$' | b'%' => i += template_marker(b, i, &mut stack),
                     _ => {}
                 }
                 i += 1;
@@ -252,6 +240,21 @@ pub fn check_items(file: FileId, text: &str) -> Option<Finding> {
         _ => None,
     })?;
     Some(too_many(file, start, kind, items, false))
+}
+
+/// At a `$` or `%` at `i` inside a string or heredoc: `${`/`%{` opens a template expression
+/// (pushed on `stack`), `$${`/`%%{` is an escaped literal. Returns how many more bytes the
+/// marker takes beyond the one at `i`.
+fn template_marker(b: &[u8], i: usize, stack: &mut Vec<Frame>) -> usize {
+    let c = b[i];
+    if b.get(i + 1) == Some(&c) && b.get(i + 2) == Some(&b'{') {
+        2
+    } else if b.get(i + 1) == Some(&b'{') {
+        stack.push(interpolation(i));
+        1
+    } else {
+        0
+    }
 }
 
 fn interpolation(start: usize) -> Frame {
