@@ -76,7 +76,7 @@ fn empty_state() -> StateView {
 
 /// The records an apply writes, kept as the state writer would keep them.
 #[derive(Default)]
-struct Records(Mutex<BTreeMap<String, ResourceRecord>>);
+struct Records(Mutex<BTreeMap<berth_state::Address, ResourceRecord>>);
 
 impl Subscriber for Records {
     fn on_event(&self, event: &ApplyEvent) -> Result<(), String> {

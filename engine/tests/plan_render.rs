@@ -96,7 +96,7 @@ fn record(ws: &Workspace, model: &str, tweak: impl FnOnce(&mut ResourceRecord)) 
     let p = ws.placements_of(model).next().unwrap();
     let r = launch::render(&ws.config, p).unwrap();
     let mut rec = ResourceRecord {
-        address: r.address.to_string(),
+        address: r.address.clone(),
         kind: ResourceKind::Model,
         host: r.host.clone(),
         status: ResourceStatus::Ready,
@@ -139,7 +139,7 @@ fn the_plan() -> berth::plan::Plan {
     add(record(&ws, "crashed", |_| {}));
     add(record(&ws, "loading", |_| {}));
     add(ResourceRecord {
-        address: "model.retired@gpu-a".into(),
+        address: "model.retired@gpu-a".parse().unwrap(),
         kind: ResourceKind::Model,
         host: "gpu-a".into(),
         status: ResourceStatus::Ready,
@@ -156,7 +156,7 @@ fn the_plan() -> berth::plan::Plan {
     });
     let fp = |m: &str| {
         records
-            .get(&format!("model.{m}@gpu-a"))
+            .get(format!("model.{m}@gpu-a").as_str())
             .and_then(|r| r.fingerprint.clone())
             .unwrap()
     };

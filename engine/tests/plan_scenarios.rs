@@ -165,10 +165,11 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
             .address
             .strip_prefix("model.")
             .map(|m| m.split('@').next().unwrap());
+        let address: berth_state::Address = spec.address.parse().unwrap();
         view.records.insert(
-            spec.address.clone(),
+            address.clone(),
             ResourceRecord {
-                address: spec.address.clone(),
+                address,
                 kind,
                 host,
                 status: ResourceStatus::Ready,
@@ -191,7 +192,7 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
         .collect();
 
     for spec in state_file.records {
-        let rec = view.records.get_mut(&spec.address).unwrap();
+        let rec = view.records.get_mut(spec.address.as_str()).unwrap();
         if let Some(applied) = &spec.applied {
             assert_eq!(
                 applied, "config",

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Address;
+
 /// What a resource address names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,7 +39,7 @@ pub enum ResourceStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRecord {
     /// The resource address, also its key in the store.
-    pub address: String,
+    pub address: Address,
     /// What kind of resource the address names.
     pub kind: ResourceKind,
     /// The host id the resource lives on.
@@ -112,7 +114,7 @@ pub struct HistoryChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Intent {
     /// The resource being changed, also the key in the store.
-    pub address: String,
+    pub address: Address,
     /// The action under way.
     pub action: String,
     /// The berth process that wrote it.
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn status_and_kind_have_the_documented_json_shape() {
         let record = ResourceRecord {
-            address: "model.qwen2.5-7b@gpu-a".into(),
+            address: "model.qwen2.5-7b@gpu-a".parse().unwrap(),
             kind: ResourceKind::Model,
             host: "gpu-a".into(),
             status: ResourceStatus::Failed {

@@ -360,7 +360,7 @@ mod tests {
             serde_json::json!("llama-server -m /srv/m.gguf --api-key '<redacted>'"),
         );
         ResourceRecord {
-            address: address.to_owned(),
+            address: address.parse().unwrap(),
             kind: ResourceKind::Model,
             host: "gpu-a".to_owned(),
             status: ResourceStatus::Ready,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use berth_state::Address;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::events::{ApplyEvent, Outcome, Phase, Subscriber};
@@ -19,8 +20,8 @@ const QUIET: Duration = Duration::from_secs(10);
 /// The apply's progress display.
 pub struct Display {
     multi: Option<MultiProgress>,
-    bars: Mutex<HashMap<String, ProgressBar>>,
-    last_tick: Mutex<HashMap<String, (String, Instant)>>,
+    bars: Mutex<HashMap<Address, ProgressBar>>,
+    last_tick: Mutex<HashMap<Address, (String, Instant)>>,
     paint: Paint,
 }
 
@@ -70,7 +71,7 @@ impl Subscriber for Display {
                             ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
                                 .expect("valid template"),
                         );
-                        bar.set_prefix(address.clone());
+                        bar.set_prefix(address.to_string());
                         bar.set_message(doing);
                         bar.enable_steady_tick(Duration::from_millis(120));
                         self.bars.lock().expect("lock").insert(address.clone(), bar);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_providers::GateTick;
-use berth_state::ResourceRecord;
+use berth_state::{Address, ResourceRecord};
 
 use crate::ops::StopLevel;
 use crate::plan::{Action, Operation};
@@ -175,30 +175,30 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApplyEvent {
     Started {
-        address: String,
+        address: Address,
         action: Action,
     },
     Phase {
-        address: String,
+        address: Address,
         phase: Phase,
     },
     /// A host is about to be changed for `address` (written before the change).
     Intent {
-        address: String,
+        address: Address,
         action: Action,
     },
     /// The change of `address` is over, whatever its outcome.
     IntentDone {
-        address: String,
+        address: Address,
     },
     /// `address` is now as this record says.
     Record(ResourceRecord),
     /// `address` no longer exists.
     Forget {
-        address: String,
+        address: Address,
     },
     Finished {
-        address: String,
+        address: Address,
         host: String,
         action: Action,
         outcome: Outcome,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_providers::probe::{self, GateTiming};
 use berth_providers::{Command, Handle, LaunchSpec, Liveness, ProviderError, Runtime, Transport};
-use berth_state::{ResourceKind, ResourceRecord, ResourceStatus};
+use berth_state::{Address, ResourceKind, ResourceRecord, ResourceStatus};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::Value;
@@ -60,7 +60,7 @@ impl Default for ApplyOptions {
 /// How one resource's action ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeResult {
-    pub address: String,
+    pub address: Address,
     pub host: String,
     pub action: Action,
     pub outcome: Outcome,
@@ -108,7 +108,7 @@ struct Ctx<'a> {
     secrets: Vec<&'a str>,
     subscribers: &'a [&'a dyn Subscriber],
     placements: HashMap<berth_state::Address, &'a Placement>,
-    previous: &'a BTreeMap<String, ResourceRecord>,
+    previous: &'a BTreeMap<Address, ResourceRecord>,
     options: &'a ApplyOptions,
     cancel: CancellationToken,
     /// Cancelled by the first interrupt: steps still waiting for a slot end as cancelled.
@@ -133,9 +133,9 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn phase(&self, address: &str, phase: Phase) {
+    fn phase(&self, address: &Address, phase: Phase) {
         let _ = self.emit(ApplyEvent::Phase {
-            address: address.to_string(),
+            address: address.clone(),
             phase,
         });
     }
@@ -149,7 +149,7 @@ pub async fn execute(
     plan: &Plan,
     conns: &Connections,
     hmac_key: &[u8],
-    previous: &BTreeMap<String, ResourceRecord>,
+    previous: &BTreeMap<Address, ResourceRecord>,
     subscribers: &[&dyn Subscriber],
     options: &ApplyOptions,
 ) -> ApplyReport {
@@ -310,7 +310,7 @@ pub async fn execute(
         .iter()
         .zip(outcome)
         .map(|(r, o)| NodeResult {
-            address: r.address.to_string(),
+            address: r.address.clone(),
             host: r.host.clone(),
             action: r.action,
             outcome: o.unwrap_or(Outcome::Cancelled),
@@ -331,7 +331,7 @@ pub async fn execute(
 /// Records how `change` ended and tells the subscribers.
 fn finish(ctx: &Ctx<'_>, change: &ResourceChange, slot: &mut Option<Outcome>, outcome: Outcome) {
     let _ = ctx.emit(ApplyEvent::Finished {
-        address: change.address.to_string(),
+        address: change.address.clone(),
         host: change.host.clone(),
         action: change.action,
         outcome: outcome.clone(),
@@ -365,7 +365,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
     };
     let started = Instant::now();
     let _ = ctx.emit(ApplyEvent::Started {
-        address: change.address.to_string(),
+        address: change.address.clone(),
         action: change.action,
     });
     let result = match (change.kind, change.action) {
@@ -377,7 +377,7 @@ async fn run(ctx: &Ctx<'_>, change: &ResourceChange) -> Outcome {
         (Kind::Backend, Action::Verify) => verify(ctx, change).await,
         (_, Action::Destroy) => ctx
             .emit(ApplyEvent::Forget {
-                address: change.address.to_string(),
+                address: change.address.clone(),
             })
             .map_err(|e| failed(Step::Record, e)),
         (kind, action) => Err(failed(
@@ -480,7 +480,7 @@ async fn blame_lost_lock(ctx: &Ctx<'_>, host: &str, outcome: Outcome) -> Outcome
 
 async fn connect(
     ctx: &Ctx<'_>,
-    address: &str,
+    address: &Address,
     host: &str,
 ) -> Result<std::sync::Arc<dyn Transport>, Outcome> {
     ctx.phase(address, Phase::Connecting);
@@ -553,7 +553,7 @@ fn record_failure(
                 .unwrap_or_default(),
         };
         let record = ResourceRecord {
-            address: change.address.to_string(),
+            address: change.address.clone(),
             kind: ResourceKind::Model,
             host: change.host.clone(),
             status: ResourceStatus::Failed {
@@ -576,7 +576,7 @@ async fn deploy<'c>(
     change: &ResourceChange,
     slot: &mut Option<SemaphorePermit<'c>>,
 ) -> Result<(), Outcome> {
-    let address = change.address.as_str();
+    let address = &change.address;
     let transport = match connect(ctx, address, &change.host).await {
         Ok(t) => t,
         Err(o) => return Err(record_failure(ctx, change, None, o)),
@@ -605,7 +605,7 @@ async fn deploy<'c>(
         change.fingerprint.as_deref().unwrap_or_default(),
     );
     ctx.emit(ApplyEvent::Intent {
-        address: address.to_string(),
+        address: address.clone(),
         action: change.action,
     })
     .map_err(|e| failed(Step::Record, e))?;
@@ -623,7 +623,7 @@ async fn deploy<'c>(
         Ok(attributes) => {
             ctx.phase(address, Phase::Recording);
             let record = ResourceRecord {
-                address: address.to_string(),
+                address: address.clone(),
                 kind: ResourceKind::Model,
                 host: change.host.clone(),
                 status: ResourceStatus::Ready,
@@ -640,7 +640,7 @@ async fn deploy<'c>(
         }
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
-        address: address.to_string(),
+        address: address.clone(),
     });
     outcome
 }
@@ -654,7 +654,7 @@ async fn start_and_gate<'c>(
     runtime: &dyn Runtime,
     slot: &mut Option<SemaphorePermit<'c>>,
 ) -> Result<BTreeMap<String, Value>, Outcome> {
-    let address = change.address.as_str();
+    let address = &change.address;
     let mut instance = None;
     if change.action == Action::Reuse {
         let seen = runtime
@@ -863,7 +863,7 @@ fn update(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
 }
 
 async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Outcome> {
-    let address = change.address.as_str();
+    let address = &change.address;
     let transport = connect(ctx, address, &change.host).await?;
     hold(ctx, &change.host).await?;
     let recorded = ctx.previous.get(address);
@@ -880,7 +880,7 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         None => finder(ctx, transport.as_ref(), &run_dir, address).await?,
     };
     ctx.emit(ApplyEvent::Intent {
-        address: address.to_string(),
+        address: address.clone(),
         action: Action::Destroy,
     })
     .map_err(|e| failed(Step::Record, e))?;
@@ -916,12 +916,12 @@ async fn destroy_model(ctx: &Ctx<'_>, change: &ResourceChange) -> Result<(), Out
         }
         (Ok(()), _) => ctx
             .emit(ApplyEvent::Forget {
-                address: address.to_string(),
+                address: address.clone(),
             })
             .map_err(|e| failed(Step::Record, e)),
     };
     let _ = ctx.emit(ApplyEvent::IntentDone {
-        address: address.to_string(),
+        address: address.clone(),
     });
     result
 }
@@ -1035,7 +1035,7 @@ async fn run_verify_cmd(
     change: &ResourceChange,
     transport: &dyn Transport,
 ) -> Result<Option<ResourceRecord>, Outcome> {
-    let address = change.address.as_str();
+    let address = &change.address;
     let Some(cmd) = launch::render_verify(&ctx.ws.config, change.address.id(), &change.host) else {
         return Ok(None);
     };
@@ -1062,7 +1062,7 @@ async fn run_verify_cmd(
         ));
     }
     Ok(Some(ResourceRecord {
-        address: address.to_string(),
+        address: address.clone(),
         kind: ResourceKind::Backend,
         host: change.host.clone(),
         status: ResourceStatus::Ready,

@@ -89,7 +89,7 @@ impl Subscriber for HistoryWriter {
                     .unwrap_or_else(|e| e.into_inner())
                     .changes
                     .push(HistoryChange {
-                        address: address.clone(),
+                        address: address.to_string(),
                         action: action.as_str().to_string(),
                         outcome: outcome_text(outcome),
                     });

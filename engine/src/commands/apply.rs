@@ -190,7 +190,7 @@ impl Subscriber for Summary {
                 .failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((address.clone(), host.clone(), error.clone())),
+                .push((address.to_string(), host.clone(), error.clone())),
             ApplyEvent::RunFinished {
                 counts,
                 interrupted,

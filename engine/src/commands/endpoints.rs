@@ -43,7 +43,7 @@ pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
             address
         };
         items.push(Endpoint {
-            address: r.address,
+            address: r.address.into(),
             host: r.host,
             model,
             url: format!("http://{host_part}:{port}/v1"),

@@ -67,8 +67,11 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
         }
         StateCommand::Show { address } => {
             let Some(record) = store.resource(address)? else {
-                let known: Vec<String> =
-                    store.resources()?.into_iter().map(|r| r.address).collect();
+                let known: Vec<String> = store
+                    .resources()?
+                    .into_iter()
+                    .map(|r| r.address.into())
+                    .collect();
                 let help = crate::config::did_you_mean(address, known.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| "list them with `berth state list`".into());

@@ -110,7 +110,7 @@ impl From<&berth_state::ResourceStatus> for Status {
 impl From<&berth_state::ResourceRecord> for ListItem {
     fn from(r: &berth_state::ResourceRecord) -> ListItem {
         ListItem {
-            address: r.address.clone(),
+            address: r.address.to_string(),
             host: r.host.clone(),
             kind: r.kind.into(),
             status: (&r.status).into(),
@@ -124,7 +124,7 @@ impl From<berth_state::ResourceRecord> for Record {
         Record {
             status: (&r.status).into(),
             kind: r.kind.into(),
-            address: r.address,
+            address: r.address.into(),
             host: r.host,
             fingerprint: r.fingerprint,
             attributes: r.attributes,

@@ -22,7 +22,7 @@ use crate::workspace::Workspace;
 #[derive(Debug, Clone)]
 pub struct StateView {
     pub meta: Meta,
-    pub records: BTreeMap<String, ResourceRecord>,
+    pub records: BTreeMap<Address, ResourceRecord>,
     pub intents: Vec<Intent>,
     pub selections: Vec<Selection>,
 }

@@ -211,7 +211,7 @@ fn record(address: &str) -> ResourceRecord {
     let mut attributes = BTreeMap::new();
     attributes.insert("port".to_owned(), serde_json::json!(8080));
     ResourceRecord {
-        address: address.to_owned(),
+        address: address.parse().unwrap(),
         kind: ResourceKind::Model,
         host: "gpu-a".to_owned(),
         status: ResourceStatus::Ready,
@@ -232,7 +232,7 @@ fn selection(group: &str, host: &str) -> Selection {
 
 fn intent(address: &str) -> Intent {
     Intent {
-        address: address.into(),
+        address: address.parse().unwrap(),
         action: "replace".into(),
         pid: 42,
         started_at: 5,
@@ -248,7 +248,7 @@ fn history(serial: u64) -> HistoryEntry {
         started_at: 1,
         finished_at: 2,
         changes: vec![HistoryChange {
-            address: "model.a@gpu-a".into(),
+            address: "model.a@gpu-a".parse().unwrap(),
             action: "create".into(),
             outcome: "done".into(),
         }],
@@ -565,7 +565,7 @@ pub fn history_keeps_every_entry_as_written(suite: &Suite) {
     let mut second = history(2);
     second.operation = "select".into();
     second.changes.push(HistoryChange {
-        address: "model.b@gpu-a".into(),
+        address: "model.b@gpu-a".parse().unwrap(),
         action: "destroy".into(),
         outcome: "failed at stop".into(),
     });
