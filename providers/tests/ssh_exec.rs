@@ -183,6 +183,51 @@ async fn dropping_an_exec_future_kills_the_remote_command() {
     wait_until_gone(&["sleep 4331"]).await;
 }
 
+/// A hard stop (the second Ctrl-C) reaches the host: the command's process group is killed
+/// there, children included, and the exec ends as cancelled instead of waiting for it.
+#[tokio::test]
+async fn a_cancel_kills_the_remote_process_group_and_ends_as_cancelled() {
+    let fleet = fleet();
+    let t = fleet.connect(1).await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let trigger = {
+        let token = token.clone();
+        async move {
+            while processes_with_args("sleep 4352") == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            token.cancel();
+        }
+    };
+    let started = Instant::now();
+    let (result, ()) = tokio::join!(
+        t.exec(
+            Command::new(
+                "sleep 4351 & sleep 4352; echo never",
+                Duration::from_secs(60)
+            )
+            .cancel_on(token)
+        ),
+        trigger
+    );
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Cancelled { host, .. } if host == "h1"),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_until_gone(&["sleep 4351", "sleep 4352"]).await;
+    assert_eq!(
+        run_ok(&t, "echo ok").await,
+        "ok\n",
+        "the connection is still good"
+    );
+}
+
 #[tokio::test]
 async fn login_shell_noise_does_not_hide_the_process_group() {
     let fleet = fleet();
