@@ -31,11 +31,7 @@ fn config(host: &SystemdHost, user: &str, run_dir: &str, user_scope: bool, model
   parallelism = 4
 }}
 
-variable "api_key" {{
-  sensitive = true
-}}
-
-host "sd" {{
+{variable}host "sd" {{
   connection {{
     host                = "127.0.0.1"
     port                = {port}
@@ -59,6 +55,11 @@ backend "plain" {{
   runtime = "process"
 }}
 "#,
+        variable = if models.iter().any(|m| m.secret_env) {
+            "variable \"api_key\" {\n  sensitive = true\n}\n\n"
+        } else {
+            ""
+        },
         port = host.ssh_port,
         key = host.key().display(),
         host_key = host.host_key(),
@@ -108,7 +109,11 @@ fn project(text: &str) -> Workdir {
 }
 
 /// `systemctl show` of `unit` on the host, as a map.
-fn show(host: &SystemdHost, user_scope: bool, unit: &str) -> std::collections::BTreeMap<String, String> {
+fn show(
+    host: &SystemdHost,
+    user_scope: bool,
+    unit: &str,
+) -> std::collections::BTreeMap<String, String> {
     let sc = if user_scope {
         "runuser -u berth -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user"
     } else {
@@ -206,12 +211,18 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
     assert!(drift.all().contains("model.beta@sd"), "{}", drift.all());
     assert!(!drift.all().contains("model.alpha@sd"), "{}", drift.all());
     work.berth(&["apply", "--auto-approve"]).expect(0);
-    assert!(host.root_sh(&format!("systemctl is-active {}", units[1])).success());
+    assert!(
+        host.root_sh(&format!("systemctl is-active {}", units[1]))
+            .success()
+    );
     assert!(answers(&host, 8302));
     work.berth(&["drift"]).expect(0);
 
     // Lost state: the units are found through their X-Berth keys and adopted, not restarted.
-    let pids: Vec<String> = units.iter().map(|u| show(&host, false, u)["MainPID"].clone()).collect();
+    let pids: Vec<String> = units
+        .iter()
+        .map(|u| show(&host, false, u)["MainPID"].clone())
+        .collect();
     std::fs::remove_dir_all(work.state_dir()).unwrap();
     let plan = work.berth(&["plan", "--format", "json"]);
     plan.expect(0);
@@ -221,14 +232,17 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
         assert_eq!(r["action"], "reuse", "{r:#}");
     }
     work.berth(&["apply", "--auto-approve"]).expect(0);
-    let after: Vec<String> = units.iter().map(|u| show(&host, false, u)["MainPID"].clone()).collect();
+    let after: Vec<String> = units
+        .iter()
+        .map(|u| show(&host, false, u)["MainPID"].clone())
+        .collect();
     assert_eq!(pids, after, "adopted, not restarted");
     work.berth(&["plan", "--detailed-exitcode"]).expect(0);
 
     // Destroy stops, disables and removes the units and their env files.
     work.berth(&["destroy", "--auto-approve"]).expect(0);
     let left = host.root_ok(
-        "ls /etc/systemd/system/ | grep '^berth-' || true; ls /etc/systemd/system/multi-user.target.wants/ | grep '^berth-' || true; ls /var/lib/berth/systemd 2>/dev/null || true",
+        "ls /etc/systemd/system/ | grep '^berth-' || true; ls /etc/systemd/system/multi-user.target.wants/ | grep '^berth-' || true; find /var/lib/berth/systemd -mindepth 1 2>/dev/null || true",
     );
     assert!(left.trim().is_empty(), "left on the host: {left}");
     let loaded = host.root_ok("systemctl list-units --all --plain --no-legend 'berth-*'");
@@ -265,14 +279,14 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
         },
     ];
     let work = project(&config(&host, "berth", run_dir, true, &models));
-    let doctor = work.berth(&["hosts", "doctor"]);
+    let var = format!("api_key={SECRET}");
+    let doctor = work.berth(&["hosts", "doctor", "--var", &var]);
     doctor.expect(0);
     assert!(
         doctor.all().contains("systemd user manager"),
         "{}",
         doctor.all()
     );
-    let var = format!("api_key={SECRET}");
     let plan = work.berth(&["plan", "--var", &var]);
     plan.expect(0);
     work.berth(&["apply", "--auto-approve", "--var", &var])
@@ -344,7 +358,7 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
     work.berth(&["destroy", "--auto-approve", "--var", &var])
         .expect(0);
     let left = host.root_ok(&format!(
-        "ls /home/berth/.config/systemd/user | grep '^berth-' || true; ls {run_dir}/systemd {run_dir}/deployments 2>/dev/null || true"
+        "ls /home/berth/.config/systemd/user | grep '^berth-' || true; find {run_dir}/systemd {run_dir}/deployments -mindepth 1 2>/dev/null || true"
     ));
     assert!(left.trim().is_empty(), "left on the host: {left}");
     assert!(!answers(&host, 8311) && !answers(&host, 8312));

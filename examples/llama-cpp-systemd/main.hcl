@@ -22,6 +22,7 @@ variable "llama_server" {
 }
 
 variable "api_key" {
+  default     = "change-me"
   sensitive   = true
   description = "LLAMA_API_KEY of every llama-server (BERTH_VAR_api_key=... berth apply)"
 }

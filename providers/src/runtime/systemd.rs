@@ -166,7 +166,9 @@ impl SystemdRuntime {
         let run_dir = spec.run_dir.trim_end_matches('/');
         let dir = Self::env_dir(run_dir, &spec.address);
         let path = |what: &str, p: &str| -> Result<String> {
-            if p.chars().any(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(c)) {
+            if p.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "\"'\\".contains(c))
+            {
                 return Err(ProviderError::InvalidSpec {
                     address: spec.address.clone(),
                     message: format!(
@@ -192,7 +194,11 @@ impl SystemdRuntime {
             key("the address", &spec.address)?
         );
         text.push_str("[Unit]\n");
-        let _ = writeln!(text, "Description=berth {}", spec.address.replace('%', "%%"));
+        let _ = writeln!(
+            text,
+            "Description=berth {}",
+            spec.address.replace('%', "%%")
+        );
         let _ = writeln!(text, "X-Berth-Address={}", spec.address);
         let _ = writeln!(
             text,
@@ -784,10 +790,7 @@ else
 fi
 "#
         );
-        let out = match transport
-            .exec(Command::new(script, self.timeout))
-            .await
-        {
+        let out = match transport.exec(Command::new(script, self.timeout)).await {
             Ok(out) => out,
             Err(e) => {
                 return vec![HostCheck::fail("systemd", e.to_string(), None)];
@@ -888,7 +891,10 @@ mod tests {
             SystemdRuntime::unit_name("model.qwen2.5-7b@gpu-a"),
             "berth-qwen2.5-7b.service"
         );
-        assert_eq!(SystemdRuntime::unit_name("odd name"), "berth-odd_name.service");
+        assert_eq!(
+            SystemdRuntime::unit_name("odd name"),
+            "berth-odd_name.service"
+        );
     }
 
     #[test]
@@ -908,7 +914,9 @@ mod tests {
             assert!(unit.contains(line), "{line} in\n{unit}");
         }
         assert!(
-            unit.contains(r#"ExecStart=/bin/sh -c "srv --port '8080' --say \"hi\" $$HOME 100%% a\\b""#),
+            unit.contains(
+                r#"ExecStart=/bin/sh -c "srv --port '8080' --say \"hi\" $$HOME 100%% a\\b""#
+            ),
             "{unit}"
         );
         assert!(!unit.contains("s3cret"), "{unit}");

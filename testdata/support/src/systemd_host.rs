@@ -25,8 +25,7 @@ pub fn image() -> String {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd-host/build-image");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd-host/build-image");
             let out = Process::new(&script)
                 .stdin(Stdio::null())
                 .output()
