@@ -20,6 +20,8 @@ struct M {
     port: u16,
     backend: &'static str,
     secret_env: bool,
+    /// Extra flags of the stand-in.
+    flags: &'static str,
 }
 
 /// A config with one host (the systemd host, logging in as `user`), a systemd backend `units`
@@ -66,7 +68,7 @@ backend "plain" {{
         scope = if user_scope {
             "  systemd {\n    scope = \"user\"\n  }\n"
         } else {
-            ""
+            "  systemd {\n    options = { LimitNOFILE = \"4096\" }\n  }\n"
         },
     );
     for m in models {
@@ -82,7 +84,7 @@ model "{id}" {{
     port = {port}
   }}
   launch {{
-    start_cmd         = "{BIN_DIR}/berth-model-server --port {{port}} --model {{model}} --load-secs 0.3"
+    start_cmd         = "{BIN_DIR}/berth-model-server --port {{port}} --model {{model}} --load-secs 0.3{flags}"
     probe_http        = "/v1/models"
     probe_interval_ms = 100
     probe_timeout_sec = 60
@@ -92,6 +94,7 @@ model "{id}" {{
             id = m.id,
             port = m.port,
             backend = m.backend,
+            flags = m.flags,
             env = if m.secret_env {
                 "  env = { API_KEY = var.api_key, MODE = \"plain\" }\n"
             } else {
@@ -146,12 +149,14 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
             port: 8301,
             backend: "units",
             secret_env: false,
+            flags: "",
         },
         M {
             id: "beta",
             port: 8302,
             backend: "units",
             secret_env: false,
+            flags: "",
         },
     ];
     let work = project(&config(&host, "root", run_dir, false, &models));
@@ -179,6 +184,7 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
             "X-Berth-Fingerprint=sha256:",
             "X-Berth-Owner=",
             "Restart=on-failure",
+            "LimitNOFILE=4096",
             "EnvironmentFile=",
         ] {
             assert!(text.contains(key), "{key} in {path}:\n{text}");
@@ -248,6 +254,30 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
     let loaded = host.root_ok("systemctl list-units --all --plain --no-legend 'berth-*'");
     assert!(loaded.trim().is_empty(), "units still loaded: {loaded}");
     assert!(!answers(&host, 8301) && !answers(&host, 8302));
+
+    // A server that crashes while loading fails its gate at once (systemd's restart is a new
+    // invocation, not the instance berth started), with the journal's tail, and its unit goes.
+    let crashing = [M {
+        id: "alpha",
+        port: 8301,
+        backend: "units",
+        secret_env: false,
+        flags: " --exit-after-secs 0.1",
+    }];
+    std::fs::write(
+        work.dir().join("main.hcl"),
+        config(&host, "root", run_dir, false, &crashing),
+    )
+    .unwrap();
+    let failed = work.berth(&["apply", "--auto-approve"]);
+    failed.expect(1);
+    assert!(
+        failed.all().contains("simulated crash") && failed.all().contains("step probe"),
+        "{}",
+        failed.all()
+    );
+    let left = host.root_ok("ls /etc/systemd/system/ | grep '^berth-' || true");
+    assert!(left.trim().is_empty(), "left on the host: {left}");
 }
 
 #[test]
@@ -270,12 +300,14 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
             port: 8311,
             backend: "units",
             secret_env: true,
+            flags: "",
         },
         M {
             id: "delta",
             port: 8312,
             backend: "plain",
             secret_env: false,
+            flags: "",
         },
     ];
     let work = project(&config(&host, "berth", run_dir, true, &models));

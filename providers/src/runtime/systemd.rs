@@ -559,8 +559,12 @@ if [ -z "$name" ]; then
   done
   [ -n "$name" ] || {{ echo "unit names {qname} and {qname_port} are both taken in $unit_dir by other deployments" >&2; exit 6; }}
 fi
-# A running instance of the address goes first.
-if [ -f "$unit_dir/$name" ]; then berth_stop_unit {restart_naps} || exit $?; fi
+# A running instance of the address goes first (even one whose unit file was deleted: systemd
+# keeps running what it loaded).
+case $($sc show -p ActiveState --value -- "$name" 2>/dev/null) in
+  inactive|failed|'') ;;
+  *) berth_stop_unit {restart_naps} || exit $?;;
+esac
 umask 077
 mkdir -p -- "$dir" "$unit_dir" || exit 5
 # Env values arrive on stdin into a file created mode 0600, never in an argv or the unit.
