@@ -16,6 +16,10 @@
 //! {run_dir}/systemd/{dir_name(address)}/env           KEY="value" lines, mode 0600
 //! ```
 //!
+//! A start writes the env file and the unit, reloads the manager only when it holds an older
+//! version of the unit (`NeedDaemonReload`: a reload costs PID 1 about half a second, and
+//! reloads do not overlap), then `enable --now`s it.
+//!
 //! A unit belongs to the `run_dir` its `X-Berth-RunDir` names: observing one run_dir never
 //! reports the units of another. The instance runs while the unit is active, and also while
 //! systemd restarts it after a crash (`Restart=on-failure`): a crash that systemd heals is not
@@ -103,6 +107,14 @@ berth_find() {
   return 1
 }
 berth_nap() { sleep "$1" 2>/dev/null || sleep 1; }
+# Reloads the manager of the current scope when it holds another version of unit $name than
+# its file (changed or removed).
+berth_reload_if_needed() {
+  case $($sc show -p NeedDaemonReload --value -- "$name" 2>/dev/null) in
+    no|'') return 0;;
+  esac
+  $sc daemon-reload || return 5
+}
 # Stops unit $name of the current scope: TERM through systemd, SIGKILL to what is left after
 # $1 naps of 0.1 s; systemd restarts nothing that is being stopped.
 berth_stop_unit() {
@@ -570,9 +582,11 @@ mkdir -p -- "$dir" "$unit_dir" || exit 5
 # Env values arrive on stdin into a file created mode 0600, never in an argv or the unit.
 cat > "$dir/env.tmp" && chmod 600 "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
 printf '%s' {qunit} > "$unit_dir/$name.tmp" && chmod 644 "$unit_dir/$name.tmp" && mv -f -- "$unit_dir/$name.tmp" "$unit_dir/$name" || exit 5
-$sc daemon-reload || exit 5
+# systemd loads a unit file it has not loaded yet on first use; one it holds an older version
+# of needs a daemon-reload (which takes PID 1 half a second, serialised: only when needed).
+berth_reload_if_needed || exit 5
 $sc reset-failed -- "$name" 2>/dev/null
-$sc enable --now --quiet -- "$name" || exit 5
+$sc enable --now --no-reload --quiet -- "$name" || exit 5
 printf 'U\t%s\n' "$name"
 $sc show -p InvocationID --value -- "$name"
 "#,
@@ -666,10 +680,10 @@ if ! berth_find {qaddress} {qrun}; then
 fi
 berth_scope "$scope"
 berth_stop_unit {naps} || exit $?
-$sc disable --quiet -- "$name" 2>/dev/null
+$sc disable --no-reload --quiet -- "$name" 2>/dev/null
 rm -f -- "$unit_dir/$name"
-$sc daemon-reload
 $sc reset-failed -- "$name" 2>/dev/null
+berth_reload_if_needed
 rm -rf -- "$dir"
 exit 0
 "#,
