@@ -135,10 +135,18 @@ pub fn render(config: &Config, placement: &Placement) -> Result<Rendered, Render
 }
 
 /// The runtime's own part of a launch, from the backend's config.
-fn runtime_spec(backend: &Backend) -> RuntimeSpec {
+pub fn runtime_spec(backend: &Backend) -> RuntimeSpec {
     match backend.runtime {
         RuntimeKind::Process => RuntimeSpec::Process,
-        RuntimeKind::Systemd => RuntimeSpec::Systemd(SystemdSpec::default()),
+        RuntimeKind::Systemd => {
+            let unit = backend.systemd.as_ref();
+            RuntimeSpec::Systemd(SystemdSpec {
+                user: unit.is_some_and(|u| u.user),
+                options: unit
+                    .map(|u| u.options.clone().into_iter().collect())
+                    .unwrap_or_default(),
+            })
+        }
         RuntimeKind::Docker | RuntimeKind::Podman => {
             let c = backend.container.as_ref();
             RuntimeSpec::Container(ContainerSpec {
@@ -250,6 +258,13 @@ fn container(r: &Rendered) -> Option<&ContainerSpec> {
     }
 }
 
+fn systemd(r: &Rendered) -> Option<&SystemdSpec> {
+    match &r.runtime_spec {
+        RuntimeSpec::Systemd(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// A list of a container's, shown only when it holds something.
 fn list(items: &[String]) -> Option<Part<'static>> {
     (!items.is_empty()).then(|| Part::Plain(items.into()))
@@ -335,6 +350,27 @@ const FIELDS: &[Field] = &[
         name: "extra_args",
         role: Role::Replace,
         read: |r| list(&container(r)?.extra_args),
+    },
+    Field {
+        name: "systemd_scope",
+        role: Role::Replace,
+        read: |r| plain(if systemd(r)?.user { "user" } else { "system" }),
+    },
+    Field {
+        name: "unit_options",
+        role: Role::Replace,
+        read: |r| {
+            let options = &systemd(r)?.options;
+            (!options.is_empty()).then(|| {
+                Part::Plain(
+                    options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into(),
+                )
+            })
+        },
     },
     // Where a missing image is loaded from: the image itself is what runs.
     Field {
@@ -623,6 +659,17 @@ mod tests {
                 "ports" => c.ports = vec!["8080:8080".into()],
                 "extra_args" => c.extra_args = vec!["--ipc=host".into()],
                 "image_archive" => c.image_archive = Some("/srv.tar".into()),
+                "systemd_scope" | "unit_options" => {
+                    r.runtime = RuntimeKind::Systemd;
+                    r.runtime_spec = RuntimeSpec::Systemd(SystemdSpec {
+                        user: name == "systemd_scope",
+                        options: if name == "unit_options" {
+                            vec![("LimitNOFILE".into(), "65536".into())]
+                        } else {
+                            Vec::new()
+                        },
+                    });
+                }
                 "model" => r.model = "n".into(),
                 "probe" => r.probe = RenderedProbe::Http("/ready".into()),
                 "probe_timeout_sec" => r.probe_timeout_sec = Some(5),

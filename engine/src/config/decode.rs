@@ -1018,7 +1018,7 @@ impl Decoder<'_> {
             body,
             "backend",
             &["runtime", "host_filters", "verify_cmd", "env", "args"],
-            &["container"],
+            &["container", "systemd"],
         );
         let runtime = match body.get_attribute("runtime") {
             None => Some(RuntimeKind::Process),
@@ -1098,6 +1098,23 @@ impl Decoder<'_> {
                 "\"ghcr.io/ggml-org/llama.cpp:server\"",
             );
         }
+        let systemd = Self::block(body, "systemd").map(|b| self.systemd(b));
+        if let Some(u) = &systemd
+            && runtime != RuntimeKind::Systemd
+        {
+            self.push(
+                Finding::error(
+                    Code::InvalidValue,
+                    u.span,
+                    "only for systemd",
+                    format!(
+                        "a `systemd` block needs runtime \"systemd\", not \"{}\"",
+                        runtime.as_str()
+                    ),
+                )
+                .with_help("set `runtime = \"systemd\"`, or remove the systemd block"),
+            );
+        }
         Some(Backend {
             id: id?,
             span: self.span(block.span()),
@@ -1107,7 +1124,39 @@ impl Decoder<'_> {
             env,
             args,
             container,
+            systemd,
         })
+    }
+
+    fn systemd(&mut self, block: &Block) -> SystemdUnit {
+        self.no_labels(block);
+        let body = &block.body;
+        self.check_keys(body, "systemd", &["scope", "options"], &[]);
+        let user = match body.get_attribute("scope") {
+            None => false,
+            Some(attr) => match self.plain_string(body, "scope").as_deref() {
+                Some("user") => true,
+                Some("system") | None => false,
+                Some(other) => {
+                    self.invalid(
+                        attr,
+                        "unknown scope",
+                        format!("scope `{other}` is not a systemd scope"),
+                        "use \"system\" (units of PID 1, needs a root login) or \"user\" (the login's own manager)",
+                    );
+                    false
+                }
+            },
+        };
+        let options = self
+            .shown_map(body, "options")
+            .map(|m| m.value)
+            .unwrap_or_default();
+        SystemdUnit {
+            span: self.header_span(block),
+            user,
+            options,
+        }
     }
 
     fn container(&mut self, block: &Block) -> Container {

@@ -385,6 +385,17 @@ pub struct Backend {
     /// Arguments for `{backend_args}`, each sensitive on its own.
     pub args: Vec<MaybeSecret>,
     pub container: Option<Container>,
+    pub systemd: Option<SystemdUnit>,
+}
+
+/// A backend's `systemd` block (systemd only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemdUnit {
+    pub span: Span,
+    /// `scope = "user"`: units of the login's `--user` manager rather than the system's.
+    pub user: bool,
+    /// Extra `[Service]` options (`options = { LimitMEMLOCK = "infinity" }`), in key order.
+    pub options: BTreeMap<String, String>,
 }
 
 /// A backend's `container` block (docker and podman).

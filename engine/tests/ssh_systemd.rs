@@ -1,0 +1,397 @@
+//! The systemd runtime end to end: the real `berth` binary applies models as units on systemd
+//! hosts (containers with systemd as PID 1 and sshd, reached over SSH on a published
+//! 127.0.0.1 port), and the tests look at the hosts behind berth's back with `docker exec`:
+//! units active, `systemd-analyze verify` clean, drift after a hand stop but not after a crash
+//! systemd restarted, heal, re-adoption after a lost state, destroy, secrets only in the 0600
+//! env file. Needs root and docker; the image is built by testdata/systemd-host/build-image.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_test_support::systemd_host::{BIN_DIR, SystemdHost};
+use common::{Workdir, wait_until};
+
+const SECRET: &str = "s3cret-Unit-Value-8e2f";
+
+/// A model of the config: id, port, the backend it prefers.
+struct M {
+    id: &'static str,
+    port: u16,
+    backend: &'static str,
+    secret_env: bool,
+    /// Extra flags of the stand-in.
+    flags: &'static str,
+}
+
+/// A config with one host (the systemd host, logging in as `user`), a systemd backend `units`
+/// (user scope when `user_scope`) and a process backend `plain`, and `models`.
+fn config(host: &SystemdHost, user: &str, run_dir: &str, user_scope: bool, models: &[M]) -> String {
+    let mut text = format!(
+        r#"settings {{
+  state_dir   = ".berth"
+  parallelism = 4
+}}
+
+{variable}host "sd" {{
+  connection {{
+    host                = "127.0.0.1"
+    port                = {port}
+    user                = "{user}"
+    key_path            = "{key}"
+    host_key            = "{host_key}"
+    connect_timeout_sec = 5
+  }}
+  capabilities {{
+    backends = ["units", "plain"]
+  }}
+  run_dir = "{run_dir}"
+}}
+
+backend "units" {{
+  runtime    = "systemd"
+  verify_cmd = "test -x {BIN_DIR}/berth-model-server"
+{scope}}}
+
+backend "plain" {{
+  runtime = "process"
+}}
+"#,
+        variable = if models.iter().any(|m| m.secret_env) {
+            "variable \"api_key\" {\n  sensitive = true\n}\n\n"
+        } else {
+            ""
+        },
+        port = host.ssh_port,
+        key = host.key().display(),
+        host_key = host.host_key(),
+        scope = if user_scope {
+            "  systemd {\n    scope = \"user\"\n  }\n"
+        } else {
+            "  systemd {\n    options = { LimitNOFILE = \"4096\" }\n  }\n"
+        },
+    );
+    for m in models {
+        text.push_str(&format!(
+            r#"
+model "{id}" {{
+  source   = "{run_dir}/{id}.gguf"
+  size_gib = 0.1
+  backend_policy {{
+    prefer = ["{backend}"]
+  }}
+  runtime_defaults {{
+    port = {port}
+  }}
+  launch {{
+    start_cmd         = "{BIN_DIR}/berth-model-server --port {{port}} --model {{model}} --load-secs 0.3{flags}"
+    probe_http        = "/v1/models"
+    probe_interval_ms = 100
+    probe_timeout_sec = 60
+  }}
+{env}}}
+"#,
+            id = m.id,
+            port = m.port,
+            backend = m.backend,
+            flags = m.flags,
+            env = if m.secret_env {
+                "  env = { API_KEY = var.api_key, MODE = \"plain\" }\n"
+            } else {
+                ""
+            },
+        ));
+    }
+    text
+}
+
+fn project(text: &str) -> Workdir {
+    let work = Workdir::new("berth-systemd-e2e-", false);
+    std::fs::write(work.dir().join("main.hcl"), text).expect("main.hcl");
+    work
+}
+
+/// `systemctl show` of `unit` on the host, as a map.
+fn show(
+    host: &SystemdHost,
+    user_scope: bool,
+    unit: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let sc = if user_scope {
+        "runuser -u berth -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user"
+    } else {
+        "systemctl"
+    };
+    host.root_ok(&format!(
+        "{sc} show -p ActiveState,SubState,MainPID,NRestarts,InvocationID {unit}"
+    ))
+    .lines()
+    .filter_map(|l| l.split_once('='))
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn answers(host: &SystemdHost, port: u16) -> bool {
+    host.root_sh(&format!("curl -fsS http://127.0.0.1:{port}/v1/models"))
+        .success()
+}
+
+#[test]
+fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
+    let host = SystemdHost::start("life");
+    let run_dir = "/var/lib/berth";
+    host.root_ok(&format!(
+        "mkdir -p {run_dir} && head -c 4096 /dev/zero > {run_dir}/alpha.gguf && cp {run_dir}/alpha.gguf {run_dir}/beta.gguf"
+    ));
+    let models = [
+        M {
+            id: "alpha",
+            port: 8301,
+            backend: "units",
+            secret_env: false,
+            flags: "",
+        },
+        M {
+            id: "beta",
+            port: 8302,
+            backend: "units",
+            secret_env: false,
+            flags: "",
+        },
+    ];
+    let work = project(&config(&host, "root", run_dir, false, &models));
+    work.berth(&["validate"]).expect(0);
+    let plan = work.berth(&["plan"]);
+    plan.expect(0);
+    assert!(plan.stdout.contains("model.alpha@sd"), "{}", plan.stdout);
+
+    work.berth(&["apply", "--auto-approve"]).expect(0);
+    let units = ["berth-alpha.service", "berth-beta.service"];
+    let active = host.root_sh(&format!("systemctl is-active {}", units.join(" ")));
+    assert!(active.success(), "{active:?}");
+    for (unit, port) in units.iter().zip([8301, 8302]) {
+        assert!(answers(&host, port), "{unit} does not answer on {port}");
+        let path = format!("/etc/systemd/system/{unit}");
+        let verify = host.root_sh(&format!("systemd-analyze verify {path}"));
+        assert!(
+            verify.success() && verify.stderr_text().trim().is_empty(),
+            "systemd-analyze verify {path}: {verify:?}\n{}",
+            host.root_ok(&format!("cat {path}"))
+        );
+        let text = host.root_ok(&format!("cat {path}"));
+        for key in [
+            "X-Berth-Address=model.",
+            "X-Berth-Fingerprint=sha256:",
+            "X-Berth-Owner=",
+            "Restart=on-failure",
+            "LimitNOFILE=4096",
+            "EnvironmentFile=",
+        ] {
+            assert!(text.contains(key), "{key} in {path}:\n{text}");
+        }
+        assert!(
+            host.root_ok(&format!("systemctl is-enabled {unit}"))
+                .contains("enabled")
+        );
+    }
+    work.berth(&["drift"]).expect(0);
+
+    // A crash that systemd heals (Restart=on-failure) is not drift.
+    let before = show(&host, false, units[0]);
+    host.root_ok(&format!("kill -9 {}", before["MainPID"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = show(&host, false, units[0]);
+            now["NRestarts"] == "1" && now["ActiveState"] == "active" && answers(&host, 8301)
+        }),
+        "systemd did not restart the crashed unit: {:?}",
+        show(&host, false, units[0])
+    );
+    let drift = work.berth(&["drift"]);
+    drift.expect(0);
+
+    // A unit stopped by hand is drift; apply starts it again.
+    host.root_ok(&format!("systemctl stop {}", units[1]));
+    let drift = work.berth(&["drift"]);
+    drift.expect(2);
+    assert!(drift.all().contains("model.beta@sd"), "{}", drift.all());
+    assert!(!drift.all().contains("model.alpha@sd"), "{}", drift.all());
+    work.berth(&["apply", "--auto-approve"]).expect(0);
+    assert!(
+        host.root_sh(&format!("systemctl is-active {}", units[1]))
+            .success()
+    );
+    assert!(answers(&host, 8302));
+    work.berth(&["drift"]).expect(0);
+
+    // Lost state: the units are found through their X-Berth keys and adopted, not restarted.
+    let pids: Vec<String> = units
+        .iter()
+        .map(|u| show(&host, false, u)["MainPID"].clone())
+        .collect();
+    std::fs::remove_dir_all(work.state_dir()).unwrap();
+    let plan = work.berth(&["plan", "--format", "json"]);
+    plan.expect(0);
+    for m in ["model.alpha@sd", "model.beta@sd"] {
+        let resources = plan.json()["resources"].as_array().cloned().unwrap();
+        let r = resources.iter().find(|r| r["address"] == m).unwrap();
+        assert_eq!(r["action"], "reuse", "{r:#}");
+    }
+    work.berth(&["apply", "--auto-approve"]).expect(0);
+    let after: Vec<String> = units
+        .iter()
+        .map(|u| show(&host, false, u)["MainPID"].clone())
+        .collect();
+    assert_eq!(pids, after, "adopted, not restarted");
+    work.berth(&["plan", "--detailed-exitcode"]).expect(0);
+
+    // Destroy stops, disables and removes the units and their env files.
+    work.berth(&["destroy", "--auto-approve"]).expect(0);
+    let left = host.root_ok(
+        "ls /etc/systemd/system/ | grep '^berth-' || true; ls /etc/systemd/system/multi-user.target.wants/ | grep '^berth-' || true; find /var/lib/berth/systemd -mindepth 1 2>/dev/null || true",
+    );
+    assert!(left.trim().is_empty(), "left on the host: {left}");
+    let loaded = host.root_ok("systemctl list-units --all --plain --no-legend 'berth-*'");
+    assert!(loaded.trim().is_empty(), "units still loaded: {loaded}");
+    assert!(!answers(&host, 8301) && !answers(&host, 8302));
+
+    // A server that crashes while loading fails its gate at once (systemd's restart is a new
+    // invocation, not the instance berth started), with the journal's tail, and its unit goes.
+    let crashing = [M {
+        id: "alpha",
+        port: 8301,
+        backend: "units",
+        secret_env: false,
+        flags: " --exit-after-secs 0.1",
+    }];
+    std::fs::write(
+        work.dir().join("main.hcl"),
+        config(&host, "root", run_dir, false, &crashing),
+    )
+    .unwrap();
+    let failed = work.berth(&["apply", "--auto-approve"]);
+    failed.expect(1);
+    assert!(
+        failed.all().contains("simulated crash") && failed.all().contains("step probe"),
+        "{}",
+        failed.all()
+    );
+    let left = host.root_ok("ls /etc/systemd/system/ | grep '^berth-' || true");
+    assert!(left.trim().is_empty(), "left on the host: {left}");
+}
+
+#[test]
+fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
+    let host = SystemdHost::start("user");
+    let run_dir = "/home/berth/run";
+    host.root_ok(&format!(
+        "mkdir -p {run_dir} && head -c 4096 /dev/zero > {run_dir}/gamma.gguf && cp {run_dir}/gamma.gguf {run_dir}/delta.gguf && chown -R berth:berth {run_dir}"
+    ));
+    assert!(
+        wait_until(Duration::from_secs(30), || host
+            .root_sh("test -S /run/user/1000/systemd/private")
+            .success()),
+        "no user manager for berth: {}",
+        host.root_ok("systemctl status user@1000.service --no-pager || true")
+    );
+    let models = [
+        M {
+            id: "gamma",
+            port: 8311,
+            backend: "units",
+            secret_env: true,
+            flags: "",
+        },
+        M {
+            id: "delta",
+            port: 8312,
+            backend: "plain",
+            secret_env: false,
+            flags: "",
+        },
+    ];
+    let work = project(&config(&host, "berth", run_dir, true, &models));
+    let var = format!("api_key={SECRET}");
+    let doctor = work.berth(&["hosts", "doctor", "--var", &var]);
+    doctor.expect(0);
+    assert!(
+        doctor.all().contains("systemd user manager"),
+        "{}",
+        doctor.all()
+    );
+    let plan = work.berth(&["plan", "--var", &var]);
+    plan.expect(0);
+    work.berth(&["apply", "--auto-approve", "--var", &var])
+        .expect(0);
+
+    let unit_path = "/home/berth/.config/systemd/user/berth-gamma.service";
+    let unit = host.root_ok(&format!("cat {unit_path}"));
+    assert!(unit.contains("WantedBy=default.target"), "{unit}");
+    let state = show(&host, true, "berth-gamma.service");
+    assert_eq!(state["ActiveState"], "active", "{state:?}");
+    assert!(answers(&host, 8311) && answers(&host, 8312));
+    let verify = host.root_sh(&format!(
+        "runuser -u berth -- env XDG_RUNTIME_DIR=/run/user/1000 systemd-analyze --user verify {unit_path}"
+    ));
+    assert!(
+        verify.success() && verify.stderr_text().trim().is_empty(),
+        "{verify:?}"
+    );
+
+    // The secret reaches the service's environment...
+    let environ = host.root_ok(&format!(
+        "tr '\\0' '\\n' < /proc/{}/environ",
+        state["MainPID"]
+    ));
+    assert!(
+        environ.lines().any(|l| l == format!("API_KEY={SECRET}")),
+        "{environ}"
+    );
+    // ...through a 0600 file only.
+    let env_files = host.root_ok(&format!(
+        "find {run_dir}/systemd -name env -printf '%m %u %p\\n'"
+    ));
+    assert!(env_files.starts_with("600 berth "), "{env_files}");
+    let mut seen_by = vec![
+        ("the unit file", unit),
+        ("ps", host.root_ok("ps -eo args")),
+        (
+            "journal",
+            host.root_ok("journalctl --no-pager -o cat | tail -n 400"),
+        ),
+        (
+            "systemctl show",
+            host.root_ok(
+                "runuser -u berth -- env XDG_RUNTIME_DIR=/run/user/1000 systemctl --user show berth-gamma.service",
+            ),
+        ),
+    ];
+    seen_by.push(("plan", work.berth(&["plan", "--var", &var]).all()));
+    seen_by.push(("state", work.berth(&["state", "list", "--json"]).all()));
+    seen_by.push((
+        "state show",
+        work.berth(&["state", "show", "model.gamma@sd"]).all(),
+    ));
+    for (what, text) in &seen_by {
+        assert!(!text.contains(SECRET), "the secret is in {what}:\n{text}");
+    }
+    let state_files = std::process::Command::new("grep")
+        .args(["-r", "-l", SECRET])
+        .arg(work.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        state_files.stdout.is_empty(),
+        "the secret is in state files: {}",
+        String::from_utf8_lossy(&state_files.stdout)
+    );
+
+    work.berth(&["drift", "--var", &var]).expect(0);
+    work.berth(&["destroy", "--auto-approve", "--var", &var])
+        .expect(0);
+    let left = host.root_ok(&format!(
+        "ls /home/berth/.config/systemd/user | grep '^berth-' || true; find {run_dir}/systemd {run_dir}/deployments -mindepth 1 2>/dev/null || true"
+    ));
+    assert!(left.trim().is_empty(), "left on the host: {left}");
+    assert!(!answers(&host, 8311) && !answers(&host, 8312));
+}
