@@ -8,6 +8,9 @@
 #     ControlPersist), run cold (no SSH master connection yet, like berth) and warm (masters
 #     kept from the run before), and as a pyinfra deploy (pyinfra_deploy.py, pyinfra's
 #     defaults). Everything is torn down between runs, so every run starts from empty.
+#     Beside each apply's wall time, the CPU time the whole job used (the tool, the hosts' sshds
+#     and every process they started: a cpuacct cgroup holds this script and all it starts), so
+#     the tools compare even when other work shares the machine.
 #  2. `berth drift` on HOSTS hosts x DRIFT_MODELS deployments (stand-ins with --load-secs 0),
 #     with the number of SSH logins each host's sshd accepted during each run.
 #
@@ -49,6 +52,27 @@ export NO_COLOR=1
 }
 
 log() { printf '\n== %s\n' "$*" >&2; }
+
+# CPU accounting (cgroup v1 cpuacct, or v2's cpu.stat): everything this script starts from here
+# on, the fleet's sshds and the servers they start included, is counted in one cgroup.
+CG=
+if [ -w /sys/fs/cgroup/cpuacct ]; then
+	CG=/sys/fs/cgroup/cpuacct/berth-bench-$$
+	mkdir -p "$CG" && echo $$ >"$CG/cgroup.procs" || CG=
+elif [ -f /sys/fs/cgroup/cgroup.controllers ] && [ -w /sys/fs/cgroup ]; then
+	CG=/sys/fs/cgroup/berth-bench-$$
+	mkdir -p "$CG" && echo $$ >"$CG/cgroup.procs" || CG=
+fi
+# CPU seconds used so far by the job (empty without a cgroup).
+cpu_now() {
+	if [ -z "$CG" ]; then
+		echo 0
+	elif [ -f "$CG/cpuacct.usage" ]; then
+		awk '{ printf "%.3f", $1 / 1e9 }' "$CG/cpuacct.usage"
+	else
+		awk '$1 == "usage_usec" { printf "%.3f", $2 / 1e6 }' "$CG/cpu.stat"
+	fi
+}
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 # Median of the numbers on stdin.
@@ -65,6 +89,11 @@ cleanup() {
 		done
 	fi
 	"$FLEET" down >/dev/null 2>&1 || true
+	if [ -n "$CG" ]; then
+		parent=$(dirname "$CG")
+		while read -r p; do echo "$p" >"$parent/cgroup.procs" 2>/dev/null || true; done <"$CG/cgroup.procs"
+		rmdir "$CG" 2>/dev/null || true
+	fi
 	if [ "${KEEP:-}" = 1 ] || [ $rc != 0 ]; then
 		echo "work directory kept: $WORK" >&2
 	else
@@ -195,22 +224,26 @@ echo "# apply: $MODELS models per host, --load-secs $LOAD_SECS, probe every $PRO
 # --- 1a. berth apply from empty ----------------------------------------------------------------
 log "berth apply --auto-approve: $HOSTS hosts x $MODELS models, $REPS runs"
 berth_times=()
+berth_cpu=()
 for rep in $(seq 1 "$REPS"); do
 	kill_stand_ins
 	rm -rf "$APPLY_CFG/.berth"
+	c0=$(cpu_now)
 	t0=$(now)
 	"$BERTH" -C "$APPLY_CFG" apply --auto-approve >"$WORK/berth-apply-$rep.log" 2>&1 || {
 		echo "berth apply failed; see $WORK/berth-apply-$rep.log" >&2
 		exit 1
 	}
 	t1=$(now)
+	c1=$(cpu_now)
 	t=$(elapsed "$t0" "$t1")
 	all_ready "${PORTS[@]}" || {
 		echo "berth apply exited 0 but not every endpoint answers" >&2
 		exit 1
 	}
 	berth_times+=("$t")
-	echo "berth apply run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	berth_cpu+=("$(elapsed "$c0" "$c1")")
+	echo "berth apply run $rep: ${t}s, CPU ${berth_cpu[-1]}s" | tee -a "$RESULTS" >&2
 	"$BERTH" -C "$APPLY_CFG" destroy --auto-approve >"$WORK/berth-destroy-$rep.log" 2>&1 || true
 done
 
@@ -289,6 +322,7 @@ fi
 
 # --- 1c. the same job with pyinfra -------------------------------------------------------------
 pyinfra_times=()
+pyinfra_cpu=()
 if [ "${SKIP_PYINFRA:-}" != 1 ]; then
 	if [ ! -x "$PYINFRA_VENV/bin/pyinfra" ]; then
 		log "installing $PYINFRA from PyPI into $PYINFRA_VENV"
@@ -313,6 +347,7 @@ if [ "${SKIP_PYINFRA:-}" != 1 ]; then
 	log "pyinfra (defaults): $REPS runs"
 	for rep in $(seq 1 "$REPS"); do
 		kill_stand_ins
+		c0=$(cpu_now)
 		t0=$(now)
 		"$PYINFRA_VENV/bin/pyinfra" -y "$WORK/pyinfra/inventory.py" "$HERE/pyinfra_deploy.py" \
 			>"$WORK/pyinfra-$rep.log" 2>&1 || {
@@ -320,13 +355,15 @@ if [ "${SKIP_PYINFRA:-}" != 1 ]; then
 			exit 1
 		}
 		t1=$(now)
+		c1=$(cpu_now)
 		t=$(elapsed "$t0" "$t1")
 		all_ready "${PORTS[@]}" || {
 			echo "pyinfra ended but not every endpoint answers" >&2
 			exit 1
 		}
 		pyinfra_times+=("$t")
-		echo "pyinfra run $rep: ${t}s" | tee -a "$RESULTS" >&2
+		pyinfra_cpu+=("$(elapsed "$c0" "$c1")")
+		echo "pyinfra run $rep: ${t}s, CPU ${pyinfra_cpu[-1]}s" | tee -a "$RESULTS" >&2
 	done
 	kill_stand_ins
 fi
@@ -381,7 +418,7 @@ d=$(printf '%s\n' "${drift_times[@]}" | median)
 {
 	echo
 	echo "== medians ($REPS runs; drift $DRIFT_REPS runs)"
-	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.2x)"
+	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.2x); CPU $(printf '%s\n' "${berth_cpu[@]}" | median)s"
 	if [ ${#ansible_cold[@]} -gt 0 ]; then
 		c=$(printf '%s\n' "${ansible_cold[@]}" | median)
 		w=$(printf '%s\n' "${ansible_warm[@]}" | median)
@@ -390,7 +427,7 @@ d=$(printf '%s\n' "${drift_times[@]}" | median)
 	fi
 	if [ ${#pyinfra_times[@]} -gt 0 ]; then
 		py=$(printf '%s\n' "${pyinfra_times[@]}" | median)
-		echo "pyinfra (defaults): ${py}s (berth is $(awk -v a="$py" -v b="$b" 'BEGIN { printf "%.1f", a / b }')x faster)"
+		echo "pyinfra (defaults): ${py}s (berth is $(awk -v a="$py" -v b="$b" 'BEGIN { printf "%.1f", a / b }')x faster); CPU $(printf '%s\n' "${pyinfra_cpu[@]}" | median)s"
 	fi
 	[ "${SKIP_DRIFT:-}" = 1 ] || echo "berth drift, $HOSTS hosts x $DRIFT_MODELS deployments: ${d}s (goal < 0.3s); SSH logins per host per run: min $min_logins, max $max_logins (goal: 1)"
 } | tee -a "$RESULTS"

@@ -20,6 +20,11 @@ use crate::{ProviderError, Result};
 /// How often the gate confirms that a service that is not ready yet still runs.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest wait between liveness checks of a service that answers "loading": something listens
+/// on its port, so a crash shows in the probes (refused) first; the checks only catch another
+/// process that holds the port and answers in its place.
+const LIVENESS_LOADING_MAX: Duration = Duration::from_secs(8);
+
 /// How many log lines a gate failure carries.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -404,6 +409,7 @@ pub async fn gate(
     let per_probe = (timing.interval * 2).clamp(Duration::from_secs(2), Duration::from_secs(10));
     // The start is the first sign of life: the first check is due one LIVENESS_EVERY later.
     let mut last_liveness = started;
+    let mut liveness_every = LIVENESS_EVERY;
     loop {
         if cancel.is_cancelled() {
             return Err(GateFailure::Cancelled);
@@ -423,11 +429,19 @@ pub async fn gate(
 
         // A liveness check costs a command on the host, a probe only a request, and a server
         // that is still starting refuses connections many times over: so a service that is
-        // not ready is checked at most every LIVENESS_EVERY (a crash shows within that), while
-        // a ready answer is always confirmed (another process could hold the port).
-        let check = outcome == ProbeOutcome::Ready || last_liveness.elapsed() >= LIVENESS_EVERY;
+        // not ready is checked at most every LIVENESS_EVERY (a crash shows within that), one
+        // that answers "loading" ever less often (up to LIVENESS_LOADING_MAX: if it dies, the
+        // probes are refused and the checks speed up again), while a ready answer is always
+        // confirmed (another process could hold the port).
+        let check = outcome == ProbeOutcome::Ready || last_liveness.elapsed() >= liveness_every;
         if check {
             last_liveness = Instant::now();
+            liveness_every = match outcome {
+                ProbeOutcome::Loading(_) => (liveness_every * 2).min(LIVENESS_LOADING_MAX),
+                _ => LIVENESS_EVERY,
+            };
+        } else if !matches!(outcome, ProbeOutcome::Loading(_)) {
+            liveness_every = LIVENESS_EVERY;
         }
         if check && !runtime.still_mine(transport, run_dir, instance).await? {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;

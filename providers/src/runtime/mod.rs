@@ -321,3 +321,11 @@ pub trait Runtime: Send + Sync {
         lines: usize,
     ) -> Result<String>;
 }
+
+/// Now, in whole seconds since the Unix epoch, by berth's clock: the `started_at` a runtime
+/// records for an instance it starts.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

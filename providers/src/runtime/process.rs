@@ -122,7 +122,7 @@ berth_remove_if_unchanged() {
 berth_locked() {
   berth_lock_file="${1%/*/*}/.deployments.lock"
   shift
-  if command -v flock >/dev/null 2>&1 && mkdir -p -- "${berth_lock_file%/*}" 2>/dev/null; then
+  if command -v flock >/dev/null 2>&1 && { [ -d "${berth_lock_file%/*}" ] || mkdir -p -- "${berth_lock_file%/*}" 2>/dev/null; }; then
     ( flock 9 && "$@" ) 9>>"$berth_lock_file"
   else
     "$@"
@@ -397,7 +397,7 @@ while berth_stat "$pid"; do
   [ "$n" -ge 250 ] && break
   berth_nap 0.02
 done
-now=$(date +%s)
+now={started_at}
 printf '%s,"pid":%s,"start_ticks":%s,"started_at":%s}}\n' {qprefix} "$pid" "$ticks" "$now" >"$dir/meta.json.tmp" &&
   mv -f -- "$dir/meta.json.tmp" "$dir/meta.json" || exit 6
 printf '%s %s %s\n' "$pid" "$ticks" "$now"
@@ -406,6 +406,7 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             qcmd = quote(&spec.command)?,
             qprefix = quote(&meta_prefix)?,
             restart_naps = RESTART_GRACE.as_millis().div_ceil(100),
+            started_at = super::unix_now(),
         );
         let what = format!("start {}", spec.address);
         let out = transport

@@ -27,7 +27,7 @@
 //! changes on every (re)start, so the probe gate notices a crash during a start.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -532,9 +532,7 @@ impl Runtime for SystemdRuntime {
 
     async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance> {
         let systemd = systemd_spec(spec)?;
-        let started_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let started_at = super::unix_now();
         let unit = Self::unit_file(spec, started_at)?;
         let env = env_file(spec)?;
         let run_dir = spec.run_dir.trim_end_matches('/');
