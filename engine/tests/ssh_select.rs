@@ -174,7 +174,10 @@ fn a_group_on_one_host_switches_reuses_restarts_and_rolls_back() {
         all.contains("crashes failed; rolled back to llama"),
         "{all}"
     );
-    assert!(all.contains("--fail-load"), "the log tail is missing: {all}");
+    assert!(
+        all.contains("--fail-load"),
+        "the log tail is missing: {all}"
+    );
     assert_eq!(serves(&fleet, 1, port), ["llama"]);
     assert_eq!(running(&fleet, 1).len(), 1);
 
@@ -221,12 +224,19 @@ fn a_group_on_one_host_switches_reuses_restarts_and_rolls_back() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["action"].as_str().unwrap_or_default().starts_with("select"))
+        .find(|c| {
+            c["action"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("select")
+        })
         .unwrap_or_else(|| panic!("{last:#}"));
     assert_eq!(line["address"], "model.stuck@h1");
     assert_eq!(line["action"], "select (from llama, group main)");
     assert_eq!(line["outcome"], "failed; rolled back to llama");
-    assert!(last["user"].is_string() && last["finished_at"].as_u64() >= last["started_at"].as_u64());
+    assert!(
+        last["user"].is_string() && last["finished_at"].as_u64() >= last["started_at"].as_u64()
+    );
 
     project.berth(&["destroy", "--auto-approve"]).expect(0);
     assert!(running(&fleet, 1).is_empty());
@@ -378,7 +388,12 @@ fn health_classifies_scans_discovers_and_endpoints_flag_loopback_servers() {
     let endpoints = project.endpoints();
     let listed: Vec<(&str, bool)> = endpoints
         .iter()
-        .map(|e| (e["model"].as_str().unwrap(), e["loopback_only"].as_bool().unwrap()))
+        .map(|e| {
+            (
+                e["model"].as_str().unwrap(),
+                e["loopback_only"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(listed, [("open", false), ("ready", true)], "{endpoints:#?}");
     let ready = endpoints.iter().find(|e| e["model"] == "ready").unwrap();

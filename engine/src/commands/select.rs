@@ -50,11 +50,8 @@ pub fn run(inv: &Invocation, cmd: &SelectCommand) -> Result<u8> {
     };
     let display = Display::new(inv.ui.stderr_tty, inv.ui.color);
     // In JSON mode stdout holds the document alone; progress lines would break it.
-    let subscribers: Vec<&dyn crate::apply::Subscriber> = if cmd.json {
-        Vec::new()
-    } else {
-        vec![&display]
-    };
+    let subscribers: Vec<&dyn crate::apply::Subscriber> =
+        if cmd.json { Vec::new() } else { vec![&display] };
     let selected = inv.block_on(ops::select(&req, &review, &subscribers, &inv.stop))?;
     let code = if selected.succeeded() {
         exit_codes::SUCCESS
