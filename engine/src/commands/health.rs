@@ -31,10 +31,9 @@ pub fn run(inv: &Invocation, scan_ports: Option<Vec<u16>>, json: bool) -> Result
     }
     for h in report.hosts.iter().filter(|h| !h.reachable) {
         errln!(
-            "{} host {} unreachable: {}",
+            "{} {}",
             ui.red("error:"),
-            h.host,
-            h.error.as_deref().unwrap_or("")
+            h.error.as_deref().unwrap_or("unreachable")
         );
     }
     let rows: Vec<Vec<String>> = report
