@@ -19,7 +19,10 @@ fn fleet() -> Arc<Fleet> {
     ssh_common::shared_fleet('s', 5)
 }
 
-const SERVER: fn() -> std::path::PathBuf = berth_test_support::model_server;
+/// The stand-in's path (hosts share this machine's file system outside /srv/berth).
+fn server() -> std::path::PathBuf {
+    berth_test_support::model_server()
+}
 
 /// The model ids answering at `port` on host `k` (empty when nothing answers ready).
 fn serves(fleet: &Fleet, k: usize, port: u16) -> Vec<String> {
@@ -253,7 +256,7 @@ fn a_group_on_two_hosts_switches_both_and_rolls_back_only_the_host_that_failed()
             k,
             &format!(
                 "mkdir -p /srv/berth && printf '#!/bin/sh\\nexec {} \"$@\"{extra}\\n' > /srv/berth/flaky-server && chmod +x /srv/berth/flaky-server",
-                SERVER().display()
+                server().display()
             ),
         );
     }
@@ -318,7 +321,7 @@ fn start_by_hand(fleet: &Fleet, k: usize, args: &str) -> u32 {
         k,
         &format!(
             "setsid {} {args} >/dev/null 2>&1 </dev/null & echo $!",
-            SERVER().display()
+            server().display()
         ),
     );
     out.trim().parse().expect("a pid")

@@ -24,8 +24,7 @@ use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::placement::Previous;
 use crate::plan::{
-    self as planner, Action, Cause, HostObservation, Observations, Operation, Plan, PlanOptions,
-    StateView,
+    self as planner, Action, HostObservation, Observations, Operation, Plan, PlanOptions, StateView,
 };
 use crate::refresh;
 use crate::session::{self, Prepared};
@@ -392,9 +391,6 @@ async fn switch_plan(
                 r.reason = format!("runs, but its probe says {outcome}: restart it");
             }
             _ => {}
-        }
-        if r.action == Action::Reuse && r.cause == Cause::Config && !r.reason.contains("probe") {
-            r.reason = "runs already: probe it, and keep it if it answers".into();
         }
     }
     Ok((ws, plan))
