@@ -40,6 +40,21 @@ pub enum Error {
         help: String,
     },
 
+    /// `select` of a model the config does not have (or has disabled).
+    #[error("model not found: `{id}`")]
+    #[diagnostic(code(berth::select::model_not_found), help("{help}"))]
+    ModelNotFound { id: String, help: String },
+
+    /// `select` of a model outside any group.
+    #[error("model `{id}` is in no group: select switches the running member of a model group")]
+    #[diagnostic(
+        code(berth::select::not_grouped),
+        help(
+            "give the models that take turns on a host the same `group = \"...\"` (one of them `default = true`); a model outside groups runs whenever it is enabled: use `berth apply`"
+        )
+    )]
+    NotGrouped { id: String },
+
     #[error("{message}")]
     #[diagnostic(code(berth::usage), help("{help}"))]
     Usage { message: String, help: String },

@@ -15,7 +15,12 @@ fn normalise(value: &mut Value) {
             for (key, v) in map.iter_mut() {
                 match key.as_str() {
                     "updated_at" | "started_at" | "finished_at" | "connect_ms" | "command_ms"
-                    | "ready_after_ms" | "duration_ms" | "elapsed_ms" => *v = Value::from(0),
+                    | "ready_after_ms" | "duration_ms" | "elapsed_ms" | "elapsed_secs"
+                    | "selected_at" | "running_since" => {
+                        if !v.is_null() {
+                            *v = Value::from(0)
+                        }
+                    }
                     "fingerprint" | "user" | "hostname" | "system" | "detail" | "pid"
                     | "start_ticks" => {
                         if !v.is_null() {
@@ -79,5 +84,49 @@ fn applied_documents() {
     ] {
         insta::assert_json_snapshot!(name, document(&fleet, port, &args, 0));
     }
+    fleet.berth(&["destroy", "--auto-approve"]).expect(0);
+}
+
+#[test]
+fn group_documents() {
+    let ports = free_ports(2);
+    let (port, stray) = (ports[0], ports[1]);
+    let fleet = Fleet::new(
+        &[
+            Model::new("a", port, "").group("g", true),
+            Model::new("b", port, "").group("g", false),
+        ],
+        1,
+    );
+    fleet.berth(&["apply", "--auto-approve"]).expect(0);
+    insta::assert_json_snapshot!(
+        "select-dry-run",
+        document(
+            &fleet,
+            port,
+            &["select", "--model", "b", "--dry-run", "--json"],
+            0
+        )
+    );
+    insta::assert_json_snapshot!(
+        "select",
+        document(&fleet, port, &["select", "--model", "b", "--json"], 0)
+    );
+    insta::assert_json_snapshot!(
+        "select-status",
+        document(&fleet, port, &["select", "status", "--json"], 0)
+    );
+    let scan = stray.to_string();
+    let health = document(
+        &fleet,
+        port,
+        &["health", "--scan-ports", &scan, "--json"],
+        0,
+    );
+    let text = health.to_string().replace(&scan, "18081");
+    insta::assert_json_snapshot!(
+        "health",
+        serde_json::from_str::<Value>(&text).expect("JSON")
+    );
     fleet.berth(&["destroy", "--auto-approve"]).expect(0);
 }

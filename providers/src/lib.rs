@@ -10,7 +10,7 @@ pub mod runtime;
 pub mod transport;
 
 pub use error::{ProviderError, Result};
-pub use probe::{GateFailure, GateReady, GateTick, GateTiming, Probe, ProbeOutcome};
+pub use probe::{GateFailure, GateReady, GateTick, GateTiming, HttpAnswer, Probe, ProbeOutcome};
 pub use runtime::{
     ContainerSpec, Handle, HostCheck, HostTools, Instance, LaunchSpec, Liveness, MarkerProblem,
     Observed, ProcessHandle, ProcessRuntime, Registry, Runtime, RuntimeSpec, Survey,

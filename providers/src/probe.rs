@@ -150,6 +150,87 @@ async fn probe_http(transport: &dyn Transport, path: &str, port: u16) -> ProbeOu
     }
 }
 
+/// What a GET through a transport brought back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body as text (lossy UTF-8), cut at [`HTTP_BODY_LIMIT`] bytes.
+    pub body: String,
+}
+
+/// The most of a body [`http_get`] keeps: model lists are small, a stray server's page may not be.
+pub const HTTP_BODY_LIMIT: usize = 64 * 1024;
+
+/// GETs `path` from the service on the host's 127.0.0.1:`port` through `transport`, within
+/// `timeout`. `Err` holds a short reason ("connection refused", "no answer within 3s").
+pub async fn http_get(
+    transport: &dyn Transport,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> std::result::Result<HttpAnswer, String> {
+    match tokio::time::timeout(timeout, fetch(transport, port, path)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!(
+            "no answer within {}",
+            crate::human_duration(timeout)
+        )),
+    }
+}
+
+async fn fetch(
+    transport: &dyn Transport,
+    port: u16,
+    path: &str,
+) -> std::result::Result<HttpAnswer, String> {
+    use http_body_util::BodyExt;
+    let stream = transport
+        .connect_loopback(port)
+        .await
+        .map_err(|e| error_reason(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| hyper_reason(&e))?;
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("127.0.0.1:{port}"))
+        .header(hyper::header::USER_AGENT, "berth-health")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(|e| format!("invalid path {path:?}: {e}"))?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| hyper_reason(&e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        let mut incoming = response.into_body();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| hyper_reason(&e))?;
+            if let Some(data) = frame.data_ref() {
+                body.extend_from_slice(data);
+                if body.len() >= HTTP_BODY_LIMIT {
+                    body.truncate(HTTP_BODY_LIMIT);
+                    break;
+                }
+            }
+        }
+        Ok(HttpAnswer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    // Driven here, not spawned, so nothing outlives the caller's timeout. A connection that
+    // ends first has handed over all it read: the exchange finishes from that.
+    tokio::pin!(exchange);
+    tokio::select! {
+        answer = &mut exchange => answer,
+        _ = conn => exchange.await,
+    }
+}
+
 /// A short reason for a transport error, e.g. "connection refused".
 fn error_reason(e: &ProviderError) -> String {
     match e {

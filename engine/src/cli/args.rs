@@ -67,6 +67,10 @@ pub enum Command {
     ForceUnlock(ForceUnlockArgs),
     /// The OpenAI-compatible base URL of every ready model
     Endpoints(EndpointsArgs),
+    /// Switch the running member of a model group (or `select status`)
+    Select(SelectArgs),
+    /// Probe every placed model and scan for servers the config does not place
+    Health(HealthArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -202,6 +206,52 @@ pub struct ForceUnlockArgs {
     /// Remove the host lock (lease) on this host instead, whoever holds it
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SelectArgs {
+    #[command(subcommand)]
+    pub command: Option<SelectCommand>,
+    /// The model to run (its group's other members are stopped on its hosts)
+    #[arg(long, value_name = "ID")]
+    pub model: Option<String>,
+    /// Stop and start the model even if it runs and answers already
+    #[arg(long)]
+    pub restart: bool,
+    /// Show the switch plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON document (docs/schemas/select.schema.json)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SelectCommand {
+    /// Per group and host: the selected model, whether it is ready, since when, the lock holder
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Ports to scan for servers the config does not place: 8000-8100 or 8080,8081
+    /// (default: 8080-8090 and the configured ports)
+    #[arg(long, value_name = "SPEC", value_parser = port_list)]
+    pub scan_ports: Option<PortList>,
+    /// Print a JSON document (docs/schemas/health.schema.json)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The ports of `--scan-ports`.
+#[derive(Debug, Clone)]
+pub struct PortList(pub Vec<u16>);
+
+fn port_list(spec: &str) -> Result<PortList, String> {
+    crate::ops::parse_ports(spec).map(PortList)
 }
 
 #[derive(Debug, Args)]

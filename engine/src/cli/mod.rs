@@ -67,6 +67,7 @@ pub fn invocation(cli: &Cli) -> Invocation {
         Command::Drift(a) => Some(&a.lock),
         Command::State(a) => Some(&a.lock),
         Command::Endpoints(a) => Some(&a.lock),
+        Command::Select(a) => Some(&a.lock),
         _ => None,
     }
     .map(args::LockArgs::options)
@@ -170,6 +171,27 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
             (None, None) => unreachable!("force-unlock without an id or --host"),
         },
         Command::Endpoints(args) => commands::endpoints::run(inv, args.json),
+        Command::Select(args) => match (&args.command, &args.model) {
+            (Some(args::SelectCommand::Status), _) => commands::select::status(inv, args.json),
+            (None, Some(model)) => commands::select::run(
+                inv,
+                &commands::select::SelectCommand {
+                    model: model.clone(),
+                    restart: args.restart,
+                    dry_run: args.dry_run,
+                    json: args.json,
+                },
+            ),
+            (None, None) => Err(Error::Usage {
+                message: "select needs --model ID (or `select status`)".into(),
+                help: "`berth models` lists the models and their groups".into(),
+            }),
+        },
+        Command::Health(args) => commands::health::run(
+            inv,
+            args.scan_ports.as_ref().map(|p| p.0.clone()),
+            args.json,
+        ),
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut script);

@@ -1,64 +1,55 @@
-//! `berth endpoints [--json]`: the OpenAI-compatible base URL of every model the state records
-//! as ready.
-
-use berth_state::{ResourceKind, ResourceStatus};
-use serde_json::Value;
+//! `berth endpoints [--json]`: the OpenAI-compatible base URL of every model that answers ready
+//! now, the id it serves, and a warning when the URL cannot be reached from other machines.
 
 use super::Invocation;
 use super::ui::table;
-use crate::config::TransportKind;
 use crate::error::Result;
 use crate::exit_codes;
-use crate::output::{self, endpoints::Endpoint};
-use crate::session;
+use crate::ops::{self, EndpointsRequest};
+use crate::output;
 
 pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
-    let p = session::prepare(&inv.dir, &inv.vars, "endpoints", &inv.lock)?;
-    let mut items = Vec::new();
-    for r in p.session.store.resources()? {
-        if r.kind != ResourceKind::Model || r.status != ResourceStatus::Ready {
-            continue;
-        }
-        let Some(host) = p.ws.config.host(&r.host) else {
-            continue;
-        };
-        let address = match host.connection.transport {
-            TransportKind::Local => "127.0.0.1".to_string(),
-            TransportKind::Ssh => host.connection.host.clone().unwrap_or_default(),
-        };
-        let port = r
-            .attributes
-            .get("port")
-            .and_then(Value::as_u64)
-            .unwrap_or_default();
-        let model = r
-            .attributes
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let host_part = if address.contains(':') {
-            format!("[{address}]")
-        } else {
-            address
-        };
-        items.push(Endpoint {
-            address: r.address.into(),
-            host: r.host,
-            model,
-            url: format!("http://{host_part}:{port}/v1"),
-        });
-    }
+    let ui = &inv.ui;
+    let req = EndpointsRequest {
+        inputs: inv.inputs(),
+    };
+    let (items, warnings) = inv.block_on(ops::endpoints(&req, &inv.stop))?;
     if json {
         outln!("{}", output::to_json(&items));
-    } else if items.is_empty() {
-        outln!("No model is ready. Run `berth apply` first.");
-    } else {
-        let rows: Vec<Vec<String>> = items
-            .iter()
-            .map(|i| vec![i.model.clone(), i.host.clone(), i.url.clone()])
-            .collect();
-        out!("{}", table(&["MODEL", "HOST", "URL"], &rows));
+        return Ok(exit_codes::SUCCESS);
+    }
+    for w in &warnings {
+        errln!("{} {w}", ui.yellow("warning:"));
+    }
+    if items.is_empty() {
+        outln!("No model answers ready. `berth health` shows why; `berth apply` starts them.");
+        return Ok(exit_codes::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.model.clone(),
+                i.serves.join(", "),
+                i.host.clone(),
+                if i.loopback_only {
+                    format!("{} (127.0.0.1 only)", i.url)
+                } else {
+                    i.url.clone()
+                },
+            ]
+        })
+        .collect();
+    out!("{}", table(&["MODEL", "SERVES", "HOST", "URL"], &rows));
+    for i in items.iter().filter(|i| i.loopback_only) {
+        if let Some(hint) = &i.hint {
+            errln!(
+                "{} {} on {}: {hint}",
+                ui.yellow("warning:"),
+                i.model,
+                i.host
+            );
+        }
     }
     Ok(exit_codes::SUCCESS)
 }

@@ -7,8 +7,10 @@ pub mod backends;
 pub mod doctor;
 pub mod drift;
 pub mod endpoints;
+pub mod health;
 pub mod hosts;
 pub mod models;
+pub mod select;
 pub mod state;
 pub mod validate;
 
@@ -41,5 +43,8 @@ pub fn schemas() -> Vec<(&'static str, Schema)> {
         named("state-show", schema_for!(state::Record)),
         named("state-history", schema_for!(Vec<state::HistoryEntry>)),
         named("drift", schema_for!(drift::Report)),
+        named("health", schema_for!(health::Report)),
+        named("select", schema_for!(select::Report)),
+        named("select-status", schema_for!(select::Status)),
     ]
 }

@@ -321,6 +321,19 @@ pub fn plan(
                 what: format!("process {}", liveness_text(found.liveness)),
             });
         }
+        // A group member that runs although another one is selected: the host no longer
+        // runs what was selected, which is drift rather than a config change.
+        let off_selection = !destroying
+            && rec.kind == ResourceKind::Model
+            && deselected_member(ws, state, rec).is_some()
+            && matches!(instance(&rec.host, &rec.address), Some(Some(found)) if found.liveness == Liveness::Running);
+        if off_selection && let Some((group, selected)) = deselected_member(ws, state, rec) {
+            drift.push(Drift {
+                address: address.clone(),
+                host: rec.host.clone(),
+                what: format!("group `{group}` runs this member, but `{selected}` is selected"),
+            });
+        }
         resources.insert(
             address.clone(),
             ResourceChange {
@@ -330,6 +343,8 @@ pub fn plan(
                 action: Action::Destroy,
                 cause: if destroying {
                     Cause::Destroy
+                } else if off_selection {
+                    Cause::Drift
                 } else {
                     Cause::Config
                 },
@@ -607,6 +622,22 @@ fn why_undesired(ws: &Workspace, rec: &ResourceRecord, destroying: bool) -> Stri
             _ => "the model is now placed on other hosts".into(),
         },
     }
+}
+
+/// For a record of a group member while the state selects another member of its group on its
+/// host: the group and the selected member.
+fn deselected_member<'s>(
+    ws: &Workspace,
+    state: &'s StateView,
+    rec: &ResourceRecord,
+) -> Option<(&'s str, &'s str)> {
+    let model_id = rec.attributes.get("model").and_then(Value::as_str)?;
+    let group = ws.config.model(model_id)?.group.as_ref()?;
+    state
+        .selections
+        .iter()
+        .find(|s| s.group == group.value && s.host == rec.host && s.model != model_id)
+        .map(|s| (s.group.as_str(), s.model.as_str()))
 }
 
 fn diff(

@@ -49,6 +49,8 @@ pub struct Model {
     pub depends_on: Vec<String>,
     pub probe_timeout_sec: Option<u64>,
     pub probe_interval_ms: Option<u64>,
+    /// The model group, and whether this member is its default.
+    pub group: Option<(String, bool)>,
 }
 
 impl Model {
@@ -60,7 +62,14 @@ impl Model {
             depends_on: Vec::new(),
             probe_timeout_sec: None,
             probe_interval_ms: None,
+            group: None,
         }
+    }
+
+    /// The same model as a member of `group` (its default when `default`).
+    pub fn group(mut self, group: &str, default: bool) -> Model {
+        self.group = Some((group.to_string(), default));
+        self
     }
 
     pub fn depends_on(mut self, id: &str) -> Model {
@@ -80,6 +89,12 @@ impl Model {
 
     fn hcl(&self) -> String {
         let mut out = format!("model \"{}\" {{\n", self.id);
+        if let Some((group, default)) = &self.group {
+            let _ = writeln!(out, "  group      = \"{group}\"");
+            if *default {
+                out.push_str("  default    = true\n");
+            }
+        }
         if !self.depends_on.is_empty() {
             let deps: Vec<String> = self
                 .depends_on

@@ -103,6 +103,10 @@ pub struct ModelSpec {
     pub replicas: usize,
     pub probe_interval_ms: u64,
     pub probe_timeout_sec: u64,
+    /// The model group, and whether this member is its default.
+    pub group: Option<(String, bool)>,
+    /// The server binary on the host; `None`: the stand-in.
+    pub server: Option<String>,
 }
 
 impl ModelSpec {
@@ -116,7 +120,28 @@ impl ModelSpec {
             replicas,
             probe_interval_ms: 200,
             probe_timeout_sec: 60,
+            group: None,
+            server: None,
         }
+    }
+
+    /// The same model started through `path` on the host (which execs a server) instead of
+    /// the stand-in itself.
+    pub fn server(mut self, path: &str) -> ModelSpec {
+        self.server = Some(path.to_string());
+        self
+    }
+
+    /// The same model as a member of `group` (its default when `default`).
+    pub fn group(mut self, group: &str, default: bool) -> ModelSpec {
+        self.group = Some((group.to_string(), default));
+        self
+    }
+
+    /// The same model with another probe timeout.
+    pub fn probe_timeout(mut self, secs: u64) -> ModelSpec {
+        self.probe_timeout_sec = secs;
+        self
     }
 
     fn hcl(&self) -> String {
@@ -137,7 +162,7 @@ impl ModelSpec {
     probe_http        = "/v1/models"
     probe_interval_ms = {interval}
     probe_timeout_sec = {timeout}
-  }}
+  }}{group}
 }}
 
 "#,
@@ -145,7 +170,10 @@ impl ModelSpec {
             hosts = hosts.join(", "),
             replicas = self.replicas,
             port = self.port,
-            server = model_server().display(),
+            server = self
+                .server
+                .clone()
+                .unwrap_or_else(|| model_server().display().to_string()),
             flags = if self.flags.is_empty() {
                 String::new()
             } else {
@@ -153,6 +181,11 @@ impl ModelSpec {
             },
             interval = self.probe_interval_ms,
             timeout = self.probe_timeout_sec,
+            group = match &self.group {
+                Some((g, true)) => format!("\n  group   = \"{g}\"\n  default = true"),
+                Some((g, false)) => format!("\n  group   = \"{g}\""),
+                None => String::new(),
+            },
         )
     }
 }

@@ -58,6 +58,9 @@ struct Args {
     /// Ignore SIGTERM, like a server stuck in a long shutdown: only SIGKILL ends it.
     #[arg(long = "ignore-term")]
     ignore_term: bool,
+    /// Answer every request with this HTTP status once loaded: a server in a broken state.
+    #[arg(long = "answer-status", value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..=599))]
+    answer_status: Option<u16>,
 }
 
 fn seconds(value: &str) -> Result<Duration, String> {
@@ -71,6 +74,8 @@ fn seconds(value: &str) -> Result<Duration, String> {
 /// Shared by every connection.
 struct State {
     model: String,
+    /// `--answer-status`.
+    answer_status: Option<StatusCode>,
     loaded: AtomicBool,
     requests: AtomicU64,
 }
@@ -127,6 +132,9 @@ async fn serve(args: Args) -> u8 {
 
     let state = Arc::new(State {
         model: args.model.clone(),
+        answer_status: args
+            .answer_status
+            .and_then(|code| StatusCode::from_u16(code).ok()),
         loaded: AtomicBool::new(false),
         requests: AtomicU64::new(0),
     });
@@ -226,6 +234,11 @@ async fn handle(
         (
             StatusCode::SERVICE_UNAVAILABLE,
             error_body(503, "unavailable_error", "Loading model"),
+        )
+    } else if let Some(status) = state.answer_status {
+        (
+            status,
+            error_body(status.as_u16(), "server_error", "--answer-status"),
         )
     } else {
         match path.as_str() {
