@@ -7,10 +7,11 @@ use crate::exit_codes;
 use crate::ops::{self, DriftRequest};
 use crate::output::{self, drift::Report, drift::Status};
 
-pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
+pub fn run(inv: &Invocation, json: bool, no_lock: bool) -> Result<u8> {
     let ui = &inv.ui;
     let req = DriftRequest {
         inputs: inv.inputs(),
+        no_lock,
     };
     let report = Report::from(inv.block_on(ops::drift(&req, &inv.stop))?);
     let code = match report.status {

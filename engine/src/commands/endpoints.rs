@@ -13,13 +13,20 @@ use crate::output::{self, endpoints::Endpoint};
 use crate::session;
 
 pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
-    let p = session::prepare(&inv.dir, &inv.vars, "endpoints", &inv.lock)?;
+    let loaded = crate::config::load(&inv.dir, &inv.vars)
+        .map_err(|invalid| crate::error::Error::InvalidConfig(Box::new(invalid)))?;
+    let config = &loaded.config;
+    let settings = config.settings.state(&config.dir);
+    // Read-only: never waits behind an apply (the last committed state is shown then).
+    let read =
+        session::ReadState::read(session::backend(&settings).as_ref(), "endpoints", &inv.lock)?;
+    read.note_if_busy();
     let mut items = Vec::new();
-    for r in p.session.store.resources()? {
+    for r in read.snapshot.resources {
         if r.kind != ResourceKind::Model || r.status != ResourceStatus::Ready {
             continue;
         }
-        let Some(host) = p.ws.config.host(&r.host) else {
+        let Some(host) = config.host(&r.host) else {
             continue;
         };
         let address = match host.connection.transport {

@@ -7,6 +7,7 @@ mod apply;
 mod drift;
 mod plan;
 mod request;
+mod saved_vars;
 mod stop;
 
 pub use apply::{Applied, Review, apply, destroy};
@@ -15,4 +16,5 @@ pub use plan::{load_saved, plan};
 pub use request::{
     ApplyRequest, DestroyRequest, DriftRequest, Inputs, PlanRequest, PlanScope, PlanSource,
 };
+pub use saved_vars::{missing_secrets, secrets_needed};
 pub use stop::{Obeying, Stop, StopLevel};
