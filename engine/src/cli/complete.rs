@@ -36,12 +36,73 @@ fn config_dir() -> PathBuf {
     dir
 }
 
-fn workspace() -> Option<Workspace> {
+/// What completion knows of the config: its placements when it loads (a sensitive variable
+/// without a value is usual at a prompt, and then only the block labels are known).
+struct Known {
+    addresses: Vec<String>,
+    hosts: Vec<String>,
+    backends: Vec<String>,
+    models: Vec<String>,
+}
+
+fn known() -> Known {
+    let dir = config_dir();
     let vars = VarInputs {
         env: VarInputs::env_from_process(),
         ..VarInputs::default()
     };
-    Workspace::open(&config_dir(), &vars, &Previous::default()).ok()
+    if let Ok(ws) = Workspace::open(&dir, &vars, &Previous::default()) {
+        return Known {
+            addresses: ws
+                .placements
+                .iter()
+                .map(|p| p.address().to_string())
+                .collect(),
+            hosts: ws.config.hosts.iter().map(|h| h.id.value.clone()).collect(),
+            backends: ws
+                .config
+                .backends
+                .iter()
+                .map(|b| b.id.value.clone())
+                .collect(),
+            models: ws
+                .config
+                .models
+                .iter()
+                .map(|m| m.id.value.clone())
+                .collect(),
+        };
+    }
+    let mut known = Known {
+        addresses: Vec::new(),
+        hosts: Vec::new(),
+        backends: Vec::new(),
+        models: Vec::new(),
+    };
+    let files = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+    for path in files.map(|e| e.path()) {
+        if path.extension().is_none_or(|e| e != "hcl") {
+            continue;
+        }
+        let Some(body) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| hcl_edit::parser::parse_body(&text).ok())
+        else {
+            continue;
+        };
+        for block in body.blocks() {
+            let Some(label) = block.labels.first().map(|l| l.as_str().to_string()) else {
+                continue;
+            };
+            match block.ident.as_str() {
+                "host" => known.hosts.push(label),
+                "backend" => known.backends.push(label),
+                "model" => known.models.push(label),
+                _ => {}
+            }
+        }
+    }
+    known
 }
 
 fn matching(current: &OsStr, items: impl IntoIterator<Item = String>) -> Vec<CompletionCandidate> {
@@ -57,65 +118,44 @@ fn matching(current: &OsStr, items: impl IntoIterator<Item = String>) -> Vec<Com
 
 /// Resource addresses and the `model.ID`/`host.ID` shorthands `--target` and `--replace` take.
 pub fn targets(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(ws) = workspace() else {
-        return Vec::new();
-    };
-    let mut items: Vec<String> = ws
-        .placements
-        .iter()
-        .map(|p| p.address().to_string())
-        .collect();
-    items.extend(
-        ws.config
-            .models
-            .iter()
-            .map(|m| format!("model.{}", m.id.value)),
-    );
-    items.extend(
-        ws.config
-            .hosts
-            .iter()
-            .map(|h| format!("host.{}", h.id.value)),
-    );
+    let known = known();
+    let mut items = known.addresses;
+    items.extend(known.models.iter().map(|m| format!("model.{m}")));
+    items.extend(known.hosts.iter().map(|h| format!("host.{h}")));
     matching(current, items)
 }
 
-/// The addresses of the config's placements (`state show`).
+/// The addresses of the config's placements and of the state's records (`state show`).
 pub fn addresses(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(ws) = workspace() else {
+    let mut items = known().addresses;
+    items.extend(recorded());
+    matching(current, items)
+}
+
+/// The addresses the state records, from its last committed snapshot (never waits for a lock).
+fn recorded() -> Vec<String> {
+    let Ok(settings) = crate::config::state_of(&config_dir(), &VarInputs::default()) else {
         return Vec::new();
     };
-    matching(
-        current,
-        ws.placements.iter().map(|p| p.address().to_string()),
-    )
+    match crate::session::backend(&settings).snapshot() {
+        Ok(Some(snapshot)) => snapshot.resources.into_iter().map(|r| r.address).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The ids of the config's models (`models show`, `select --model`).
 pub fn model_ids(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(ws) = workspace() else {
-        return Vec::new();
-    };
-    matching(current, ws.config.models.iter().map(|m| m.id.value.clone()))
+    matching(current, known().models)
 }
 
 /// The ids of the config's hosts (`hosts show`, `hosts test`, `hosts doctor`).
 pub fn host_ids(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(ws) = workspace() else {
-        return Vec::new();
-    };
-    matching(current, ws.config.hosts.iter().map(|h| h.id.value.clone()))
+    matching(current, known().hosts)
 }
 
 /// The ids of the config's backends (`backends show`).
 pub fn backend_ids(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(ws) = workspace() else {
-        return Vec::new();
-    };
-    matching(
-        current,
-        ws.config.backends.iter().map(|b| b.id.value.clone()),
-    )
+    matching(current, known().backends)
 }
 
 /// The script that registers berth's completions with `shell`: it calls `berth` back with

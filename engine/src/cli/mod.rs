@@ -240,3 +240,45 @@ fn plan_source(args: &args::ApplyArgs) -> Result<PlanSource> {
     }
     Ok(PlanSource::Saved(path.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        let mut stack = vec![(String::from("berth"), Cli::command())];
+        while let Some((path, cmd)) = stack.pop() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn terraform_spellings_get_the_berth_flag() {
+        let tip = |args: &[&str]| spelling_tip(args.iter().map(|a| a.to_string()));
+        assert!(
+            tip(&["apply", "-auto-approve"])
+                .unwrap()
+                .contains("`--auto-approve`")
+        );
+        assert!(
+            tip(&["plan", "-out=p.plan"])
+                .unwrap()
+                .contains("`--out p.plan`")
+        );
+        assert_eq!(tip(&["plan", "-C", "dir"]), None);
+    }
+}

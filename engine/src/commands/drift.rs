@@ -13,7 +13,7 @@ pub fn run(inv: &Invocation, json: bool, no_lock: bool) -> Result<u8> {
         inputs: inv.inputs(),
         no_lock,
     };
-    let report = Report::from(inv.block_on(ops::drift(&req, &inv.stop))?);
+    let report = Report::from(inv.block_on_with_progress("drift", ops::drift(&req, &inv.stop))?);
     let code = match report.status {
         Status::Clean => exit_codes::SUCCESS,
         Status::Drift => exit_codes::CHANGES,

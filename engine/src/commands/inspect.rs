@@ -47,6 +47,13 @@ pub fn hosts(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
         print_json(&hosts);
         return Ok(exit_codes::SUCCESS);
     }
+    if hosts.is_empty() {
+        outln!(
+            "The config in {} defines no hosts: add a `host` block (see docs/language.md).",
+            inv.dir.display()
+        );
+        return Ok(exit_codes::SUCCESS);
+    }
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
