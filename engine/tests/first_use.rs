@@ -555,3 +555,18 @@ fn verbose_logs_each_remote_command_with_its_exit_status() {
     assert!(run.stderr.contains("ran `"), "{}", run.stderr);
     assert!(run.stderr.contains("status=0"), "{}", run.stderr);
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let fleet = Fleet::new(&[Model::new("m", free_ports(1)[0], "")], 1);
+    let missing = fleet.path("nope.plan");
+    let run = fleet.berth(&["apply", missing.to_str().unwrap()]);
+    run.expect(1);
+    assert_eq!(
+        run.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("nope.plan"), "{}", run.stderr);
+}

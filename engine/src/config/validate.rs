@@ -27,8 +27,10 @@ pub struct Declared {
 /// Runs every cross-block check, adding findings. Whether models fit (ports, VRAM, replicas)
 /// is placement's finding, made once the config is otherwise clean (`Workspace::open`).
 pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
-    if declared.hosts.is_empty() {
-        findings.push(no_hosts(config).warning());
+    // Said of a config that is otherwise fine: with errors (a host block without an id, say)
+    // the errors come first.
+    if declared.hosts.is_empty() && !findings.has_errors() {
+        findings.push(no_hosts().warning());
     }
     check_backend_refs(config, declared, findings);
     let matcher = HostMatcher::new(config);
@@ -39,13 +41,10 @@ pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
 }
 
 /// The finding of a config without a single `host` block.
-fn no_hosts(config: &Config) -> Finding {
+fn no_hosts() -> Finding {
     Finding::unlocated(
         Code::NoHosts,
-        format!(
-            "the config in {} defines no hosts: berth has nowhere to run anything",
-            config.dir.display()
-        ),
+        "the config defines no hosts: berth has nowhere to run anything",
     )
     .with_help(
         "add a `host \"NAME\" { connection { transport = \"local\" } capabilities { backends = [\"cpu\"] } }` block (see docs/language.md), or pass -C DIR for another config",
