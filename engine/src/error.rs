@@ -22,13 +22,14 @@ pub enum Error {
     )]
     InvalidConfig(Box<Invalid>),
 
-    #[error("cannot {what} {}: {source}", path.display())]
+    // The OS error is part of the message and deliberately not a `source`: a report would
+    // print it a second time as the cause.
+    #[error("cannot {what} {}: {cause}", path.display())]
     #[diagnostic(code(berth::io))]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("no {kind} `{id}` in {place}")]

@@ -472,9 +472,11 @@ fn placement_failure(
         .as_ref()
         .map_or(model.host_policy.span, |h| h.span);
     if candidates.is_empty() {
-        let mut help = String::from(
-            "no host matched by host_policy can run any backend in backend_policy.prefer",
-        );
+        let mut help = String::from(if config.hosts.is_empty() {
+            "the config defines no hosts: add a `host` block"
+        } else {
+            "no host matched by host_policy can run any backend in backend_policy.prefer"
+        });
         for r in rejected {
             help.push_str("\n  ");
             help.push_str(r);

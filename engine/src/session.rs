@@ -8,7 +8,9 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use berth_state::{LockOptions, SledBackend, StateBackend, StateGuard, StateStore};
+use berth_state::{
+    LockInfo, LockOptions, SledBackend, Snapshot, StateBackend, StateError, StateGuard, StateStore,
+};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -88,6 +90,71 @@ fn publish_interrupt_fd(fd: Option<RawFd>) {
 /// `None` when no session holds one.
 pub fn interrupt_fd() -> Option<RawFd> {
     Some(INTERRUPT_FD.load(Ordering::SeqCst)).filter(|fd| *fd >= 0)
+}
+
+/// The state as a read-only command sees it: read under the lock when it is free, otherwise
+/// the last committed snapshot, so that such commands never wait behind an apply.
+pub struct ReadState {
+    pub snapshot: Snapshot,
+    /// Who held the lock when the state was read from its snapshot.
+    pub held_by: Option<LockInfo>,
+}
+
+impl ReadState {
+    /// Reads the state of `backend` for `operation`. When another berth holds the lock and
+    /// the backend keeps no snapshot, waits for the lock as `lock` says.
+    pub fn read(backend: &dyn StateBackend, operation: &str, lock: &LockOptions) -> Result<Self> {
+        let at_once = LockOptions {
+            timeout: std::time::Duration::ZERO,
+            force: lock.force,
+        };
+        let guard = match backend.lock(operation, &at_once) {
+            Ok(guard) => guard,
+            Err(StateError::Locked { holder, .. }) => match backend.snapshot()? {
+                Some(snapshot) => {
+                    return Ok(ReadState {
+                        snapshot,
+                        held_by: Some(*holder),
+                    });
+                }
+                None => backend.lock(operation, lock)?,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let snapshot = Snapshot::of(guard.store()?.as_ref())?;
+        guard.release()?;
+        Ok(ReadState {
+            snapshot,
+            held_by: None,
+        })
+    }
+
+    /// Says on stderr, when the state came from its snapshot, that an operation was running.
+    pub fn note_if_busy(&self) {
+        if let Some(holder) = &self.held_by {
+            errln!(
+                "note: {} ({}@{}) holds the state lock; this is the state as of its last saved change",
+                holder.operation,
+                holder.user,
+                holder.hostname
+            );
+        }
+    }
+
+    /// Everything the planner needs from the state.
+    pub fn view(&self) -> StateView {
+        let s = &self.snapshot;
+        StateView {
+            meta: s.meta.clone(),
+            records: s
+                .resources
+                .iter()
+                .map(|r| (r.address.clone(), r.clone()))
+                .collect(),
+            intents: s.intents.clone(),
+            selections: s.selections.clone(),
+        }
+    }
 }
 
 /// A loaded config, its state and its placements.

@@ -157,6 +157,7 @@ async fn plan_apply_and_drift_run_as_a_library_and_report_through_events() {
     let drift = ops::drift(
         &DriftRequest {
             inputs: inputs(&fleet),
+            ..DriftRequest::default()
         },
         &stop,
     )
@@ -168,6 +169,7 @@ async fn plan_apply_and_drift_run_as_a_library_and_report_through_events() {
     let drift = ops::drift(
         &DriftRequest {
             inputs: inputs(&fleet),
+            ..DriftRequest::default()
         },
         &stop,
     )

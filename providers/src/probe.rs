@@ -65,6 +65,26 @@ pub async fn probe_once(
     port: u16,
     timeout: Duration,
 ) -> ProbeOutcome {
+    let started = std::time::Instant::now();
+    let outcome = probe_untraced(transport, probe, port, timeout).await;
+    let what = match probe {
+        Probe::Cmd(_) => "probe_cmd".to_string(),
+        Probe::Http { path } => format!("GET {path} on port {port}"),
+    };
+    tracing::debug!(
+        host = transport.host(),
+        ms = started.elapsed().as_millis(),
+        "{what}: {outcome}"
+    );
+    outcome
+}
+
+async fn probe_untraced(
+    transport: &dyn Transport,
+    probe: &Probe,
+    port: u16,
+    timeout: Duration,
+) -> ProbeOutcome {
     match probe {
         Probe::Cmd(script) => probe_cmd(transport, script, timeout).await,
         Probe::Http { path } => {
@@ -144,7 +164,7 @@ async fn probe_http(transport: &dyn Transport, path: &str, port: u16) -> ProbeOu
         Ok(response) => match response.status().as_u16() {
             200 => ProbeOutcome::Ready,
             503 => ProbeOutcome::Loading("503".to_string()),
-            other => ProbeOutcome::Down(format!("HTTP {other}")),
+            other => ProbeOutcome::Down(format!("{HTTP_PREFIX}{other}")),
         },
         Err(reason) => ProbeOutcome::Down(reason),
     }
@@ -229,6 +249,19 @@ async fn fetch(
         answer = &mut exchange => answer,
         _ = conn => exchange.await,
     }
+}
+
+/// How an HTTP answer other than ready or loading reads in [`ProbeOutcome::Down`].
+const HTTP_PREFIX: &str = "HTTP ";
+
+/// The client-error status (4xx, but not a timeout or rate limit) the service answered with,
+/// when that was the outcome: the service runs, the probe asks for the wrong thing.
+fn answered_status(outcome: &ProbeOutcome) -> Option<u16> {
+    let ProbeOutcome::Down(why) = outcome else {
+        return None;
+    };
+    let status: u16 = why.strip_prefix(HTTP_PREFIX)?.parse().ok()?;
+    ((400..500).contains(&status) && status != 408 && status != 429).then_some(status)
 }
 
 /// A short reason for a transport error, e.g. "connection refused".
@@ -448,6 +481,23 @@ pub enum GateFailure {
         /// The last lines of its output.
         log_tail: String,
     },
+    /// The service answered every probe, but with a status that does not mean ready or
+    /// loading (404: nothing at that path): waiting longer would not change the answer.
+    #[error("not ready after the gate timeout: the service answers the probe with HTTP {status}")]
+    #[diagnostic(
+        code(berth::providers::gate::wrong_answer),
+        help(
+            "the server is up but does not serve the probed path: fix `probe_http` (llama.cpp \
+             and vLLM serve /v1/models and /health), or use `probe_cmd`; a longer \
+             probe_timeout_sec would not help"
+        )
+    )]
+    WrongAnswer {
+        /// The HTTP status of the last probe.
+        status: u16,
+        /// The last lines of its output.
+        log_tail: String,
+    },
     /// The caller cancelled the gate.
     #[error("cancelled")]
     #[diagnostic(code(berth::providers::gate::cancelled))]
@@ -462,9 +512,9 @@ impl GateFailure {
     /// The log tail carried by the failure, if any.
     pub fn log_tail(&self) -> Option<&str> {
         match self {
-            GateFailure::Exited { log_tail } | GateFailure::TimedOut { log_tail, .. } => {
-                Some(log_tail)
-            }
+            GateFailure::Exited { log_tail }
+            | GateFailure::TimedOut { log_tail, .. }
+            | GateFailure::WrongAnswer { log_tail, .. } => Some(log_tail),
             _ => None,
         }
     }
@@ -538,6 +588,9 @@ pub async fn gate(
         });
         if elapsed >= timing.timeout {
             let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
+            if let Some(status) = answered_status(&outcome) {
+                return Err(GateFailure::WrongAnswer { status, log_tail });
+            }
             return Err(GateFailure::TimedOut {
                 last: outcome,
                 log_tail,

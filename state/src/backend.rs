@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::Result;
 use crate::lock::{LockInfo, LockOptions};
+use crate::snapshot::Snapshot;
 use crate::store::StateStore;
 
 /// One configured state: where it lives, how it is locked and how its store is opened.
@@ -28,6 +29,13 @@ pub trait StateBackend: Send + Sync {
 
     /// What this state is, for messages: `sled state in .berth`.
     fn describe(&self) -> String;
+
+    /// The state as of its last committed change, read without the lock, for read-only
+    /// commands while another berth holds it; `None` when there is none (nothing was ever
+    /// written, or the backend keeps no snapshot: readers then wait for the lock).
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
 }
 
 /// What a backend's held lock does; `StateGuard` wraps it so every backend's guard behaves alike.

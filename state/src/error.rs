@@ -17,7 +17,9 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 #[derive(Debug, Error, Diagnostic)]
 pub enum StateError {
     /// A file-system operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    // The OS error is part of the message and deliberately not a `source`: a report would
+    // print it a second time as the cause.
+    #[error("cannot {action} {}: {cause}", path.display())]
     #[diagnostic(
         code(berth::state::io),
         help("check that the path exists and that this user may read and write it")
@@ -25,8 +27,7 @@ pub enum StateError {
     Io {
         action: String,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The operating system refused berth access to the state (EACCES or EPERM).
@@ -309,7 +310,7 @@ impl StateError {
         StateError::Io {
             action: action.to_owned(),
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 }

@@ -13,6 +13,7 @@ mod private_fs;
 mod record;
 mod sled_backend;
 mod sled_store;
+mod snapshot;
 mod store;
 
 pub use address::{Address, AddressError, MAX_ID_LEN, Target, is_valid_id};
@@ -26,4 +27,5 @@ pub use record::{
 };
 pub use sled_backend::SledBackend;
 pub use sled_store::STATE_FORMAT_VERSION;
+pub use snapshot::Snapshot;
 pub use store::StateStore;

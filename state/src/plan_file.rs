@@ -1,6 +1,7 @@
 //! The saved-plan envelope (`berth plan --out`): its format, atomic write, read and staleness
 //! check against the state; the plan inside is the engine's and stays opaque here.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,14 @@ pub struct PlanFile {
     pub berth_version: String,
     /// The plan itself, as the engine serialised it.
     pub plan: serde_json::Value,
+    /// The non-sensitive variables that were set (not left to their default) when the plan was
+    /// made, as the text `--var` takes: `apply` uses them again.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// The sensitive variables that were set, each with an HMAC of its value keyed per state;
+    /// their values are never stored, so `apply` asks for them again and checks them.
+    #[serde(default)]
+    pub sensitive: BTreeMap<String, String>,
 }
 
 impl PlanFile {
@@ -48,6 +57,8 @@ impl PlanFile {
             created_at: now_unix(),
             berth_version: berth_version.into(),
             plan,
+            variables: BTreeMap::new(),
+            sensitive: BTreeMap::new(),
         }
     }
 

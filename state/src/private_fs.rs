@@ -119,12 +119,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .create_new(true)
             .mode(FILE_MODE)
             .open(&tmp)
-            .map_err(|e| StateError::io("create", &tmp, e))?;
+            .map_err(|e| StateError::io("write", path, e))?;
         file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
-            .map_err(|e| StateError::io("restrict the permissions of", &tmp, e))?;
+            .map_err(|e| StateError::io("restrict the permissions of", path, e))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(|e| StateError::io("write", &tmp, e))?;
+            .map_err(|e| StateError::io("write", path, e))?;
         fs::rename(&tmp, path).map_err(|e| StateError::io("write", path, e))
     })();
     if written.is_err() {

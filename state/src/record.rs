@@ -97,6 +97,10 @@ pub struct HistoryEntry {
     pub finished_at: u64,
     /// One line per resource touched.
     pub changes: Vec<HistoryChange>,
+    /// The run was stopped before its end (Ctrl-C, a signal): what did not run is listed as
+    /// cancelled. Absent in entries written before berth recorded it.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// What an operation did to one resource.
@@ -106,7 +110,8 @@ pub struct HistoryChange {
     pub address: String,
     /// The planned action (`create`, `replace`...).
     pub action: String,
-    /// How it ended (`done`, `failed at STEP`, `skipped`, `cancelled`).
+    /// How it ended: `created`, `replaced`, `updated`, `destroyed`, `reused`, `failed at
+    /// STEP`, `skipped`, `cancelled` (`done` in entries of older berths).
     pub outcome: String,
 }
 

@@ -9,6 +9,7 @@ use crate::backend::{HeldLock, StateBackend, StateGuard};
 use crate::error::Result;
 use crate::lock::{self, LockInfo, LockOptions, StateLock};
 use crate::sled_store::SledStore;
+use crate::snapshot::Snapshot;
 use crate::store::StateStore;
 
 /// A sled state in a directory (created 0700 on first lock), with its lock file beside the store.
@@ -51,6 +52,10 @@ impl StateBackend for SledBackend {
 
     fn describe(&self) -> String {
         format!("sled state in {}", self.dir.display())
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        Snapshot::read(&self.dir)
     }
 }
 

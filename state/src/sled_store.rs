@@ -16,6 +16,7 @@ use crate::error::{Result, StateError};
 use crate::ids::random_hex;
 use crate::private_fs::{ensure_private_dir, secure_tree};
 use crate::record::{HistoryEntry, Intent, Meta, ResourceRecord, Selection};
+use crate::snapshot::SnapshotWriter;
 use crate::store::StateStore;
 
 /// The store layout this berth reads and writes; a newer one is refused on open.
@@ -39,6 +40,7 @@ pub(crate) struct SledStore {
     intents: sled::Tree,
     selections: sled::Tree,
     history: sled::Tree,
+    snapshot: SnapshotWriter,
 }
 
 impl SledStore {
@@ -55,6 +57,7 @@ impl SledStore {
             intents: tree(INTENTS_TREE)?,
             selections: tree(SELECTIONS_TREE)?,
             history: tree(HISTORY_TREE)?,
+            snapshot: SnapshotWriter::new(dir),
             dir: dir.to_path_buf(),
             db,
         };
@@ -235,7 +238,15 @@ impl StateStore for SledStore {
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.store_err(e))?;
         // Only sled's own directory: the state dir may be shared with the user's files.
-        secure_tree(&self.dir.join(DB_DIR))
+        secure_tree(&self.dir.join(DB_DIR))?;
+        // Every change ends here: what readers without the lock see follows it.
+        self.snapshot.changed(self)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let _ = self.snapshot.finish(self);
     }
 }
 
@@ -402,6 +413,7 @@ mod tests {
                 started_at: 0,
                 finished_at: 0,
                 changes: vec![],
+                interrupted: false,
             })
             .unwrap();
 

@@ -1,6 +1,8 @@
 //! Progress of an apply for people: on a terminal, a spinner per resource in flight with its
 //! phase ("probing 12s/120s: loading (503)"); elsewhere one plain line per event, with probe
-//! ticks only when their answer changes or every 10 s.
+//! ticks only when their answer changes or every 10 s. Outcome lines go to stdout whenever
+//! stdout is not a terminal (`berth apply | tee log` keeps them), even while spinners run on a
+//! terminal's stderr; spinners never outlive the run.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,16 +22,21 @@ const QUIET: Duration = Duration::from_secs(10);
 /// The apply's progress display.
 pub struct Display {
     multi: Option<MultiProgress>,
+    /// Outcome lines go to stdout as plain lines, not above the spinners.
+    lines_to_stdout: bool,
     bars: Mutex<HashMap<Address, ProgressBar>>,
     last_tick: Mutex<HashMap<Address, (String, Instant)>>,
     paint: Paint,
 }
 
 impl Display {
-    /// Spinners when `tty`, plain lines otherwise.
-    pub fn new(tty: bool, color: bool) -> Self {
-        let multi = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+    /// Spinners on stderr when `stderr_tty`; outcome lines above them when stdout is a terminal
+    /// too, otherwise plain lines on stdout.
+    pub fn new(stderr_tty: bool, stdout_tty: bool, color: bool) -> Self {
+        let multi =
+            stderr_tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Display {
+            lines_to_stdout: multi.is_none() || !stdout_tty,
             multi,
             bars: Mutex::default(),
             last_tick: Mutex::default(),
@@ -39,10 +46,20 @@ impl Display {
 
     fn line(&self, text: String) {
         match &self.multi {
-            Some(m) => {
+            Some(m) if !self.lines_to_stdout => {
                 let _ = m.println(text);
             }
-            None => outln!("{text}"),
+            _ => outln!("{text}"),
+        }
+    }
+
+    /// Removes every spinner still drawn.
+    fn clear(&self) {
+        for (_, bar) in self.bars.lock().expect("lock").drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
         }
     }
 }
@@ -156,8 +173,8 @@ impl Subscriber for Display {
             } => {
                 self.line(format!("Second interrupt: cancelling running steps and stopping their commands on the hosts ({reason}); then the state is saved"));
             }
+            ApplyEvent::RunFinished { .. } => self.clear(),
             ApplyEvent::RunStarted { .. }
-            | ApplyEvent::RunFinished { .. }
             | ApplyEvent::Intent { .. }
             | ApplyEvent::IntentDone { .. }
             | ApplyEvent::Record(_)

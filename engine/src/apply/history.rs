@@ -1,11 +1,13 @@
-//! Writes the history entry of an apply from its events: what each resource did, with its
-//! outcome, who ran it and when, appended once the run has finished.
+//! Writes the history entry of an apply from its events: how each planned change ended
+//! (a backend's `verify_cmd` check is not a change, and is listed only when it failed), who
+//! ran it and when, and whether the run was interrupted; appended once the run has finished.
 
 use std::sync::{Arc, Mutex};
 
 use berth_state::{HistoryChange, HistoryEntry, StateError, StateStore};
 
 use super::events::{ApplyEvent, Outcome, Subscriber};
+use crate::plan::Action;
 
 /// The state's history, as an apply subscriber.
 pub struct HistoryWriter {
@@ -28,6 +30,7 @@ impl HistoryWriter {
                 started_at: 0,
                 finished_at: 0,
                 changes: Vec::new(),
+                interrupted: false,
             }),
             failure: Mutex::new(None),
         }
@@ -41,9 +44,10 @@ impl HistoryWriter {
             .take()
     }
 
-    fn append(&self, finished_at: u64) -> Result<(), String> {
+    fn append(&self, finished_at: u64, interrupted: bool) -> Result<(), String> {
         let mut entry = self.entry.lock().unwrap_or_else(|e| e.into_inner());
         entry.finished_at = finished_at;
+        entry.interrupted = interrupted;
         // In plan order (by address), not in the order the resources happened to finish.
         entry.changes.sort_by(|a, b| a.address.cmp(&b.address));
         let written = self.store.meta().and_then(|meta| {
@@ -58,10 +62,20 @@ impl HistoryWriter {
     }
 }
 
-/// How an outcome reads in the history.
-fn outcome_text(outcome: &Outcome) -> String {
+/// How an outcome reads in the history: what the action did when it was done (`created`,
+/// `reused`...), otherwise how it ended.
+pub fn outcome_text(action: Action, outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Done { .. } => "done".to_string(),
+        Outcome::Done { .. } => match action {
+            Action::Create => "created",
+            Action::Replace => "replaced",
+            Action::Update => "updated",
+            Action::Destroy => "destroyed",
+            Action::Reuse => "reused",
+            Action::Verify => "verified",
+            Action::NoOp => "unchanged",
+        }
+        .to_string(),
         Outcome::Failed(e) => format!("failed at {}", e.at()),
         Outcome::Skipped { .. } => "skipped".to_string(),
         Outcome::Cancelled => "cancelled".to_string(),
@@ -84,6 +98,9 @@ impl Subscriber for HistoryWriter {
                 outcome,
                 ..
             } => {
+                if !action.is_change() && !matches!(outcome, Outcome::Failed(_)) {
+                    return Ok(());
+                }
                 self.entry
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -91,11 +108,13 @@ impl Subscriber for HistoryWriter {
                     .push(HistoryChange {
                         address: address.to_string(),
                         action: action.as_str().to_string(),
-                        outcome: outcome_text(outcome),
+                        outcome: outcome_text(*action, outcome),
                     });
                 Ok(())
             }
-            ApplyEvent::RunFinished { at, .. } => self.append(*at),
+            ApplyEvent::RunFinished {
+                at, interrupted, ..
+            } => self.append(*at, *interrupted),
             _ => Ok(()),
         }
     }

@@ -5,6 +5,9 @@ use berth_state::Target;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
+
+use super::complete;
 
 /// berth: declarative infrastructure-as-code for LLM inference fleets.
 #[derive(Debug, Parser)]
@@ -22,6 +25,11 @@ pub struct Cli {
 
     #[command(flatten)]
     pub vars: VarArgs,
+
+    /// Log what berth does on the hosts to stderr: -v SSH logins, remote commands with their
+    /// duration and exit status, and probes; -vv more (BERTH_LOG=FILTER sets it outright)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     #[command(subcommand)]
     pub command: Command,
@@ -109,10 +117,10 @@ pub struct PlanScope {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,
     /// Limit to these resources and what they need (address, model.ID or host.ID)
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, value_name = "ADDRESS", add = ArgValueCompleter::new(complete::targets))]
     pub target: Vec<Target>,
     /// Replace these resources even if unchanged
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, value_name = "ADDRESS", add = ArgValueCompleter::new(complete::targets))]
     pub replace: Vec<Target>,
 }
 
@@ -123,6 +131,7 @@ pub struct PlanArgs {
     /// Save the plan to apply it later with `berth apply FILE`
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// How to print the plan (json: the documented plan document; markdown: for a pull request)
     #[arg(long, value_enum, default_value = "text")]
     pub format: PlanFormat,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error
@@ -158,8 +167,9 @@ pub struct DestroyArgs {
     #[arg(long)]
     pub auto_approve: bool,
     /// Only these resources (address, model.ID or host.ID)
-    #[arg(long, value_name = "ADDRESS")]
+    #[arg(long, value_name = "ADDRESS", add = ArgValueCompleter::new(complete::targets))]
     pub target: Vec<Target>,
+    /// Resource operations in flight at once (default: settings.parallelism)
     #[arg(long, value_name = "N")]
     pub parallelism: Option<usize>,
     #[command(flatten)]
@@ -171,6 +181,10 @@ pub struct DriftArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Do not wait for the state lock: compare the hosts with the last committed state while
+    /// another berth (an apply) holds it
+    #[arg(long)]
+    pub no_lock: bool,
     #[command(flatten)]
     pub lock: LockArgs,
 }
@@ -191,10 +205,18 @@ pub enum StateCommand {
     /// Every resource berth manages
     List,
     /// One resource's record
-    Show { address: String },
+    Show {
+        /// The resource's address, e.g. model.qwen2.5-7b@gpu-a
+        #[arg(add = ArgValueCompleter::new(complete::addresses))]
+        address: String,
+    },
     /// Forget a resource (what runs on the host is left alone)
-    Rm { address: Vec<String> },
-    /// One entry per apply: what changed, who, when
+    Rm {
+        /// The addresses of the resources to forget
+        #[arg(required = true, add = ArgValueCompleter::new(complete::addresses))]
+        address: Vec<String>,
+    },
+    /// One entry per apply: how each change ended, who ran it, when, whether it was interrupted
     History,
 }
 
@@ -214,7 +236,7 @@ pub struct SelectArgs {
     #[command(subcommand)]
     pub command: Option<SelectCommand>,
     /// The model to run (its group's other members are stopped on its hosts)
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", add = ArgValueCompleter::new(complete::model_ids))]
     pub model: Option<String>,
     /// Stop and start the model even if it runs and answers already
     #[arg(long)]
@@ -288,6 +310,7 @@ pub enum GraphFormat {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
+    /// dot (Graphviz: `berth graph | dot -Tsvg > graph.svg`) or json
     #[arg(long, value_enum, default_value = "dot")]
     pub format: GraphFormat,
 }
@@ -303,12 +326,24 @@ pub struct HostsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
-    /// Show one host and what is placed on it
-    Show { id: String },
+    /// Show one host, what is placed on it and what the state records for it
+    Show {
+        /// The host's id
+        #[arg(add = ArgValueCompleter::new(complete::host_ids))]
+        id: String,
+    },
     /// Connect, authenticate and run a trivial command; report latency
-    Test { id: String },
+    Test {
+        /// The host's id
+        #[arg(add = ArgValueCompleter::new(complete::host_ids))]
+        id: String,
+    },
     /// Check each host's environment: access, run_dir, tools, verify_cmd, model files, ports, disk
-    Doctor { id: Option<String> },
+    Doctor {
+        /// Only this host (default: every host)
+        #[arg(add = ArgValueCompleter::new(complete::host_ids))]
+        id: Option<String>,
+    },
     /// Same as `berth validate`
     Validate,
 }
@@ -316,7 +351,7 @@ pub enum HostsCommand {
 #[derive(Debug, Args)]
 pub struct BackendsArgs {
     #[command(subcommand)]
-    pub command: Option<ShowCommand>,
+    pub command: Option<BackendsCommand>,
     /// Print as JSON
     #[arg(long, global = true)]
     pub json: bool,
@@ -333,11 +368,26 @@ pub struct ModelsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ShowCommand {
-    /// Show one in detail
-    Show { id: String },
+    /// Show one model in detail
+    Show {
+        /// The model's id
+        #[arg(add = ArgValueCompleter::new(complete::model_ids))]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendsCommand {
+    /// Show one backend in detail
+    Show {
+        /// The backend's id
+        #[arg(add = ArgValueCompleter::new(complete::backend_ids))]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
+    /// The shell to print the completion script for (e.g. `source <(berth completions bash)`)
     pub shell: clap_complete::Shell,
 }

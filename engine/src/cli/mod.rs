@@ -4,6 +4,8 @@
 //! runs and its outcome becomes the exit code. Signals are handled in `signals`.
 
 pub mod args;
+pub mod complete;
+pub mod logging;
 pub mod signals;
 
 use std::process::ExitCode;
@@ -20,10 +22,19 @@ use args::{Cli, Command};
 /// Runs berth with the process's arguments.
 pub fn main() -> ExitCode {
     install_panic_hook();
+    // A shell asking for completions (`COMPLETE=bash berth -- ...`) is answered and berth ends.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(complete::COMPLETE_ENV)
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
+            if err.use_stderr()
+                && let Some(tip) = spelling_tip(std::env::args().skip(1))
+            {
+                errln!("\ntip: {tip}");
+            }
             return ExitCode::from(if err.use_stderr() {
                 exit_codes::USAGE
             } else {
@@ -31,6 +42,7 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    logging::init(cli.verbose);
     let inv = invocation(&cli);
     signals::install(inv.runtime(), inv.stop.clone());
     match run(&cli, &inv) {
@@ -40,6 +52,39 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit_codes::FAILURE)
         }
     }
+}
+
+/// A tip for a flag spelled the Terraform way (`-auto-approve`, `-out=F`): berth's long flags
+/// take two dashes.
+fn spelling_tip(args: impl Iterator<Item = String>) -> Option<String> {
+    let mut longs: Vec<String> = Vec::new();
+    let mut stack = vec![Cli::command()];
+    while let Some(cmd) = stack.pop() {
+        longs.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_string)),
+        );
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    for arg in args {
+        let Some(word) = arg.strip_prefix('-').filter(|w| !w.starts_with('-')) else {
+            continue;
+        };
+        let (name, value) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (word, None),
+        };
+        if name.len() > 1 && longs.iter().any(|l| l == name) {
+            let berth = match value {
+                Some(v) => format!("--{name} {v}"),
+                None => format!("--{name}"),
+            };
+            return Some(format!(
+                "berth's long flags take two dashes: write `{berth}` instead of `{arg}`"
+            ));
+        }
+    }
+    None
 }
 
 fn install_panic_hook() {
@@ -108,7 +153,7 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
             None => commands::inspect::hosts(inv, args.json, ui),
         },
         Command::Backends(args) => match &args.command {
-            Some(args::ShowCommand::Show { id }) => {
+            Some(args::BackendsCommand::Show { id }) => {
                 commands::inspect::backend(inv, id, args.json, ui)
             }
             None => commands::inspect::backends(inv, args.json, ui),
@@ -149,7 +194,7 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
                 parallelism: args.parallelism,
             },
         ),
-        Command::Drift(args) => commands::drift::run(inv, args.json),
+        Command::Drift(args) => commands::drift::run(inv, args.json, args.no_lock),
         Command::State(args) => {
             use commands::state::StateCommand as Do;
             let command = match &args.command {
@@ -193,9 +238,11 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
             args.json,
         ),
         Command::Completions(args) => {
-            let mut script = Vec::new();
-            clap_complete::generate(args.shell, &mut Cli::command(), "berth", &mut script);
-            out!("{}", String::from_utf8_lossy(&script));
+            let script = complete::registration(args.shell).map_err(|message| Error::Usage {
+                message,
+                help: "berth completes bash, zsh, fish, elvish and powershell".into(),
+            })?;
+            out!("{script}");
             Ok(exit_codes::SUCCESS)
         }
     }
@@ -214,4 +261,46 @@ fn plan_source(args: &args::ApplyArgs) -> Result<PlanSource> {
         });
     }
     Ok(PlanSource::Saved(path.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        let mut stack = vec![(String::from("berth"), Cli::command())];
+        while let Some((path, cmd)) = stack.pop() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+
+    #[test]
+    fn terraform_spellings_get_the_berth_flag() {
+        let tip = |args: &[&str]| spelling_tip(args.iter().map(|a| a.to_string()));
+        assert!(
+            tip(&["apply", "-auto-approve"])
+                .unwrap()
+                .contains("`--auto-approve`")
+        );
+        assert!(
+            tip(&["plan", "-out=p.plan"])
+                .unwrap()
+                .contains("`--out p.plan`")
+        );
+        assert_eq!(tip(&["plan", "-C", "dir"]), None);
+    }
 }

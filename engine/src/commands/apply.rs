@@ -31,8 +31,21 @@ pub struct DestroyCommand {
 }
 
 pub fn apply(inv: &Invocation, cmd: &ApplyCommand) -> Result<u8> {
+    let mut inputs = inv.inputs();
+    if let PlanSource::Saved(path) = &cmd.source
+        && std::io::stdin().is_terminal()
+    {
+        // Plans never store sensitive values: ask for the ones this plan was made with.
+        let file = berth_state::PlanFile::read(path)?;
+        for name in ops::missing_secrets(&file, &inputs.vars) {
+            let value = ask_hidden(&format!(
+                "The plan was made with the sensitive variable `{name}`; enter its value: "
+            ))?;
+            inputs.vars.cli.push((name, value));
+        }
+    }
     let req = ApplyRequest {
-        inputs: inv.inputs(),
+        inputs,
         source: cmd.source.clone(),
         parallelism: cmd.parallelism,
         allow_mass_destroy: cmd.allow_mass_destroy,
@@ -62,7 +75,7 @@ fn carry_out(
     op: impl FnOnce(&dyn Review, &[&dyn Subscriber]) -> Result<ops::Applied>,
 ) -> Result<u8> {
     let review = TerminalReview { inv };
-    let display = Display::new(inv.ui.stderr_tty, inv.ui.color);
+    let display = Display::new(inv.ui.stderr_tty, inv.ui.stdout_tty, inv.ui.color);
     let summary = Summary::new(inv.ui);
     let applied = op(&review, &[&display, &summary])?;
     Ok(match applied.report {
@@ -104,6 +117,35 @@ impl Review for TerminalReview<'_> {
     }
 }
 
+/// Reads one line from the terminal without echoing it.
+fn ask_hidden(prompt: &str) -> Result<String> {
+    use std::os::fd::AsRawFd;
+    err!("{prompt}");
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is this process's stdin, a terminal (checked by the caller).
+    let have_termios = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if have_termios {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: as above; the saved settings are restored below.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if have_termios {
+        // SAFETY: restores the settings read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    errln!();
+    read.map_err(|e| Error::Usage {
+        message: format!("cannot read the value from the terminal: {e}"),
+        help: "pass it with --var NAME=VALUE or BERTH_VAR_NAME".into(),
+    })?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
 fn operation_name(operation: Operation) -> &'static str {
     match operation {
         Operation::Apply => "apply",
@@ -113,9 +155,12 @@ fn operation_name(operation: Operation) -> &'static str {
 
 /// The summary at the end of an apply, written from its events: a blank line when the run
 /// starts, then the counts and every failure with its host, step and log tail when it ends.
+/// The counts are of planned changes, as the plan counts them: a backend's `verify_cmd` check
+/// counts only when it failed.
 struct Summary {
     ui: Ui,
     operation: Mutex<Operation>,
+    counts: Mutex<Counts>,
     failures: Mutex<Vec<(String, String, StepError)>>,
 }
 
@@ -124,12 +169,14 @@ impl Summary {
         Summary {
             ui,
             operation: Mutex::new(Operation::Apply),
+            counts: Mutex::default(),
             failures: Mutex::default(),
         }
     }
 
-    fn print(&self, counts: Counts, interrupted: bool) {
+    fn print(&self, interrupted: bool) {
         let ui = &self.ui;
+        let counts = *self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let operation = *self.operation.lock().unwrap_or_else(|e| e.into_inner());
         let Counts {
             done,
@@ -184,18 +231,25 @@ impl Subscriber for Summary {
             ApplyEvent::Finished {
                 address,
                 host,
-                outcome: Outcome::Failed(error),
-                ..
-            } => self
-                .failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((address.to_string(), host.clone(), error.clone())),
-            ApplyEvent::RunFinished {
-                counts,
-                interrupted,
-                ..
-            } => self.print(*counts, *interrupted),
+                action,
+                outcome,
+            } => {
+                if action.is_change() || matches!(outcome, Outcome::Failed(_)) {
+                    let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                    let one = Counts::of([outcome]);
+                    counts.done += one.done;
+                    counts.failed += one.failed;
+                    counts.skipped += one.skipped;
+                    counts.cancelled += one.cancelled;
+                }
+                if let Outcome::Failed(error) = outcome {
+                    self.failures
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((address.to_string(), host.clone(), error.clone()));
+                }
+            }
+            ApplyEvent::RunFinished { interrupted, .. } => self.print(*interrupted),
             _ => {}
         }
         Ok(())

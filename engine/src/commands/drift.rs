@@ -7,12 +7,13 @@ use crate::exit_codes;
 use crate::ops::{self, DriftRequest};
 use crate::output::{self, drift::Report, drift::Status};
 
-pub fn run(inv: &Invocation, json: bool) -> Result<u8> {
+pub fn run(inv: &Invocation, json: bool, no_lock: bool) -> Result<u8> {
     let ui = &inv.ui;
     let req = DriftRequest {
         inputs: inv.inputs(),
+        no_lock,
     };
-    let report = Report::from(inv.block_on(ops::drift(&req, &inv.stop))?);
+    let report = Report::from(inv.block_on_with_progress("drift", ops::drift(&req, &inv.stop))?);
     let code = match report.status {
         Status::Clean => exit_codes::SUCCESS,
         Status::Drift => exit_codes::CHANGES,

@@ -11,7 +11,7 @@ pub fn run(inv: &Invocation, check: bool, diff: bool) -> Result<u8> {
         .map_err(|source| Error::Io {
             what: "read config directory",
             path: inv.dir.clone(),
-            source,
+            cause: source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "hcl") && p.is_file())
@@ -24,7 +24,7 @@ pub fn run(inv: &Invocation, check: bool, diff: bool) -> Result<u8> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             what: "read",
             path: path.clone(),
-            source,
+            cause: source,
         })?;
         let name = config::display_name(path);
         let file = sources.add(name.clone(), path.clone(), text.clone());
@@ -84,7 +84,7 @@ fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
     let io = |what, source| Error::Io {
         what,
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     std::fs::write(&tmp, text).map_err(|e| io("write", e))?;
     if let Ok(meta) = std::fs::metadata(path) {

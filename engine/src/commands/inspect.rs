@@ -6,7 +6,7 @@ use super::ui::{Ui, table};
 use crate::config::did_you_mean;
 use crate::error::{Error, Result};
 use crate::exit_codes;
-use crate::output::{self, backends::Backend, hosts::Host, models::Model};
+use crate::output::{self, backends::Backend, hosts::Host, hosts::Recorded, models::Model};
 use crate::placement::Previous;
 use crate::workspace::Workspace;
 
@@ -45,6 +45,13 @@ pub fn hosts(inv: &Invocation, json: bool, _ui: &Ui) -> Result<u8> {
     let hosts: Vec<Host> = ws.config.hosts.iter().map(|h| Host::new(&ws, h)).collect();
     if json {
         print_json(&hosts);
+        return Ok(exit_codes::SUCCESS);
+    }
+    if hosts.is_empty() {
+        outln!(
+            "The config in {} defines no hosts: add a `host` block (see docs/language.md).",
+            inv.dir.display()
+        );
         return Ok(exit_codes::SUCCESS);
     }
     let rows: Vec<Vec<String>> = hosts
@@ -89,7 +96,27 @@ pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
             ws.config.hosts.iter().map(|h| h.id.value.as_str()),
         )
     })?;
-    let host = Host::new(&ws, host);
+    let mut host = Host::new(&ws, host);
+    // What the state records, not what the config intends (a destroyed model is not running).
+    // Read-only: never waits behind an apply.
+    let settings = ws.config.settings.state(&ws.config.dir);
+    let read = crate::session::ReadState::read(
+        crate::session::backend(&settings).as_ref(),
+        "hosts show",
+        &inv.lock,
+    )?;
+    read.note_if_busy();
+    for p in &mut host.placements {
+        let record = read
+            .snapshot
+            .resources
+            .iter()
+            .find(|r| r.address == p.address);
+        p.recorded = Recorded::Read(record.map(|r| match &r.status {
+            berth_state::ResourceStatus::Ready => "ready".to_string(),
+            berth_state::ResourceStatus::Failed { step, .. } => format!("failed at {step}"),
+        }));
+    }
     if json {
         print_json(&host);
         return Ok(exit_codes::SUCCESS);
@@ -136,9 +163,15 @@ pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
                 p.backend.clone(),
                 p.port.to_string(),
                 if p.active {
-                    "running".into()
+                    "active"
                 } else {
-                    "standby (group)".into()
+                    "standby (group)"
+                }
+                .to_string(),
+                match &p.recorded {
+                    Recorded::Read(Some(status)) if status == "ready" => ui.green(status),
+                    Recorded::Read(Some(status)) => ui.red(status),
+                    _ => ui.dim("not applied"),
                 },
             ]
         })
@@ -149,7 +182,10 @@ pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     } else {
         out!(
             "{}",
-            indent(&table(&["MODEL", "BACKEND", "PORT", "ROLE"], &rows))
+            indent(&table(
+                &["MODEL", "BACKEND", "PORT", "ROLE", "STATE"],
+                &rows
+            ))
         );
     }
     Ok(exit_codes::SUCCESS)

@@ -66,6 +66,32 @@ impl Invocation {
         self.runtime.block_on(future)
     }
 
+    /// Runs `future` (a plan, drift or apply that refreshes the hosts first) to its end,
+    /// saying on stderr every few seconds that it is still at it, so that a host that does not
+    /// answer never leaves the terminal silent. Plain lines, never a spinner: nothing is left
+    /// drawn when an interrupt ends berth.
+    pub fn block_on_with_progress<F: Future>(&self, what: &str, future: F) -> F::Output {
+        const FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+        self.runtime.block_on(async {
+            tokio::pin!(future);
+            let started = tokio::time::Instant::now();
+            let mut next = started + FIRST;
+            loop {
+                tokio::select! {
+                    out = &mut future => return out,
+                    () = tokio::time::sleep_until(next) => {
+                        errln!(
+                            "{what}: still observing the hosts after {}s (a host that does not answer is given up after its connect_timeout_sec)",
+                            started.elapsed().as_secs()
+                        );
+                        next += EVERY;
+                    }
+                }
+            }
+        })
+    }
+
     /// The config and lock inputs of an operation.
     pub fn inputs(&self) -> Inputs {
         Inputs {

@@ -32,7 +32,7 @@ pub fn run(inv: &Invocation, cmd: &PlanCommand) -> Result<u8> {
         scope: cmd.scope.clone(),
         out: cmd.out.clone(),
     };
-    let plan = inv.block_on(ops::plan(&req, &inv.stop))?;
+    let plan = inv.block_on_with_progress("plan", ops::plan(&req, &inv.stop))?;
     match cmd.format {
         PlanFormat::Text => print_text(inv, &plan),
         PlanFormat::Json => outln!("{}", render::json(&plan)),

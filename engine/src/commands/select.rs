@@ -48,7 +48,7 @@ pub fn run(inv: &Invocation, cmd: &SelectCommand) -> Result<u8> {
         inv,
         json: cmd.json,
     };
-    let display = Display::new(inv.ui.stderr_tty, inv.ui.color);
+    let display = Display::new(inv.ui.stderr_tty, inv.ui.stdout_tty, inv.ui.color);
     // In JSON mode stdout holds the document alone; progress lines would break it.
     let subscribers: Vec<&dyn crate::apply::Subscriber> =
         if cmd.json { Vec::new() } else { vec![&display] };

@@ -6,7 +6,7 @@ use super::ui::{Ui, table};
 use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::output::{self, state};
-use crate::session::Session;
+use crate::session::{ReadState, Session};
 
 /// The configured state's backend, from the `settings` block alone.
 fn backend(inv: &Invocation) -> Result<Box<dyn berth_state::StateBackend>> {
@@ -30,21 +30,22 @@ pub enum StateCommand {
 }
 
 pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Result<u8> {
+    if let StateCommand::Rm { address } = command {
+        return remove(inv, address);
+    }
     let operation = match command {
-        StateCommand::Rm { .. } => "state rm",
         StateCommand::List => "state list",
         StateCommand::Show { .. } => "state show",
-        StateCommand::History => "state history",
+        _ => "state history",
     };
-    let session = Session::open(backend(inv)?, operation, &inv.lock)?;
-    let store = session.store.clone();
+    // Read-only: never waits behind an apply (the last committed state is shown then).
+    let read = ReadState::read(backend(inv)?.as_ref(), operation, &inv.lock)?;
+    read.note_if_busy();
+    let state = read.snapshot;
     match command {
         StateCommand::List => {
-            let records: Vec<state::ListItem> = store
-                .resources()?
-                .iter()
-                .map(state::ListItem::from)
-                .collect();
+            let records: Vec<state::ListItem> =
+                state.resources.iter().map(state::ListItem::from).collect();
             if json {
                 outln!("{}", output::to_json(&records));
             } else if records.is_empty() {
@@ -66,15 +67,13 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
             }
         }
         StateCommand::Show { address } => {
-            let Some(record) = store.resource(address)? else {
-                let known: Vec<String> = store
-                    .resources()?
-                    .into_iter()
-                    .map(|r| r.address.into())
-                    .collect();
-                let help = crate::config::did_you_mean(address, known.iter().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| "list them with `berth state list`".into());
+            let Some(record) = state.resources.iter().find(|r| r.address == *address) else {
+                let help = crate::config::did_you_mean(
+                    address,
+                    state.resources.iter().map(|r| r.address.as_str()),
+                )
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "list them with `berth state list`".into());
                 return Err(Error::NotFound {
                     kind: "resource",
                     place: "the state",
@@ -82,25 +81,12 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
                     help,
                 });
             };
-            outln!("{}", output::to_json(&state::Record::from(record)));
+            outln!("{}", output::to_json(&state::Record::from(record.clone())));
         }
-        StateCommand::Rm { address } => {
-            for a in address {
-                if store.remove_resource(a)? {
-                    outln!("Removed {a} from the state (what runs on its host was left alone).");
-                } else {
-                    return Err(Error::NotFound {
-                        kind: "resource",
-                        place: "the state",
-                        id: a.clone(),
-                        help: "list them with `berth state list`".into(),
-                    });
-                }
-            }
-        }
+        StateCommand::Rm { .. } => unreachable!("handled above"),
         StateCommand::History => {
-            let history: Vec<state::HistoryEntry> = store
-                .history()?
+            let history: Vec<state::HistoryEntry> = state
+                .history
                 .into_iter()
                 .map(state::HistoryEntry::from)
                 .collect();
@@ -109,28 +95,54 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
             } else if history.is_empty() {
                 outln!("Nothing was applied yet.");
             } else {
-                let rows: Vec<Vec<String>> = history
-                    .iter()
-                    .map(|h| {
-                        let failed = h
-                            .changes
-                            .iter()
-                            .filter(|c| c.outcome.starts_with("failed"))
-                            .count();
-                        vec![
-                            h.serial.to_string(),
-                            age(h.finished_at),
-                            h.operation.clone(),
-                            format!("{}@{}", h.user, h.hostname),
-                            format!("{} change(s), {failed} failed", h.changes.len()),
-                        ]
-                    })
-                    .collect();
-                out!(
-                    "{}",
-                    table(&["SERIAL", "WHEN", "OPERATION", "WHO", "RESULT"], &rows)
-                );
+                for (i, h) in history.iter().enumerate() {
+                    if i > 0 {
+                        outln!();
+                    }
+                    let result = if h.interrupted {
+                        format!("{}: {}", ui.yellow("interrupted"), h.tally())
+                    } else {
+                        h.tally()
+                    };
+                    outln!(
+                        "{} {} by {}@{}, {}: {result}",
+                        ui.bold(&format!("#{}", h.serial)),
+                        h.operation,
+                        h.user,
+                        h.hostname,
+                        age(h.finished_at),
+                    );
+                    let rows: Vec<Vec<String>> = h
+                        .changes
+                        .iter()
+                        .map(|c| vec![String::new(), c.outcome.clone(), c.address.clone()])
+                        .collect();
+                    if !rows.is_empty() {
+                        let text = table(&["", "OUTCOME", "ADDRESS"], &rows);
+                        // The header is for alignment only.
+                        out!("{}", text.split_once('\n').map_or("", |(_, rest)| rest));
+                    }
+                }
             }
+        }
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `berth state rm ADDRESS...`: under the lock, since it changes the state.
+fn remove(inv: &Invocation, address: &[String]) -> Result<u8> {
+    let session = Session::open(backend(inv)?, "state rm", &inv.lock)?;
+    let store = session.store.clone();
+    for a in address {
+        if store.remove_resource(a)? {
+            outln!("Removed {a} from the state (what runs on its host was left alone).");
+        } else {
+            return Err(Error::NotFound {
+                kind: "resource",
+                place: "the state",
+                id: a.clone(),
+                help: "list them with `berth state list`".into(),
+            });
         }
     }
     Ok(exit_codes::SUCCESS)

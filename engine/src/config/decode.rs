@@ -1295,15 +1295,31 @@ impl Decoder<'_> {
             .get_attribute("depends_on")
             .map(|a| self.depends_on(a))
             .unwrap_or_default();
-        let (source, source_span) = source.map(|(s, sensitive)| {
-            (
-                MaybeSecret {
-                    value: s.value,
-                    sensitive,
-                },
-                s.span,
-            )
-        })?;
+        // A model whose source or launch is broken (already reported) stays in the config with
+        // empty stand-ins for them, so that the checks across blocks (its backends, hosts,
+        // `depends_on`, groups) report their findings in the same run.
+        let (source, source_span) = source.map_or_else(
+            || (MaybeSecret::default(), header),
+            |(s, sensitive)| {
+                (
+                    MaybeSecret {
+                        value: s.value,
+                        sensitive,
+                    },
+                    s.span,
+                )
+            },
+        );
+        let launch = launch.unwrap_or_else(|| Launch {
+            start_cmd: Command {
+                template: Template::default(),
+                span: header,
+                sensitive: false,
+            },
+            probe: Probe::Http(Probe::DEFAULT_HTTP_PATH.into()),
+            probe_timeout_sec: None,
+            probe_interval_ms: None,
+        });
         Some(Model {
             id: id?,
             span: self.span(block.span()),
@@ -1315,7 +1331,7 @@ impl Decoder<'_> {
             backend_policy,
             port,
             port_span,
-            launch: launch?,
+            launch,
             env,
             group,
             default,

@@ -41,6 +41,8 @@ pub enum Code {
     SensitiveNotAllowed,
     /// A file, the config, or one collection over its size limit.
     TooLarge,
+    /// The config defines no host: nothing can be deployed.
+    NoHosts,
 }
 
 impl Code {
@@ -74,6 +76,7 @@ impl Code {
             Code::Unplaceable => "berth::config::unplaceable",
             Code::SensitiveNotAllowed => "berth::config::sensitive_not_allowed",
             Code::TooLarge => "berth::config::too_large",
+            Code::NoHosts => "berth::config::no_hosts",
         }
     }
 }

@@ -169,7 +169,7 @@ pub enum VarOrigin {
 }
 
 /// A string that may hold a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaybeSecret {
     pub value: String,
     /// Derived from a `sensitive` variable: never shown, stored or logged in plaintext.

@@ -23,7 +23,7 @@ pub const MODEL_PLACEHOLDERS: &[&str] = &[
 pub const BACKEND_PLACEHOLDERS: &[&str] = &["host", "run_dir", "backend_args", "backend_env"];
 
 /// A parsed command template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Template {
     raw: String,
     parts: Vec<Part>,

@@ -27,12 +27,28 @@ pub struct Declared {
 /// Runs every cross-block check, adding findings. Whether models fit (ports, VRAM, replicas)
 /// is placement's finding, made once the config is otherwise clean (`Workspace::open`).
 pub fn check(config: &Config, declared: &Declared, findings: &mut Findings) {
+    // Said of a config that is otherwise fine: with errors (a host block without an id, say)
+    // the errors come first.
+    if declared.hosts.is_empty() && !findings.has_errors() {
+        findings.push(no_hosts().warning());
+    }
     check_backend_refs(config, declared, findings);
     let matcher = HostMatcher::new(config);
     check_host_patterns(config, declared, &matcher, findings);
     check_model_refs(config, declared, findings);
     check_groups(config, findings);
     check_cycles(config, findings);
+}
+
+/// The finding of a config without a single `host` block.
+fn no_hosts() -> Finding {
+    Finding::unlocated(
+        Code::NoHosts,
+        "the config defines no hosts: berth has nowhere to run anything",
+    )
+    .with_help(
+        "add a `host \"NAME\" { connection { transport = \"local\" } capabilities { backends = [\"cpu\"] } }` block (see docs/language.md), or pass -C DIR for another config",
+    )
 }
 
 /// How many undefined references of one check get a "did you mean" among every known id: each

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use berth_state::PlanFile;
+
 use super::plan::{load_saved, make_plan};
 use super::request::{ApplyRequest, DestroyRequest, PlanScope, PlanSource};
+use super::saved_vars;
 use super::stop::Stop;
 use crate::apply::{self, ApplyOptions, ApplyReport, HistoryWriter, StateWriter, Subscriber};
 use crate::connections::Connections;
@@ -48,10 +51,32 @@ pub async fn apply(
     subscribers: &[&dyn Subscriber],
     stop: &Stop,
 ) -> Result<Applied> {
-    let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "apply", &req.inputs.lock)?;
+    // A saved plan brings the variables it was made with; its sensitive ones must be given.
+    let saved_file = match &req.source {
+        PlanSource::Saved(path) => {
+            let file = PlanFile::read(path)?;
+            let missing = saved_vars::missing_secrets(&file, &req.inputs.vars);
+            if !missing.is_empty() {
+                let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+                return Err(saved_vars::secrets_needed(path, &names));
+            }
+            Some(file)
+        }
+        PlanSource::Fresh(_) => None,
+    };
+    let vars = match &saved_file {
+        Some(file) => saved_vars::inputs(file, &req.inputs.vars),
+        None => req.inputs.vars.clone(),
+    };
+    let p = session::prepare(&req.inputs.dir, &vars, "apply", &req.inputs.lock)?;
     let conns = Connections::new(&p.ws.config);
     let (plan, saved) = match &req.source {
-        PlanSource::Saved(path) => (load_saved(path, &p)?, true),
+        PlanSource::Saved(path) => {
+            if let Some(file) = &saved_file {
+                saved_vars::check_secrets(file, path, &p.ws.config, &p.view.hmac_key())?;
+            }
+            (load_saved(path, &p)?, true)
+        }
         PlanSource::Fresh(scope) => (
             make_plan(&p, &conns, Operation::Apply, scope, stop).await?,
             false,

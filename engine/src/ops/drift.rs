@@ -3,13 +3,15 @@
 
 use serde::Serialize;
 
-use super::plan::make_plan;
+use super::plan::{make_plan, make_plan_from};
 use super::request::{DriftRequest, PlanScope};
 use super::stop::Stop;
+use crate::config;
 use crate::connections::Connections;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{Action, Cause, Drift, Operation};
-use crate::session;
+use crate::session::{self, ReadState};
+use crate::workspace::Workspace;
 
 /// The verdict of a drift check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,9 +65,25 @@ pub struct DriftReport {
 
 /// Observes every host and compares it with the state and the config.
 pub async fn drift(req: &DriftRequest, stop: &Stop) -> Result<DriftReport> {
-    let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "drift", &req.inputs.lock)?;
-    let conns = Connections::new(&p.ws.config);
-    let plan = make_plan(&p, &conns, Operation::Apply, &PlanScope::default(), stop).await?;
+    let scope = PlanScope::default();
+    let plan = if req.no_lock {
+        let loaded = config::load(&req.inputs.dir, &req.inputs.vars)
+            .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
+        let settings = loaded.config.settings.state(&loaded.config.dir);
+        let read = ReadState::read(
+            session::backend(&settings).as_ref(),
+            "drift",
+            &req.inputs.lock,
+        )?;
+        let view = read.view();
+        let ws = Workspace::from_loaded(loaded, &view.previous())?;
+        let conns = Connections::new(&ws.config);
+        make_plan_from(&ws, &view, &conns, Operation::Apply, &scope, stop).await?
+    } else {
+        let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "drift", &req.inputs.lock)?;
+        let conns = Connections::new(&p.ws.config);
+        make_plan(&p, &conns, Operation::Apply, &scope, stop).await?
+    };
     let (errors, warnings): (Vec<String>, Vec<String>) = plan
         .warnings
         .iter()

@@ -10,6 +10,7 @@ mod plan;
 mod request;
 mod select;
 mod snapshot;
+mod saved_vars;
 mod stop;
 
 pub use apply::{Applied, Review, apply, destroy};
@@ -23,4 +24,5 @@ pub use select::{
     GroupStatus, HostSwitch, SelectRequest, SelectStatus, Selected, SwitchOutcome, select,
     select_status,
 };
+pub use saved_vars::{missing_secrets, secrets_needed};
 pub use stop::{Obeying, Stop, StopLevel};

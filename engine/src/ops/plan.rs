@@ -6,28 +6,56 @@ use std::path::Path;
 use berth_state::PlanFile;
 
 use super::request::{PlanRequest, PlanScope};
+use super::saved_vars;
 use super::stop::{Stop, StopLevel};
 use crate::connections::Connections;
 use crate::error::{Error, Result};
-use crate::plan::{self as planner, Operation, Plan, PlanOptions};
+use crate::plan::{self as planner, Operation, Plan, PlanOptions, StateView};
 use crate::refresh;
 use crate::session::{self, Prepared};
+use crate::workspace::Workspace;
 
 /// Makes a plan under the state lock; saves it to `req.out` when set.
 pub async fn plan(req: &PlanRequest, stop: &Stop) -> Result<Plan> {
+    if let Some(path) = &req.out {
+        check_out_dir(path)?;
+    }
     let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "plan", &req.inputs.lock)?;
     let conns = Connections::new(&p.ws.config);
     let plan = make_plan(&p, &conns, Operation::Apply, &req.scope, stop).await?;
     if let Some(path) = &req.out {
-        let file = PlanFile::new(
+        let mut file = PlanFile::new(
             &p.view.meta,
             plan.config_hash.clone(),
             env!("CARGO_PKG_VERSION"),
             serde_json::to_value(&plan).expect("serialisable"),
         );
+        saved_vars::record(&mut file, &p.ws.config, &p.view.hmac_key());
         file.write(path)?;
     }
     Ok(plan)
+}
+
+/// Refuses a plan file path whose directory does not exist, before anything is planned.
+fn check_out_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Usage {
+        message: format!(
+            "cannot save the plan to {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ),
+        help: format!(
+            "create it first (`mkdir -p {}`), or choose another path",
+            dir.display()
+        ),
+    })
 }
 
 /// Refreshes (unless `scope` says not to) and plans. A cancel during the refresh ends it
@@ -39,9 +67,21 @@ pub(crate) async fn make_plan(
     scope: &PlanScope,
     stop: &Stop,
 ) -> Result<Plan> {
+    make_plan_from(&p.ws, &p.view, conns, operation, scope, stop).await
+}
+
+/// [`make_plan`] from a workspace and a view of the state, however the state was read.
+pub(crate) async fn make_plan_from(
+    ws: &Workspace,
+    view: &StateView,
+    conns: &Connections,
+    operation: Operation,
+    scope: &PlanScope,
+    stop: &Stop,
+) -> Result<Plan> {
     let observed = if scope.refresh {
         tokio::select! {
-            observed = refresh::refresh(&p.ws, &p.view, conns) => Some(observed),
+            observed = refresh::refresh(ws, view, conns) => Some(observed),
             () = stop.cancelled() => {
                 return Err(Error::Cancelled { reason: stop.reason(StopLevel::Cancel) });
             }
@@ -54,8 +94,8 @@ pub(crate) async fn make_plan(
         targets: scope.targets.clone(),
         replace: scope.replace.clone(),
     };
-    let hash = session::config_hash(&p.ws, &p.view.hmac_key());
-    planner::plan(&p.ws, &p.view, observed.as_ref(), &options, &hash)
+    let hash = session::config_hash(ws, &view.hmac_key());
+    planner::plan(ws, view, observed.as_ref(), &options, &hash)
 }
 
 /// Reads a saved plan and checks that it still applies to this state and config.

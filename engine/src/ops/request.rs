@@ -84,4 +84,7 @@ pub struct DestroyRequest {
 #[derive(Debug, Clone, Default)]
 pub struct DriftRequest {
     pub inputs: Inputs,
+    /// Read the last committed state instead of waiting for the lock while another berth
+    /// holds it.
+    pub no_lock: bool,
 }

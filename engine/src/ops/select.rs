@@ -549,6 +549,9 @@ fn record(
         started_at,
         finished_at: crate::now(),
         changes,
+        interrupted: switches
+            .iter()
+            .any(|s| s.outcome == SwitchOutcome::Cancelled),
     })?;
     store.flush()?;
     Ok(())

@@ -1,7 +1,8 @@
 //! A read-only look at the config and the state, for operations that never change anything
 //! (`health`, `endpoints`, `select status`): the state is read under its lock only for the
-//! moment the read takes, and a state another berth holds right now is not waited for: the
-//! models are then placed by the config alone, with a warning that names the holder.
+//! moment the read takes, and a state another berth holds right now is not waited for: its last
+//! committed snapshot is read instead (or, for a backend that keeps none, the models are placed
+//! by the config alone), with a warning that names the holder.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::placement::Previous;
 use crate::plan::StateView;
-use crate::session::{self, Session};
+use crate::session::{self, ReadState};
 use crate::workspace::Workspace;
 
 /// The config placed against what the state remembers, when it could be read.
@@ -26,27 +27,37 @@ pub(crate) struct Snapshot {
     pub warnings: Vec<String>,
 }
 
-/// Reads the config and the state of `inputs` for `operation`, never waiting for the lock.
+/// Reads the config and the state of `inputs` for `operation`, never waiting for the lock:
+/// while another berth holds it, the state is its last committed snapshot, or, for a backend
+/// that keeps none, the config alone.
 pub(crate) fn snapshot(inputs: &Inputs, operation: &str) -> Result<Snapshot> {
     let loaded = config::load(&inputs.dir, &inputs.vars)
         .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
     let state = loaded.config.settings.state(&loaded.config.dir);
     let backend = session::backend(&state);
-    let holder = backend.holder().ok().flatten();
     let at_once = LockOptions {
         timeout: Duration::ZERO,
         force: false,
     };
-    match Session::open(backend, operation, &at_once) {
-        Ok(session) => {
-            let view = session.view()?;
-            drop(session);
+    match ReadState::read(backend.as_ref(), operation, &at_once) {
+        Ok(read) => {
+            let view = read.view();
             let ws = Workspace::from_loaded(loaded, &view.previous())?;
+            let warnings = read
+                .held_by
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} ({}@{}) holds the state lock; this is the state as of its last saved change",
+                        h.operation, h.user, h.hostname
+                    )
+                })
+                .collect();
             Ok(Snapshot {
                 ws,
                 view: Some(view),
-                holder,
-                warnings: Vec::new(),
+                holder: read.held_by,
+                warnings,
             })
         }
         Err(Error::State(StateError::Locked { holder, .. })) => {

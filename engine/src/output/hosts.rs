@@ -45,6 +45,27 @@ pub struct Placement {
     pub backend: String,
     pub model: String,
     pub port: u16,
+    /// What the state records for it (`hosts show` only): `ready`, or `failed at STEP`;
+    /// `null` when it is not in the state (never applied, or destroyed).
+    #[serde(skip_serializing_if = "Recorded::is_unread")]
+    pub recorded: Recorded,
+}
+
+/// What the state says of a placement, when the command read the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Recorded {
+    /// The state was not read (`berth hosts`).
+    #[default]
+    Unread,
+    /// The state's record, or `null` when there is none.
+    Read(Option<String>),
+}
+
+impl Recorded {
+    fn is_unread(&self) -> bool {
+        *self == Recorded::Unread
+    }
 }
 
 /// An SSH host's login settings, shown by `hosts show`.
@@ -82,6 +103,7 @@ impl Host {
                     backend: p.backend.clone(),
                     model: p.model.clone(),
                     port: p.port,
+                    recorded: Recorded::Unread,
                 })
                 .collect(),
             port: c.port,

@@ -71,8 +71,10 @@ pub struct HistoryEntry {
     pub started_at: u64,
     /// End, in Unix seconds.
     pub finished_at: u64,
-    /// One line per resource touched.
+    /// One line per planned change (a backend's `verify_cmd` check only when it failed).
     pub changes: Vec<HistoryChange>,
+    /// The run was stopped before its end (Ctrl-C, a signal); what did not run is `cancelled`.
+    pub interrupted: bool,
 }
 
 /// What an operation did to one resource.
@@ -81,7 +83,8 @@ pub struct HistoryChange {
     pub address: String,
     /// The planned action (`create`, `replace`...).
     pub action: String,
-    /// How it ended (`done`, `failed at STEP`, `skipped`, `cancelled`).
+    /// How it ended: `created`, `replaced`, `updated`, `destroyed`, `reused`, `failed at
+    /// STEP`, `skipped`, `cancelled` (`done` in entries written by older berths).
     pub outcome: String,
 }
 
@@ -151,6 +154,34 @@ impl From<berth_state::HistoryEntry> for HistoryEntry {
                     outcome: c.outcome,
                 })
                 .collect(),
+            interrupted: h.interrupted,
         }
+    }
+}
+
+impl HistoryEntry {
+    /// How many changes ended each way, in the order outcomes first appear: `2 created, 1
+    /// cancelled`.
+    pub fn tally(&self) -> String {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for change in &self.changes {
+            let kind = if change.outcome.starts_with("failed") {
+                "failed"
+            } else {
+                change.outcome.as_str()
+            };
+            match counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
+        }
+        if counts.is_empty() {
+            return "no changes".to_string();
+        }
+        counts
+            .iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

@@ -118,6 +118,12 @@ pub fn plan(
     let mut resources: BTreeMap<Address, ResourceChange> = BTreeMap::new();
     let mut drift = Vec::new();
     let mut warnings = Vec::new();
+    if ws.config.hosts.is_empty() {
+        warnings.push(format!(
+            "the config in {} defines no hosts: there is nothing to deploy to (add a `host` block)",
+            ws.config.dir.display()
+        ));
+    }
 
     let instance = |host: &str, address: &str| -> Option<Option<&ObservedInstance>> {
         match observed?.hosts.get(host)? {

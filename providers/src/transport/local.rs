@@ -67,6 +67,20 @@ impl Transport for LocalTransport {
     }
 
     async fn exec(&self, cmd: Command) -> Result<Output> {
+        let summary = cmd.summary();
+        let started = std::time::Instant::now();
+        let result = self.exec_untraced(cmd).await;
+        crate::transport::trace_exec(&self.host, &summary, started, &result);
+        result
+    }
+
+    async fn connect_loopback(&self, port: u16) -> Result<BoxStream> {
+        self.connect_loopback_untraced(port).await
+    }
+}
+
+impl LocalTransport {
+    async fn exec_untraced(&self, cmd: Command) -> Result<Output> {
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd.script)
@@ -131,7 +145,7 @@ impl Transport for LocalTransport {
         }
     }
 
-    async fn connect_loopback(&self, port: u16) -> Result<BoxStream> {
+    async fn connect_loopback_untraced(&self, port: u16) -> Result<BoxStream> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| self.io_error(format!("connect to 127.0.0.1:{port}"), e))?;

@@ -87,6 +87,25 @@ impl Command {
     }
 }
 
+/// Logs a finished command at debug level (`berth -v`): its host, first line, duration and exit
+/// status. Scripts never hold a secret (those reach a host through standard input or a 0600
+/// file), and standard input is never logged.
+pub(crate) fn trace_exec(
+    host: &str,
+    summary: &str,
+    started: std::time::Instant,
+    result: &Result<Output>,
+) {
+    let ms = started.elapsed().as_millis();
+    match result {
+        Ok(out) => match out.status {
+            Some(status) => tracing::debug!(host, ms, status, "ran `{summary}`"),
+            None => tracing::debug!(host, ms, "ran `{summary}`: ended by a signal"),
+        },
+        Err(e) => tracing::debug!(host, ms, "ran `{summary}`: {e}"),
+    }
+}
+
 /// What a finished command left behind.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Output {

@@ -250,8 +250,9 @@ fn history(serial: u64) -> HistoryEntry {
         changes: vec![HistoryChange {
             address: "model.a@gpu-a".parse().unwrap(),
             action: "create".into(),
-            outcome: "done".into(),
+            outcome: "created".into(),
         }],
+        interrupted: true,
     }
 }
 

@@ -377,6 +377,20 @@ impl Transport for SshTransport {
     }
 
     async fn exec(&self, cmd: Command) -> Result<Output> {
+        let summary = cmd.summary();
+        let started = std::time::Instant::now();
+        let result = self.exec_untraced(cmd).await;
+        crate::transport::trace_exec(&self.config.host_id, &summary, started, &result);
+        result
+    }
+
+    async fn connect_loopback(&self, port: u16) -> Result<BoxStream> {
+        self.connect_loopback_untraced(port).await
+    }
+}
+
+impl SshTransport {
+    async fn exec_untraced(&self, cmd: Command) -> Result<Output> {
         let what = cmd.summary();
         let timed_out = || ProviderError::Timeout {
             host: self.config.host_id.clone(),
@@ -436,7 +450,7 @@ impl Transport for SshTransport {
         }
     }
 
-    async fn connect_loopback(&self, port: u16) -> Result<BoxStream> {
+    async fn connect_loopback_untraced(&self, port: u16) -> Result<BoxStream> {
         let what = format!("tunnel to 127.0.0.1:{port}");
         let opened = timeout(
             self.config.connect_timeout,
@@ -486,6 +500,8 @@ async fn open(config: &SshConfig, silent: &Arc<Silence>) -> Result<SshHandle> {
         address: config.endpoint(),
         reason,
     };
+    let started = Instant::now();
+    tracing::debug!(host = %config.host_id, "connecting to {}", config.endpoint());
     let connecting = TcpStream::connect((config.address.as_str(), config.port));
     let tcp = match timeout(config.connect_timeout, connecting).await {
         Err(_) => {
@@ -520,7 +536,19 @@ async fn open(config: &SshConfig, silent: &Arc<Silence>) -> Result<SshHandle> {
                 message: e.to_string(),
             },
         })?;
+        tracing::debug!(
+            host = %config.host_id,
+            ms = started.elapsed().as_millis(),
+            "host key accepted; authenticating as {}",
+            config.user
+        );
         authenticate(&mut handle, config).await?;
+        tracing::debug!(
+            host = %config.host_id,
+            ms = started.elapsed().as_millis(),
+            "authenticated as {}",
+            config.user
+        );
         Ok(handle)
     };
     match timeout(config.connect_timeout, login).await {
