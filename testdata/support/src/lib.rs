@@ -1,6 +1,7 @@
 //! What the integration tests of berth's crates share: the `berth-model-server` stand-in and
 //! its live processes ([`model_server`]), free ports ([`ports`]), polling ([`poll`]), /proc
-//! and signals ([`procs`]), HTTP requests ([`http`]) and the SSH fleet testbed ([`fleet`]).
+//! and signals ([`procs`]), HTTP requests ([`http`]), a private PostgreSQL server ([`postgres`])
+//! and the SSH fleet testbed ([`fleet`]).
 //! Real processes, real sockets and real sshd only, never mocks; for tests only.
 
 pub mod fleet;
@@ -8,6 +9,7 @@ pub mod http;
 pub mod model_server;
 pub mod poll;
 pub mod ports;
+pub mod postgres;
 pub mod procs;
 
 pub use model_server::{StandIn, all_stand_ins, model_server};
