@@ -210,7 +210,7 @@ fn two_checkouts_share_one_workspace_and_the_second_apply_names_the_first() {
     assert!(
         entries
             .iter()
-            .any(|e| e["changes"].as_array().is_some_and(|c| c.len() == 3)),
+            .any(|e| e["changes"].to_string().contains("\"model.m00@local\"")),
         "the first checkout's apply is in the shared history: {}",
         history.stdout
     );
