@@ -248,7 +248,7 @@ pub enum StateError {
     #[diagnostic(
         code(berth::state::pg_no_url),
         help(
-            "export BERTH_PG_URL=postgres://USER:PASSWORD@HOST:5432/DB, or set `url = var.NAME` in `settings {{ state {{ ... }} }}` with a sensitive variable"
+            "export BERTH_PG_URL=postgres://USER:PASSWORD@HOST:5432/DB (or set a URL without password as `url` in `settings {{ state {{ ... }} }}`)"
         )
     )]
     PgNoUrl,

@@ -831,7 +831,7 @@ impl Decoder<'_> {
                     "the state URL holds a password in plain text",
                 )
                 .with_help(
-                    "leave the password out of the file: export BERTH_PG_URL, or set `url = var.pg_url` with `variable \"pg_url\" { sensitive = true }`",
+                    "leave the password out of the file, which is kept in git: give the whole URL in BERTH_PG_URL instead",
                 ),
             );
             return None;
