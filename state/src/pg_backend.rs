@@ -216,7 +216,8 @@ async fn acquire(settings: Arc<PgSettings>, info: LockInfo, opts: LockOptions) -
         // One round trip: the attempt, and the holder row as it was at that moment.
         let attempt = sqlx::query(
             "SELECT pg_try_advisory_lock($1, $2) AS got, \
-             (SELECT holder::text FROM berth.locks WHERE workspace_id = $2) AS holder",
+             (SELECT holder::text FROM berth.locks WHERE workspace_id = $2) AS holder, \
+             (SELECT max(version)::bigint FROM berth.schema_version) AS schema",
         )
         .bind(LOCK_CLASS)
         .bind(ws.id)
@@ -224,6 +225,13 @@ async fn acquire(settings: Arc<PgSettings>, info: LockInfo, opts: LockOptions) -
         .await
         .map_err(|e| url.error(e))?;
         let got: bool = attempt.try_get("got").map_err(|e| url.error(e))?;
+        let schema: Option<i64> = attempt.try_get("schema").map_err(|e| url.error(e))?;
+        if let Err(e) = pg_schema::check_not_newer(schema.unwrap_or(0), url) {
+            if got {
+                let _ = unlock(&mut conn, ws.id, url).await;
+            }
+            return Err(e);
+        }
         let holder: Option<String> = attempt.try_get("holder").map_err(|e| url.error(e))?;
         let row = holder
             .map(|text| {

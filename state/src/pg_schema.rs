@@ -15,16 +15,18 @@ use crate::pg_settings::PgUrl;
 pub(crate) const LOCK_CLASS: i32 = 0x6265_7274;
 
 /// Each migration in order; the version of the schema is the number of migrations applied.
+/// Each can run again over its own result: a berth that waited for another's migration may not
+/// see the new tables in its catalog snapshot yet.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE SCHEMA IF NOT EXISTS berth;
 
-CREATE TABLE berth.schema_version (
+CREATE TABLE IF NOT EXISTS berth.schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- One row per state: its identity and the serial of its current version.
-CREATE TABLE berth.workspaces (
+CREATE TABLE IF NOT EXISTS berth.workspaces (
     id              serial PRIMARY KEY,
     name            text NOT NULL UNIQUE,
     lineage         text NOT NULL,
@@ -36,7 +38,7 @@ CREATE TABLE berth.workspaces (
 
 -- Append-only: every change of resources or selections claims the next serial here, in the
 -- transaction that makes it, so two writers can never both write serial n+1.
-CREATE TABLE berth.versions (
+CREATE TABLE IF NOT EXISTS berth.versions (
     workspace_id  integer NOT NULL REFERENCES berth.workspaces (id),
     serial        bigint NOT NULL,
     lineage       text NOT NULL,
@@ -46,7 +48,7 @@ CREATE TABLE berth.versions (
     PRIMARY KEY (workspace_id, serial)
 );
 
-CREATE TABLE berth.resources (
+CREATE TABLE IF NOT EXISTS berth.resources (
     workspace_id  integer NOT NULL REFERENCES berth.workspaces (id),
     address       text COLLATE "C" NOT NULL,
     record        jsonb NOT NULL,
@@ -54,7 +56,7 @@ CREATE TABLE berth.resources (
     PRIMARY KEY (workspace_id, address)
 );
 
-CREATE TABLE berth.selections (
+CREATE TABLE IF NOT EXISTS berth.selections (
     workspace_id  integer NOT NULL REFERENCES berth.workspaces (id),
     grp           text COLLATE "C" NOT NULL,
     host          text COLLATE "C" NOT NULL,
@@ -62,14 +64,14 @@ CREATE TABLE berth.selections (
     PRIMARY KEY (workspace_id, grp, host)
 );
 
-CREATE TABLE berth.intents (
+CREATE TABLE IF NOT EXISTS berth.intents (
     workspace_id  integer NOT NULL REFERENCES berth.workspaces (id),
     address       text COLLATE "C" NOT NULL,
     intent        jsonb NOT NULL,
     PRIMARY KEY (workspace_id, address)
 );
 
-CREATE TABLE berth.history (
+CREATE TABLE IF NOT EXISTS berth.history (
     workspace_id  integer NOT NULL REFERENCES berth.workspaces (id),
     seq           bigserial,
     entry         jsonb NOT NULL,
@@ -78,7 +80,7 @@ CREATE TABLE berth.history (
 
 -- Who holds a workspace's lock; the lock itself is the session advisory lock
 -- (LOCK_CLASS, workspace id) of the connection whose pid is backend_pid.
-CREATE TABLE berth.locks (
+CREATE TABLE IF NOT EXISTS berth.locks (
     workspace_id  integer PRIMARY KEY REFERENCES berth.workspaces (id),
     lock_id       text NOT NULL,
     holder        jsonb NOT NULL,
@@ -136,7 +138,8 @@ pub(crate) async fn current_version(conn: &mut PgConnection, url: &PgUrl) -> Res
 /// Checks the schema and applies the missing migrations, one transaction for all of them, under
 /// an advisory lock so that two berths starting at once do not both migrate.
 ///
-/// A database found up to date is not checked again by this process.
+/// A database found up to date is not migrated again by this process; the version is still
+/// checked by every lock (`newest_version` in the lock's query).
 pub(crate) async fn ensure(conn: &mut PgConnection, url: &PgUrl) -> Result<()> {
     static CURRENT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let key = url.to_string();
@@ -174,7 +177,9 @@ async fn migrate(conn: &mut PgConnection, url: &PgUrl) -> Result<()> {
             .execute(&mut *tx)
             .await
             .map_err(|e| url.error(e))?;
-        sqlx::query("INSERT INTO berth.schema_version (version) VALUES ($1)")
+        sqlx::query(
+            "INSERT INTO berth.schema_version (version) VALUES ($1) ON CONFLICT (version) DO NOTHING",
+        )
             .bind(i as i32 + 1)
             .execute(&mut *tx)
             .await
@@ -183,7 +188,7 @@ async fn migrate(conn: &mut PgConnection, url: &PgUrl) -> Result<()> {
     tx.commit().await.map_err(|e| url.error(e))
 }
 
-fn check_not_newer(version: i64, url: &PgUrl) -> Result<()> {
+pub(crate) fn check_not_newer(version: i64, url: &PgUrl) -> Result<()> {
     if version > SCHEMA_VERSION {
         return Err(StateError::PgSchemaTooNew {
             target: url.to_string(),

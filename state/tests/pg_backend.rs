@@ -344,3 +344,73 @@ fn the_holder_row_shows_who_holds_the_lock_with_the_ci_run() {
     let rows = pg::server().psql(&db, "SELECT count(*) FROM berth.locks");
     assert_eq!(rows.trim(), "0");
 }
+
+#[test]
+fn a_sled_state_imports_whole_and_another_lineage_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sled = berth_state::SledBackend::new(tmp.path().join("sled"));
+    let snapshot = {
+        let guard = sled.lock("apply", &no_wait()).unwrap();
+        let store = guard.store().unwrap();
+        store.put_resource(&record("model.a@gpu-a")).unwrap();
+        store.put_resource(&record("model.b@gpu-a")).unwrap();
+        store
+            .put_selection(&berth_state::Selection {
+                group: "main".into(),
+                host: "gpu-a".into(),
+                model: "a".into(),
+                selected_at: 7,
+            })
+            .unwrap();
+        store
+            .append_history(&berth_state::HistoryEntry {
+                serial: 3,
+                operation: "select".into(),
+                user: "ops".into(),
+                hostname: "laptop".into(),
+                started_at: 1,
+                finished_at: 2,
+                changes: vec![],
+            })
+            .unwrap();
+        berth_state::Snapshot::read(&*store).unwrap()
+    };
+    let db = pg::server().fresh_database("import");
+    let meta = backend_in(&db, "prod", false)
+        .import(&snapshot, &no_wait())
+        .unwrap();
+    assert_eq!(meta.lineage, snapshot.meta.lineage);
+    assert_eq!(
+        meta.hmac_key, snapshot.meta.hmac_key,
+        "fingerprints stay valid"
+    );
+    assert!(meta.serial >= snapshot.meta.serial);
+
+    let guard = backend_in(&db, "prod", false)
+        .lock("plan", &no_wait())
+        .unwrap();
+    let copy = berth_state::Snapshot::read(&*guard.store().unwrap()).unwrap();
+    assert_eq!(copy.resources, snapshot.resources);
+    assert_eq!(copy.selections, snapshot.selections);
+    assert_eq!(copy.history, snapshot.history);
+    guard.release().unwrap();
+
+    // The same state again is a fresh copy; another state is refused and changes nothing.
+    backend_in(&db, "prod", false)
+        .import(&snapshot, &no_wait())
+        .unwrap();
+    let mut other = snapshot.clone();
+    other.meta.lineage = "f".repeat(32);
+    other.resources.clear();
+    let err = backend_in(&db, "prod", false)
+        .import(&other, &no_wait())
+        .unwrap_err();
+    assert_eq!(code(&err), "berth::state::lineage_mismatch", "{err:?}");
+    let guard = backend_in(&db, "prod", false)
+        .lock("plan", &no_wait())
+        .unwrap();
+    assert_eq!(
+        guard.store().unwrap().resources().unwrap(),
+        snapshot.resources
+    );
+}
