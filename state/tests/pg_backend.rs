@@ -337,7 +337,7 @@ fn the_holder_row_shows_who_holds_the_lock_with_the_ci_run() {
         .unwrap();
     let row = pg::server().psql(
         &db,
-        "SELECT holder->>'operation', holder->>'pid', backend_pid = (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted LIMIT 1) FROM berth.locks",
+        "SELECT holder->>'operation', holder->>'pid', backend_pid = (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND objid = workspace_id::oid) FROM berth.locks",
     );
     assert_eq!(row.trim(), format!("apply|{}|t", std::process::id()));
     drop(guard);
