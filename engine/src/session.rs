@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use berth_state::{
-    LockInfo, LockOptions, SledBackend, Snapshot, StateBackend, StateError, StateGuard, StateStore,
+    LockInfo, LockOptions, PgBackend, PgSettings, PgUrl, SledBackend, Snapshot, StateBackend,
+    StateError, StateGuard, StateStore,
 };
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -19,11 +20,38 @@ use crate::error::{Error, Result};
 use crate::plan::StateView;
 use crate::workspace::Workspace;
 
+/// The environment variable that holds the postgres connection URL; it wins over `state { url }`.
+pub const PG_URL_ENV: &str = "BERTH_PG_URL";
+
 /// The backend of the configured state; the one place that names backend types.
-pub fn backend(state: &StateSettings) -> Box<dyn StateBackend> {
-    match state.backend {
+pub fn backend(state: &StateSettings) -> Result<Box<dyn StateBackend>> {
+    Ok(match state.backend {
         StateBackendKind::Sled => Box::new(SledBackend::new(&state.dir)),
-    }
+        StateBackendKind::Postgres => Box::new(pg_backend(state, false)?),
+    })
+}
+
+/// The postgres URL: `BERTH_PG_URL`, else `state { url }`. Holds credentials: never show it.
+pub fn pg_url_text(state: &StateSettings) -> Option<String> {
+    std::env::var(PG_URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| state.url.as_ref().map(|u| u.0.clone()))
+}
+
+/// The configured postgres workspace; `create` lets the first lock create it (`state init`,
+/// `state migrate`), which other commands refuse so that a misspelt name fails.
+pub fn pg_backend(state: &StateSettings, create: bool) -> Result<PgBackend> {
+    let url = pg_url_text(state).ok_or(StateError::PgNoUrl)?;
+    Ok(PgBackend::new(PgSettings {
+        url: PgUrl::parse(&url)?,
+        // The config check requires it; a default keeps a half-loaded config usable.
+        workspace: state
+            .workspace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        create_workspace: create,
+    }))
 }
 
 /// The state of one command, held under its backend's lock until dropped.
@@ -174,7 +202,7 @@ pub fn prepare(
     let loaded =
         config::load(dir, vars).map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
     let state = loaded.config.settings.state(&loaded.config.dir);
-    let session = Session::open(backend(&state), operation, lock)?;
+    let session = Session::open(backend(&state)?, operation, lock)?;
     let view = session.view()?;
     let ws = Workspace::from_loaded(loaded, &view.previous())?;
     Ok(Prepared { ws, session, view })

@@ -16,7 +16,8 @@ fn berth(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
         .arg(dir)
         .args(args)
         .env("NO_COLOR", "1")
-        .env_remove("BERTH_VAR_api_key");
+        .env_remove("BERTH_VAR_api_key")
+        .env_remove("BERTH_PG_URL");
     cmd.assert()
 }
 
@@ -377,9 +378,9 @@ fn settings_state_block_places_the_state_for_every_command() {
 }
 
 #[test]
-fn a_postgres_state_is_refused_as_not_available_yet() {
+fn a_postgres_state_without_a_url_says_where_to_give_one() {
     let dir = config_with_settings(
-        "settings {\n  state {\n    backend = \"postgres\"\n    url     = \"postgres://db/berth\"\n  }\n}\n",
+        "settings {\n  state {\n    backend   = \"postgres\"\n    workspace = \"prod\"\n  }\n}\n",
     );
     for args in [
         &["state", "list"][..],
@@ -389,9 +390,10 @@ fn a_postgres_state_is_refused_as_not_available_yet() {
         let out = berth(dir.path(), args).code(1);
         let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
         assert!(
-            err.contains("the `postgres` state backend is not available in this berth yet"),
+            err.contains("the postgres state backend needs a connection URL"),
             "{args:?}: {err}"
         );
+        assert!(err.contains("BERTH_PG_URL"), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     assert!(!dir.path().join(".berth").exists(), "no state was made");

@@ -71,8 +71,7 @@ pub enum StateError {
 
     /// The state was written by a newer berth.
     #[error(
-        "state at {} was written by a newer berth (format {found}; this berth reads {supported})",
-        path.display()
+        "state at {place} was written by a newer berth (format {found}; this berth reads {supported})"
     )]
     #[diagnostic(
         code(berth::state::newer_format),
@@ -81,7 +80,8 @@ pub enum StateError {
         )
     )]
     NewerFormat {
-        path: PathBuf,
+        /// Where the state is: its directory, or its workspace and database.
+        place: String,
         found: u32,
         supported: u32,
     },
@@ -115,8 +115,9 @@ pub enum StateError {
 
     /// Another berth holds the state lock.
     #[error(
-        "state is locked: lock {} held by {}@{} pid {} ({}), held for {}",
+        "state is locked: lock {} held by {}@{} pid {} ({}{}), held for {}",
         .holder.id, .holder.user, .holder.hostname, .holder.pid, .holder.operation,
+        .holder.ci_suffix(),
         humantime::format_duration(Duration::from_secs(.held_for.as_secs()))
     )]
     #[diagnostic(
@@ -159,9 +160,12 @@ pub enum StateError {
     UnreadableLock { path: PathBuf, detail: String },
 
     /// `force-unlock` found no lock to remove.
-    #[error("there is no lock to remove: {} is empty or missing", path.display())]
+    #[error("there is no lock to remove: {place}")]
     #[diagnostic(code(berth::state::not_locked), help("nothing to do"))]
-    NotLocked { path: PathBuf },
+    NotLocked {
+        /// What was found instead of a lock (`.berth/berth.lock is empty or missing`).
+        place: String,
+    },
 
     /// `force-unlock` was given an id other than the current lock's. The message names the
     /// holder but never its id: removing a lock takes the id from the error that named it, so
@@ -239,6 +243,173 @@ pub enum StateError {
         )
     )]
     StalePlan { plan_serial: u64, state_serial: u64 },
+
+    /// The postgres backend was chosen but no connection URL was given.
+    #[error("the postgres state backend needs a connection URL, and none was given")]
+    #[diagnostic(
+        code(berth::state::pg_no_url),
+        help(
+            "export BERTH_PG_URL=postgres://USER:PASSWORD@HOST:5432/DB (or set a URL without password as `url` in `settings {{ state {{ ... }} }}`)"
+        )
+    )]
+    PgNoUrl,
+
+    /// The connection URL cannot be used. The URL itself is never repeated: it may hold a
+    /// password.
+    #[error("the PostgreSQL connection URL is not valid: {detail}")]
+    #[diagnostic(
+        code(berth::state::pg_bad_url),
+        help(
+            "the form is postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=verify-full; percent-encode special characters of the password"
+        )
+    )]
+    PgBadUrl { detail: String },
+
+    /// The server did not answer, or the connection broke.
+    #[error("cannot reach the PostgreSQL server at {target}: {detail}")]
+    #[diagnostic(
+        code(berth::state::pg_unreachable),
+        help(
+            "check that the server runs and that host, port and sslmode in BERTH_PG_URL are right; nothing was changed"
+        )
+    )]
+    PgUnreachable { target: String, detail: String },
+
+    /// The server refused the login.
+    #[error(
+        "PostgreSQL at {target} refused the login of user `{user}`: wrong password or unknown user"
+    )]
+    #[diagnostic(
+        code(berth::state::pg_auth),
+        help(
+            "check the user and password in BERTH_PG_URL (percent-encode special characters); nothing was changed"
+        )
+    )]
+    PgAuth { target: String, user: String },
+
+    /// The database named in the URL does not exist.
+    #[error("database `{database}` does not exist on the PostgreSQL server at {target}")]
+    #[diagnostic(
+        code(berth::state::pg_no_database),
+        help("create it (`createdb {database}`) or fix the database name in BERTH_PG_URL")
+    )]
+    PgNoDatabase { target: String, database: String },
+
+    /// The database user may not create berth's tables.
+    #[error("user `{user}` may not create berth's tables in {target}: {detail}")]
+    #[diagnostic(
+        code(berth::state::pg_schema_permission),
+        help(
+            "ask a database administrator to run the SQL that `berth state init --print-sql` prints, then run berth again; nothing was changed"
+        )
+    )]
+    PgSchemaPermission {
+        target: String,
+        user: String,
+        detail: String,
+    },
+
+    /// The database holds berth tables from a newer berth.
+    #[error(
+        "berth's tables in {target} were made by a newer berth (schema version {found}; this berth knows up to {supported})"
+    )]
+    #[diagnostic(
+        code(berth::state::pg_schema_too_new),
+        help(
+            "upgrade berth to the version the rest of the team uses; an older berth must not write this state. Nothing was changed"
+        )
+    )]
+    PgSchemaTooNew {
+        target: String,
+        found: i64,
+        supported: i64,
+    },
+
+    /// The configured workspace does not exist in the database.
+    #[error("workspace `{workspace}` does not exist in {target}{}", existing_list(.existing))]
+    #[diagnostic(
+        code(berth::state::pg_no_workspace),
+        help(
+            "check `workspace` in `settings {{ state {{ ... }} }}`; to start a new state there, run `berth state init` (or `berth state migrate --to postgres` to copy a sled state)"
+        )
+    )]
+    PgNoWorkspace {
+        target: String,
+        workspace: String,
+        existing: Vec<String>,
+    },
+
+    /// Another writer wrote the state since this berth read it: nothing was written.
+    #[error(
+        "workspace `{workspace}` was changed by another writer (serial {found}, this berth expected {expected}): this berth's lock was lost, and nothing was written"
+    )]
+    #[diagnostic(
+        code(berth::state::serial_conflict),
+        help(
+            "the other writer's changes stand; run berth plan again to see the state as it is now"
+        )
+    )]
+    SerialConflict {
+        workspace: String,
+        expected: u64,
+        found: u64,
+    },
+
+    /// This berth's lock was removed (`force-unlock`) or taken over: it may no longer write.
+    #[error("workspace `{workspace}`: this berth's lock {lock_id} was removed by another berth{}, so nothing was written", holder_suffix(.holder))]
+    #[diagnostic(
+        code(berth::state::lock_lost),
+        help(
+            "someone ran `berth force-unlock` or took the lock over; run berth plan again once they are done"
+        )
+    )]
+    LockLost {
+        workspace: String,
+        lock_id: String,
+        holder: Option<Box<LockInfo>>,
+    },
+
+    /// The state holds another lineage than the one this berth read or copies.
+    #[error(
+        "workspace `{workspace}` holds another state (lineage {found}, not {expected}); nothing was written"
+    )]
+    #[diagnostic(
+        code(berth::state::lineage_mismatch),
+        help(
+            "this workspace belongs to another state: pick another `workspace`, or remove that one on purpose"
+        )
+    )]
+    LineageMismatch {
+        workspace: String,
+        expected: String,
+        found: String,
+    },
+
+    /// Any other error reported by PostgreSQL.
+    #[error("PostgreSQL at {target}: {detail}")]
+    #[diagnostic(
+        code(berth::state::pg),
+        help("nothing was changed by the failed statement; see the server's log for more")
+    )]
+    Pg { target: String, detail: String },
+}
+
+fn existing_list(existing: &[String]) -> String {
+    if existing.is_empty() {
+        " (it has no workspace yet)".to_owned()
+    } else {
+        format!(" (it has: {})", existing.join(", "))
+    }
+}
+
+fn holder_suffix(holder: &Option<Box<LockInfo>>) -> String {
+    match holder {
+        Some(h) => format!(
+            " and is now held by {}@{} pid {} ({})",
+            h.user, h.hostname, h.pid, h.operation
+        ),
+        None => String::new(),
+    }
 }
 
 /// Who was refused what, in a [`StateError::PermissionDenied`].

@@ -37,18 +37,90 @@ pub struct LockInfo {
     pub operation: String,
     /// When the lock was taken, in Unix seconds.
     pub started_at: u64,
+    /// The CI run the holder belongs to, when it runs in CI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<CiRun>,
+}
+
+/// A CI job, as its usual environment variables describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CiRun {
+    /// Where to see the run (a URL when the CI gives one).
+    pub run: String,
+    /// The commit it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl CiRun {
+    /// The CI run this process belongs to, from GitHub Actions', GitLab CI's or Buildkite's
+    /// variables; `None` outside CI.
+    pub fn from_env() -> Option<CiRun> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(id) = var("GITHUB_RUN_ID") {
+            let run = match (var("GITHUB_SERVER_URL"), var("GITHUB_REPOSITORY")) {
+                (Some(server), Some(repo)) => format!("{server}/{repo}/actions/runs/{id}"),
+                _ => format!("GitHub Actions run {id}"),
+            };
+            return Some(CiRun {
+                run,
+                commit: var("GITHUB_SHA"),
+            });
+        }
+        if let Some(run) = var("CI_JOB_URL").or_else(|| var("CI_PIPELINE_URL")) {
+            return Some(CiRun {
+                run,
+                commit: var("CI_COMMIT_SHA"),
+            });
+        }
+        if let Some(run) = var("BUILDKITE_BUILD_URL") {
+            return Some(CiRun {
+                run,
+                commit: var("BUILDKITE_COMMIT"),
+            });
+        }
+        None
+    }
+}
+
+impl LockInfo {
+    /// This process as a holder of a lock for `operation`, with a fresh id.
+    pub(crate) fn for_this_process(operation: &str) -> Result<LockInfo> {
+        Ok(LockInfo {
+            id: random_hex(4)?,
+            pid: std::process::id(),
+            hostname: this_hostname(),
+            user: current_user(),
+            operation: operation.to_owned(),
+            started_at: now_unix(),
+            ci: CiRun::from_env(),
+        })
+    }
+
+    /// `, CI run URL at COMMIT` when the holder runs in CI, else empty.
+    pub fn ci_suffix(&self) -> String {
+        match &self.ci {
+            Some(CiRun {
+                run,
+                commit: Some(c),
+            }) => format!(", CI {run} at {c}"),
+            Some(CiRun { run, commit: None }) => format!(", CI {run}"),
+            None => String::new(),
+        }
+    }
 }
 
 impl fmt::Display for LockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "lock {} held by {}@{} pid {} ({}, since {})",
+            "lock {} held by {}@{} pid {} ({}{}, since {})",
             self.id,
             self.user,
             self.hostname,
             self.pid,
             self.operation,
+            self.ci_suffix(),
             format_unix(self.started_at)
         )
     }
@@ -162,14 +234,7 @@ impl StateLock {
         operation: &str,
         took_over: Option<LockInfo>,
     ) -> Result<StateLock> {
-        let info = LockInfo {
-            id: random_hex(4)?,
-            pid: std::process::id(),
-            hostname: this_hostname(),
-            user: current_user(),
-            operation: operation.to_owned(),
-            started_at: now_unix(),
-        };
+        let info = LockInfo::for_this_process(operation)?;
         let json = serde_json::to_vec(&info).map_err(|e| StateError::Encode {
             what: "lock info".to_owned(),
             detail: e.to_string(),
@@ -251,7 +316,9 @@ pub(crate) fn force_unlock(dir: &Path, id: &str) -> Result<LockInfo> {
     let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StateError::NotLocked { path });
+            return Err(StateError::NotLocked {
+                place: format!("{} is empty or missing", path.display()),
+            });
         }
         Err(e) => return Err(StateError::io("open", &path, e)),
     };
@@ -280,7 +347,7 @@ pub(crate) fn force_unlock(dir: &Path, id: &str) -> Result<LockInfo> {
 fn expect_holder(content: Content, path: &Path, id: &str) -> Result<LockInfo> {
     match content {
         Content::Empty => Err(StateError::NotLocked {
-            path: path.to_path_buf(),
+            place: format!("{} is empty or missing", path.display()),
         }),
         Content::Unreadable(detail) => Err(StateError::UnreadableLock {
             path: path.to_path_buf(),
@@ -313,7 +380,7 @@ fn unlock(file: &File, path: &Path) -> Result<()> {
 }
 
 /// A holder is stale when it ran on this machine and its process is gone.
-fn is_stale(holder: &LockInfo) -> bool {
+pub(crate) fn is_stale(holder: &LockInfo) -> bool {
     holder.hostname == this_hostname() && !pid_alive(holder.pid)
 }
 
@@ -333,7 +400,7 @@ fn pid_alive(pid: u32) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-fn this_hostname() -> String {
+pub(crate) fn this_hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 

@@ -322,7 +322,7 @@ fn decode_meta(dir: &Path, raw: &[u8]) -> Result<Meta> {
         serde_json::from_slice(raw).map_err(|e| StateError::corrupt(META_TREE, "meta", e))?;
     if version.format_version > STATE_FORMAT_VERSION {
         return Err(StateError::NewerFormat {
-            path: dir.to_path_buf(),
+            place: dir.display().to_string(),
             found: version.format_version,
             supported: STATE_FORMAT_VERSION,
         });

@@ -92,6 +92,7 @@ fn a_holder_on_another_machine_is_locked_not_stale() {
         user: "ops".into(),
         operation: "apply".into(),
         started_at: now_unix() - 60,
+        ci: None,
     };
     std::fs::write(
         tmp.path().join("berth.lock"),
@@ -165,6 +166,7 @@ fn lock_age_is_shown_in_minutes_and_seconds() {
             user: "ops".into(),
             operation: "apply".into(),
             started_at: 0,
+            ci: None,
         }),
         held_for: Duration::from_millis(184_700),
     };

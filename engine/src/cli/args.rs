@@ -218,6 +218,25 @@ pub enum StateCommand {
     },
     /// One entry per apply: how each change ended, who ran it, when, whether it was interrupted
     History,
+    /// Make the configured state ready: berth's tables and the postgres workspace
+    Init {
+        /// Print the SQL a database administrator runs to create berth's tables, and change
+        /// nothing
+        #[arg(long)]
+        print_sql: bool,
+    },
+    /// Copy the sled state (records, history, selections) into the configured postgres workspace
+    Migrate {
+        /// The backend to copy into
+        #[arg(long, value_enum)]
+        to: MigrateTarget,
+    },
+}
+
+/// Where `berth state migrate` copies the sled state to.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MigrateTarget {
+    Postgres,
 }
 
 #[derive(Debug, Args)]

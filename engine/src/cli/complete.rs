@@ -137,7 +137,10 @@ fn recorded() -> Vec<String> {
     let Ok(settings) = crate::config::state_of(&config_dir(), &VarInputs::default()) else {
         return Vec::new();
     };
-    match crate::session::backend(&settings).snapshot() {
+    let Ok(backend) = crate::session::backend(&settings) else {
+        return Vec::new();
+    };
+    match backend.snapshot() {
         Ok(Some(snapshot)) => snapshot.resources.into_iter().map(|r| r.address.into()).collect(),
         _ => Vec::new(),
     }

@@ -206,6 +206,12 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
                     address: address.clone(),
                 },
                 args::StateCommand::History => Do::History,
+                args::StateCommand::Init { print_sql } => Do::Init {
+                    print_sql: *print_sql,
+                },
+                args::StateCommand::Migrate {
+                    to: args::MigrateTarget::Postgres,
+                } => Do::MigrateToPostgres,
             };
             commands::state::run(inv, &command, args.json, ui)
         }

@@ -101,7 +101,7 @@ pub fn host(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     // Read-only: never waits behind an apply.
     let settings = ws.config.settings.state(&ws.config.dir);
     let read = crate::session::ReadState::read(
-        crate::session::backend(&settings).as_ref(),
+        crate::session::backend(&settings)?.as_ref(),
         "hosts show",
         &inv.lock,
     )?;

@@ -7,12 +7,13 @@ use crate::error::{Error, Result};
 use crate::exit_codes;
 use crate::output::{self, state};
 use crate::session::{ReadState, Session};
+use berth_state::StateBackend as _;
 
 /// The configured state's backend, from the `settings` block alone.
 fn backend(inv: &Invocation) -> Result<Box<dyn berth_state::StateBackend>> {
     let state = crate::config::state_of(&inv.dir, &inv.vars)
         .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
-    Ok(crate::session::backend(&state))
+    crate::session::backend(&state)
 }
 
 fn age(secs: u64) -> String {
@@ -24,14 +25,27 @@ fn age(secs: u64) -> String {
 #[derive(Debug, Clone)]
 pub enum StateCommand {
     List,
-    Show { address: String },
-    Rm { address: Vec<String> },
+    Show {
+        address: String,
+    },
+    Rm {
+        address: Vec<String>,
+    },
     History,
+    /// Create berth's tables and the workspace, or print the SQL for them.
+    Init {
+        print_sql: bool,
+    },
+    /// Copy the sled state into the configured postgres workspace.
+    MigrateToPostgres,
 }
 
 pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Result<u8> {
-    if let StateCommand::Rm { address } = command {
-        return remove(inv, address);
+    match command {
+        StateCommand::Rm { address } => return remove(inv, address),
+        StateCommand::Init { print_sql } => return init(inv, *print_sql),
+        StateCommand::MigrateToPostgres => return migrate_to_postgres(inv),
+        _ => {}
     }
     let operation = match command {
         StateCommand::List => "state list",
@@ -83,7 +97,9 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
             };
             outln!("{}", output::to_json(&state::Record::from(record.clone())));
         }
-        StateCommand::Rm { .. } => unreachable!("handled above"),
+        StateCommand::Rm { .. } | StateCommand::Init { .. } | StateCommand::MigrateToPostgres => {
+            unreachable!("handled above")
+        }
         StateCommand::History => {
             let history: Vec<state::HistoryEntry> = state
                 .history
@@ -145,6 +161,95 @@ fn remove(inv: &Invocation, address: &[String]) -> Result<u8> {
             });
         }
     }
+    Ok(exit_codes::SUCCESS)
+}
+
+fn state_settings(inv: &Invocation) -> Result<crate::config::StateSettings> {
+    crate::config::state_of(&inv.dir, &inv.vars)
+        .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))
+}
+
+/// `berth state init [--print-sql]`
+fn init(inv: &Invocation, print_sql: bool) -> Result<u8> {
+    let state = state_settings(inv)?;
+    if print_sql {
+        // The user berth logs in as, when a URL is at hand; the SQL itself needs no connection.
+        let user = crate::session::pg_url_text(&state)
+            .and_then(|url| berth_state::PgUrl::parse(&url).ok())
+            .map(|url| url.user().to_owned())
+            .unwrap_or_else(|| "berth".to_owned());
+        out!("{}", berth_state::schema_sql(&user));
+        return Ok(exit_codes::SUCCESS);
+    }
+    match state.backend {
+        crate::config::StateBackendKind::Postgres => {
+            let backend = crate::session::pg_backend(&state, true)?;
+            let meta = backend.init()?;
+            outln!(
+                "The {} is ready (lineage {}, serial {}).",
+                backend.describe(),
+                meta.lineage,
+                meta.serial
+            );
+        }
+        crate::config::StateBackendKind::Sled => {
+            let session = Session::open(crate::session::backend(&state)?, "state init", &inv.lock)?;
+            let meta = session.store.meta()?;
+            outln!(
+                "The {} is ready (lineage {}, serial {}).",
+                session.backend.describe(),
+                meta.lineage,
+                meta.serial
+            );
+        }
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+/// `berth state migrate --to postgres`: copies the sled state in the state directory into the
+/// configured postgres workspace, holding both locks; the sled state is left as it was.
+fn migrate_to_postgres(inv: &Invocation) -> Result<u8> {
+    let state = state_settings(inv)?;
+    if state.backend != crate::config::StateBackendKind::Postgres {
+        return Err(Error::Usage {
+            message: "the configured state backend is not postgres: there is nowhere to copy to"
+                .into(),
+            help: "set `settings { state { backend = \"postgres\" workspace = \"NAME\" } }` (and BERTH_PG_URL), then run this again".into(),
+        });
+    }
+    if !state.dir.join("db").is_dir() {
+        return Err(Error::Usage {
+            message: format!("there is no sled state in {} to copy", state.dir.display()),
+            help: "run this in the config directory whose `.berth` (or `state { dir }`) holds the sled state".into(),
+        });
+    }
+    let pg = crate::session::pg_backend(&state, true)?;
+    let sled = Session::open(
+        Box::new(berth_state::SledBackend::new(&state.dir)),
+        "state migrate",
+        &inv.lock,
+    )?;
+    let snapshot = berth_state::Snapshot::read(&*sled.store)?;
+    let meta = pg.import(&snapshot, &inv.lock)?;
+    outln!(
+        "Copied {} resource(s), {} selection(s) and {} history entr{} from the {} into the {} (lineage {}, serial {}).",
+        snapshot.resources.len(),
+        snapshot.selections.len(),
+        snapshot.history.len(),
+        if snapshot.history.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        sled.backend.describe(),
+        pg.describe(),
+        meta.lineage,
+        meta.serial
+    );
+    outln!(
+        "The sled state was left as it was; berth now uses the postgres workspace. Remove {} once you no longer need it.",
+        state.dir.display()
+    );
     Ok(exit_codes::SUCCESS)
 }
 

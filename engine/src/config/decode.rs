@@ -763,9 +763,24 @@ impl Decoder<'_> {
         self.check_keys(body, "settings", &["state_dir", "parallelism"], &["state"]);
         let mut state_dir = self.plain_string(body, "state_dir");
         let mut state_backend = StateBackendKind::default();
+        let mut state_workspace = None;
+        let mut state_url = None;
         if let Some(state) = Self::block(body, "state") {
             let (backend, dir) = self.state(state);
             state_backend = backend.unwrap_or_default();
+            state_workspace = self.plain_string(&state.body, "workspace");
+            state_url = self.state_url(&state.body);
+            if state_backend == StateBackendKind::Postgres
+                && state_workspace.is_none()
+                && let Some(attr) = state.body.get_attribute("backend")
+            {
+                self.invalid(
+                    attr,
+                    "needs a workspace",
+                    "the postgres state backend needs `workspace`".to_string(),
+                    "name the state inside the database: `workspace = \"prod\"`".to_string(),
+                );
+            }
             if let (Some(old), Some(new)) = (
                 body.get_attribute("state_dir"),
                 state.body.get_attribute("dir"),
@@ -789,10 +804,39 @@ impl Decoder<'_> {
                 .unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.into())
                 .into(),
             state_backend,
+            state_workspace,
+            state_url,
             parallelism: self
                 .uint(body, "parallelism", 1, 10_000)
                 .map_or(Settings::DEFAULT_PARALLELISM, |n| n.value as usize),
         }
+    }
+
+    /// `state { url }`: a password in it must come from a sensitive variable, never from the
+    /// file itself, which is kept in git.
+    fn state_url(&mut self, body: &Body) -> Option<SecretText> {
+        let (url, sensitive) = self.string(body, "url")?;
+        let has_password = url
+            .value
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split(['/', '?']).next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+        if has_password && !sensitive {
+            self.push(
+                Finding::error(
+                    Code::InvalidValue,
+                    url.span,
+                    "password in the config",
+                    "the state URL holds a password in plain text",
+                )
+                .with_help(
+                    "leave the password out of the file, which is kept in git: give the whole URL in BERTH_PG_URL instead",
+                ),
+            );
+            return None;
+        }
+        Some(SecretText(url.value))
     }
 
     /// Decodes `settings { state { ... } }`: the backend (`None` when it is not usable, which
@@ -806,11 +850,8 @@ impl Decoder<'_> {
             .is_some_and(|n| StateBackendKind::NOT_YET.contains(&n));
         // The settings of a backend that is not built in yet are not reported as unknown: the
         // backend itself is.
-        let keys: &[&str] = if not_yet {
-            &["backend", "dir", "url", "workspace"]
-        } else {
-            &["backend", "dir"]
-        };
+        let keys: &[&str] = &["backend", "dir", "url", "workspace"];
+        let _ = not_yet;
         self.check_keys(body, "the state block", keys, &[]);
         let backend = match (name, body.get_attribute("backend")) {
             (None, Some(_)) => None,

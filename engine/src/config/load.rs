@@ -40,6 +40,7 @@ pub fn state_of(dir: &Path, inputs: &VarInputs) -> Result<StateSettings, Invalid
     let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut literal_dir = None;
     let mut backend = StateBackendKind::default();
+    let mut workspace = None;
     let mut needs_full_load = false;
     for file in files {
         // An oversized file is refused by the full load; here it is only skipped, unparsed.
@@ -74,6 +75,15 @@ pub fn state_of(dir: &Path, inputs: &VarInputs) -> Result<StateSettings, Invalid
                 },
                 Some(_) => needs_full_load = true,
             }
+            match state.and_then(|s| literal(s, "workspace")) {
+                None => {}
+                Some(Some(hcl::Value::String(name))) => workspace = Some(name),
+                Some(_) => needs_full_load = true,
+            }
+            // A URL from a variable, or one that the full load must check for a password.
+            if state.and_then(|s| s.get_attribute("url")).is_some() {
+                needs_full_load = true;
+            }
         }
     }
     if needs_full_load {
@@ -83,6 +93,8 @@ pub fn state_of(dir: &Path, inputs: &VarInputs) -> Result<StateSettings, Invalid
     Ok(StateSettings {
         backend,
         dir: base.join(literal_dir.unwrap_or_else(|| Settings::DEFAULT_STATE_DIR.to_string())),
+        workspace,
+        url: None,
     })
 }
 

@@ -85,8 +85,23 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// What keeps the state, from `state { backend }`.
     pub state_backend: StateBackendKind,
+    /// The postgres workspace, from `state { workspace }`.
+    pub state_workspace: Option<String>,
+    /// The postgres connection URL, from `state { url }` (a sensitive variable when it holds a
+    /// password); `BERTH_PG_URL` wins over it.
+    pub state_url: Option<SecretText>,
     /// Resource operations in flight at once.
     pub parallelism: usize,
+}
+
+/// A text that may hold credentials: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
 }
 
 impl Settings {
@@ -98,6 +113,8 @@ impl Settings {
         StateSettings {
             backend: self.state_backend,
             dir: config_dir.join(&self.state_dir),
+            workspace: self.state_workspace.clone(),
+            url: self.state_url.clone(),
         }
     }
 }
@@ -107,6 +124,8 @@ impl Default for Settings {
         Settings {
             state_dir: Settings::DEFAULT_STATE_DIR.into(),
             state_backend: StateBackendKind::default(),
+            state_workspace: None,
+            state_url: None,
             parallelism: Settings::DEFAULT_PARALLELISM,
         }
     }
@@ -118,18 +137,21 @@ pub enum StateBackendKind {
     /// The embedded sled store in the state directory.
     #[default]
     Sled,
+    /// A workspace in a PostgreSQL database, shared by a team and its CI.
+    Postgres,
 }
 
 impl StateBackendKind {
     /// The names `backend` accepts today.
-    pub const AVAILABLE: &[&str] = &["sled"];
+    pub const AVAILABLE: &[&str] = &["sled", "postgres"];
     /// Names of backends that are planned but not built into this berth.
-    pub const NOT_YET: &[&str] = &["postgres"];
+    pub const NOT_YET: &[&str] = &[];
 
     /// The backend called `name`, if this berth has it.
     pub fn from_name(name: &str) -> Option<StateBackendKind> {
         match name {
             "sled" => Some(StateBackendKind::Sled),
+            "postgres" => Some(StateBackendKind::Postgres),
             _ => None,
         }
     }
@@ -139,8 +161,13 @@ impl StateBackendKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     pub backend: StateBackendKind,
-    /// The state directory, already joined to the config directory.
+    /// The state directory, already joined to the config directory (sled's store; the sled
+    /// state `state migrate` copies from).
     pub dir: PathBuf,
+    /// The postgres workspace.
+    pub workspace: Option<String>,
+    /// The postgres URL given in the config.
+    pub url: Option<SecretText>,
 }
 
 /// A `variable` block and the value it ended up with.

@@ -71,7 +71,7 @@ pub async fn drift(req: &DriftRequest, stop: &Stop) -> Result<DriftReport> {
             .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
         let settings = loaded.config.settings.state(&loaded.config.dir);
         let read = ReadState::read(
-            session::backend(&settings).as_ref(),
+            session::backend(&settings)?.as_ref(),
             "drift",
             &req.inputs.lock,
         )?;

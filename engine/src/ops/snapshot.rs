@@ -34,7 +34,7 @@ pub(crate) fn snapshot(inputs: &Inputs, operation: &str) -> Result<Snapshot> {
     let loaded = config::load(&inputs.dir, &inputs.vars)
         .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
     let state = loaded.config.settings.state(&loaded.config.dir);
-    let backend = session::backend(&state);
+    let backend = session::backend(&state)?;
     let at_once = LockOptions {
         timeout: Duration::ZERO,
         force: false,

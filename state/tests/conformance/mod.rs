@@ -9,7 +9,8 @@
 //!
 //! The constructor gets a fresh temporary directory per test and must return a backend on the
 //! same state whenever it is given the same directory (in this process or another), and on a
-//! new, empty state for a new directory.
+//! new, empty state for a new directory. It is called in the test process before any child
+//! process is started, and must touch nothing of the state itself.
 //!
 //! Cases that need a berth in another process (killed with SIGKILL, or holding the lock) run this
 //! test binary again on the one test (`--exact`), with `BERTH_CONFORMANCE_CHILD` naming the role
@@ -141,6 +142,9 @@ impl Suite {
     }
 
     fn spawn(&self, mode: &str, dir: &Path) -> Child {
+        // Built once here first, so that whatever a backend sets up on first use for its
+        // children to share (a database server) exists before the child looks for it.
+        drop(self.backend(dir));
         Command::new(std::env::current_exe().unwrap())
             .args([
                 self.test.as_str(),

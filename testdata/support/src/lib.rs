@@ -1,7 +1,7 @@
 //! What the integration tests of berth's crates share: the `berth-model-server` stand-in and
 //! its live processes ([`model_server`]), free ports ([`ports`]), polling ([`poll`]), /proc
-//! and signals ([`procs`]), HTTP requests ([`http`]), the SSH fleet testbed ([`fleet`]) and
-//! systemd hosts in containers ([`systemd_host`]).
+//! and signals ([`procs`]), HTTP requests ([`http`]), a private PostgreSQL server ([`postgres`]),
+//! the SSH fleet testbed ([`fleet`]) and systemd hosts in containers ([`systemd_host`]).
 //! Real processes, real sockets and real sshd only, never mocks; for tests only.
 
 pub mod fleet;
@@ -9,6 +9,7 @@ pub mod http;
 pub mod model_server;
 pub mod poll;
 pub mod ports;
+pub mod postgres;
 pub mod procs;
 pub mod systemd_host;
 

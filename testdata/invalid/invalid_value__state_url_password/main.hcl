@@ -1,7 +1,7 @@
 settings {
   state {
     backend   = "postgres"
-    url       = "postgres://berth@db/berth"
+    url       = "postgres://berth:hunter2@db/berth"
     workspace = "prod"
   }
 }
