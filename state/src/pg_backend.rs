@@ -145,6 +145,30 @@ impl StateBackend for PgBackend {
         })
     }
 
+    /// The workspace as it stands, read without the lock: every write commits a whole
+    /// version, so what a reader sees is always some committed state.
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        let settings = Arc::clone(&self.settings);
+        let found = block_on(async move {
+            let url = &settings.url;
+            let mut conn = url.connect().await?;
+            let result = async {
+                if pg_schema::current_version(&mut conn, url).await? == 0 {
+                    return Ok(None);
+                }
+                find_workspace(&mut conn, &settings.workspace, url).await
+            }
+            .await;
+            let _ = conn.close().await;
+            result
+        })?;
+        let Some(ws) = found else {
+            return Ok(None);
+        };
+        let store = PgStore::open(self.settings.url.clone(), ws, String::new())?;
+        Ok(Some(Snapshot::of(&store)?))
+    }
+
     fn describe(&self) -> String {
         format!(
             "postgres workspace `{}` at {}",
