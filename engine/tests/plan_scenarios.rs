@@ -265,6 +265,7 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
         Observations {
             hosts,
             warnings: Vec::new(),
+            prerequisites: BTreeMap::new(),
         }
     });
 
@@ -332,6 +333,7 @@ fn observed_instance(
             ProbeSpec::Loading(s) => ProbeOutcome::Loading(s),
             ProbeSpec::Down(s) => ProbeOutcome::Down(s),
         }),
+        pinned: None,
     }
 }
 

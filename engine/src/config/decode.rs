@@ -1116,7 +1116,15 @@ impl Decoder<'_> {
         self.check_keys(
             body,
             "container",
-            &["image", "image_archive", "gpus", "volumes"],
+            &[
+                "image",
+                "image_archive",
+                "gpus",
+                "volumes",
+                "network",
+                "ports",
+                "extra_args",
+            ],
             &[],
         );
         Container {
@@ -1125,6 +1133,9 @@ impl Decoder<'_> {
             image_archive: self.plain_string(body, "image_archive"),
             gpus: self.plain_string(body, "gpus"),
             volumes: self.plain_list(body, "volumes"),
+            network: self.plain_string(body, "network"),
+            ports: self.plain_list(body, "ports"),
+            extra_args: self.plain_list(body, "extra_args"),
         }
     }
 

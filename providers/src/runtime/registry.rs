@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::runtime::{ProcessRuntime, Runtime};
+use crate::runtime::{ContainerRuntime, ProcessRuntime, Runtime};
 
 /// Runtime implementations by name.
 #[derive(Clone)]
@@ -28,7 +28,10 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Every runtime this berth can run.
     pub fn builtin() -> Self {
-        Registry::empty().with(Arc::new(ProcessRuntime::new()))
+        Registry::empty()
+            .with(Arc::new(ProcessRuntime::new()))
+            .with(Arc::new(ContainerRuntime::docker()))
+            .with(Arc::new(ContainerRuntime::podman()))
     }
 
     /// A registry with no runtime.
@@ -60,11 +63,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_process_runtime_is_built_in() {
+    fn built_in_runtimes_answer_to_their_names() {
         let registry = Registry::builtin();
-        assert_eq!(registry.get("process").map(|r| r.name()), Some("process"));
-        for missing in ["systemd", "docker", "podman"] {
-            assert!(registry.get(missing).is_none(), "{missing}");
+        for name in ["process", "docker", "podman"] {
+            assert_eq!(registry.get(name).map(|r| r.name()), Some(name));
         }
     }
 }

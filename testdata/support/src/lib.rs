@@ -1,8 +1,10 @@
 //! What the integration tests of berth's crates share: the `berth-model-server` stand-in and
 //! its live processes ([`model_server`]), free ports ([`ports`]), polling ([`poll`]), /proc
-//! and signals ([`procs`]), HTTP requests ([`http`]) and the SSH fleet testbed ([`fleet`]).
+//! and signals ([`procs`]), HTTP requests ([`http`]), docker engines and the stand-in image
+//! ([`docker`]) and the SSH fleet testbed ([`fleet`]).
 //! Real processes, real sockets and real sshd only, never mocks; for tests only.
 
+pub mod docker;
 pub mod fleet;
 pub mod http;
 pub mod model_server;
