@@ -127,3 +127,132 @@ impl Drop for ContainerGuard {
         self.engine.remove_containers(&self.run_dir);
     }
 }
+
+/// A private Docker engine inside one fleet host's network namespace, as on a real remote
+/// machine: containers with host networking listen on that host's address. Its socket, data
+/// and log live under `/tmp/berth-dockerd-{fleet prefix}-h{k}`; the host's root login reaches
+/// it through a docker context in its private home. Dropping it removes its containers and
+/// stops it.
+pub struct HostEngine {
+    pub engine: Engine,
+    pub dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl HostEngine {
+    /// Starts the engine of fleet host `k` and points the host's docker CLI at it.
+    pub fn start(fleet: &crate::fleet::Fleet, k: usize) -> HostEngine {
+        let dir = std::path::PathBuf::from(format!("/tmp/berth-dockerd-{}-h{k}", fleet.prefix));
+        let _ = std::fs::create_dir_all(&dir);
+        let config = dir.join("daemon.json");
+        std::fs::write(&config, "{}").expect("daemon.json");
+        let socket = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd.log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-h{k}", fleet.prefix))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--storage-driver=fuse-overlayfs",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let engine = Engine {
+            host: Some(format!("unix://{}", socket.display())),
+        };
+        let mut host = HostEngine {
+            engine,
+            dir,
+            child: Some(child),
+        };
+        let up = crate::wait_until(std::time::Duration::from_secs(60), || {
+            host.engine.run(&["version"]).ok
+        });
+        if !up {
+            let log = std::fs::read_to_string(host.dir.join("dockerd.log")).unwrap_or_default();
+            host.stop();
+            panic!("the dockerd of h{k} did not come up:\n{log}");
+        }
+        fleet.exec_ok(
+            k,
+            &format!(
+                "docker context rm -f berth-test >/dev/null 2>&1; docker context create berth-test --docker host=unix://{} >/dev/null && docker context use berth-test >/dev/null",
+                socket.display()
+            ),
+        );
+        host
+    }
+
+    /// Copies `image` from this machine's engine into this one.
+    pub fn load_from_local(&self, image: &str) {
+        let save = Command::new("docker")
+            .args(["save", image])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save");
+        let status = Command::new("docker")
+            .env("DOCKER_HOST", self.engine.host.as_deref().unwrap_or_default())
+            .args(["load", "-q"])
+            .stdin(save.stdout.expect("piped"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker load");
+        assert!(status.success(), "loading {image} failed");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Only this test's containers live in this engine.
+            if let Ok(ids) = std::panic::catch_unwind(|| self.engine.ok(&["ps", "-aq"])) {
+                for id in ids.lines() {
+                    let _ = self.engine.run(&["rm", "-f", id]);
+                }
+            }
+            // SAFETY: signalling the dockerd this value started; kill(2) has no memory effects.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let ended = crate::wait_until(std::time::Duration::from_secs(20), || {
+                child.try_wait().ok().flatten().is_some()
+            });
+            if !ended {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        // dockerd leaves its network namespace file bind-mounted under exec-root.
+        let prefix = format!("{}/", self.dir.display());
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for HostEngine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
