@@ -23,19 +23,27 @@ struct Setup {
     _guard: ContainerGuard,
     ports: Vec<u16>,
     tag: String,
+    /// Arguments the backend adds to `run`.
+    extra_args: Vec<String>,
 }
 
 impl Setup {
     /// A config whose backend runs `tag` (a tag of this test's own, pointing at the stand-in).
     fn new(name: &str) -> Option<Setup> {
-        if !docker::available() {
-            eprintln!("skipped: no docker engine answers on this machine");
+        Setup::with_engine(Engine::local(), name, &[])
+    }
+
+    fn with_engine(engine: Engine, name: &str, extra_args: &[&str]) -> Option<Setup> {
+        if !docker::engine_answers(engine.cli) {
+            eprintln!(
+                "skipped: {} is missing or its engine does not answer",
+                engine.cli
+            );
             return None;
         }
-        let engine = Engine::local();
         let work = Workdir::new(&format!("berth-test-docker-{name}-"), false);
         let tag = format!("berth-test-docker-{name}-{}:latest", std::process::id());
-        engine.ok(&["tag", &docker::stand_in_image("a"), &tag]);
+        engine.ok(&["tag", &docker::stand_in_image_for(engine.cli, "a"), &tag]);
         let run_dir = work.dir().join(".berth-run/local").display().to_string();
         let setup = Setup {
             _guard: ContainerGuard {
@@ -46,6 +54,7 @@ impl Setup {
             engine,
             ports: free_ports(2),
             tag,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         setup.write_config(&setup.tag.clone(), None);
         Some(setup)
@@ -57,7 +66,12 @@ impl Setup {
 
     /// The config, with `token` as the value of the models' API_TOKEN.
     fn write_config_with(&self, image: &str, archive: Option<&str>, token: &str) {
-        let archive = archive.map_or(String::new(), |a| format!("    image_archive = \"{a}\"\n"));
+        let mut archive =
+            archive.map_or(String::new(), |a| format!("    image_archive = \"{a}\"\n"));
+        if !self.extra_args.is_empty() {
+            let args: Vec<String> = self.extra_args.iter().map(|a| format!("\"{a}\"")).collect();
+            archive.push_str(&format!("    extra_args = [{}]\n", args.join(", ")));
+        }
         let model = |id: &str, port: u16| {
             format!(
                 r#"model "{id}" {{
@@ -96,7 +110,7 @@ host "local" {{
 }}
 
 backend "ctr" {{
-  runtime = "docker"
+  runtime = "{cli}"
   container {{
     image = "{image}"
 {archive}  }}
@@ -106,6 +120,7 @@ backend "ctr" {{
 {}"#,
             model("chat", self.ports[0]),
             model("embed", self.ports[1]),
+            cli = self.engine.cli,
         );
         std::fs::write(self.work.dir().join("main.hcl"), text).unwrap();
     }
@@ -372,4 +387,60 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = self.engine.run(&["rmi", &self.tag]);
     }
+}
+
+/// The same lifecycle under rootful Podman. This machine withholds CAP_SYS_RESOURCE, so its
+/// containers need explicit low limits (`extra_args`); a host with the usual capabilities needs
+/// none.
+#[test]
+fn podman_containers_are_applied_healed_adopted_and_destroyed() {
+    let Some(s) = Setup::with_engine(
+        Engine::podman(),
+        "podman",
+        &[
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ],
+    ) else {
+        return;
+    };
+    s.write_config_with(&s.tag, None, "\"not-secret\"");
+    s.berth(&["apply", "--auto-approve"]).expect(0);
+    s.answers();
+    let running = s.running();
+    assert_eq!(
+        running.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        [CHAT, EMBED]
+    );
+    s.berth(&["plan", "--detailed-exitcode"]).expect(0);
+
+    s.engine.ok(&["rm", "-f", &running[0].1]);
+    s.engine.ok(&["stop", "-t", "1", &running[1].1]);
+    let drift = s.berth(&["drift"]);
+    drift.expect(2);
+    assert!(
+        drift.all().contains(CHAT) && drift.all().contains(EMBED),
+        "{}",
+        drift.all()
+    );
+    s.berth(&["apply", "--auto-approve"]).expect(0);
+    s.answers();
+    s.berth(&["drift"]).expect(0);
+
+    let before = s.running();
+    std::fs::remove_dir_all(s.work.state_dir()).unwrap();
+    let plan = s.berth(&["plan"]);
+    plan.expect(0);
+    assert!(
+        plan.stdout.contains("0 to create, 0 to replace"),
+        "{}",
+        plan.stdout
+    );
+    s.berth(&["apply", "--auto-approve"]).expect(0);
+    assert_eq!(s.running(), before);
+
+    s.berth(&["destroy", "--auto-approve"]).expect(0);
+    assert!(s.engine.containers(&s.run_dir()).is_empty());
 }

@@ -140,7 +140,11 @@ fn containers_over_ssh_on_per_host_engines() {
     e1.ok(&["tag", &other, tag]);
     let drift = work.berth(&["drift"]);
     drift.expect(2);
-    assert!(drift.all().contains(&format!("image {tag} now names")), "{}", drift.all());
+    assert!(
+        drift.all().contains(&format!("image {tag} now names")),
+        "{}",
+        drift.all()
+    );
     assert!(!drift.all().contains("@h2"), "{}", drift.all());
     let h2_before = running(2);
     work.berth(&["apply", "--auto-approve"]).expect(0);
@@ -169,7 +173,10 @@ fn containers_over_ssh_on_per_host_engines() {
     work.berth(&["destroy", "--auto-approve"]).expect(0);
     for k in 1..=2 {
         assert!(engines[k - 1].engine.containers(RUN_DIR).is_empty());
-        let left = fleet.exec_ok(k, &format!("ls -A {RUN_DIR}/containers 2>/dev/null || true"));
+        let left = fleet.exec_ok(
+            k,
+            &format!("ls -A {RUN_DIR}/containers 2>/dev/null || true"),
+        );
         assert!(left.trim().is_empty(), "h{k}: {left}");
     }
 }

@@ -11,7 +11,12 @@ use crate::model_server;
 
 /// Whether a docker engine answers on this machine.
 pub fn available() -> bool {
-    Command::new("docker")
+    engine_answers("docker")
+}
+
+/// Whether `cli` (`docker`, `podman`) is installed and its engine answers.
+pub fn engine_answers(cli: &str) -> bool {
+    Command::new(cli)
         .args(["version", "--format", "{{.Server.Version}}"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -19,16 +24,23 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The stand-in image of `variant` (two variants are two images with different ids), built
-/// on first use.
+/// The stand-in image of `variant` (two variants are two images with different ids) in this
+/// machine's docker engine, built on first use.
 pub fn stand_in_image(variant: &str) -> String {
+    stand_in_image_for("docker", variant)
+}
+
+/// The stand-in image of `variant` in `cli`'s engine (`docker`, `podman`), built on first use.
+pub fn stand_in_image_for(cli: &str, variant: &str) -> String {
     static BUILT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let key = format!("{cli}/{variant}");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, image)) = built.iter().find(|(v, _)| v == variant) {
+    if let Some((_, image)) = built.iter().find(|(v, _)| *v == key) {
         return image.clone();
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/build-stand-in");
     let out = Command::new(&script)
+        .env("BERTH_TEST_CLI", cli)
         .arg(model_server())
         .arg(variant)
         .output()
@@ -40,13 +52,15 @@ pub fn stand_in_image(variant: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    built.push((variant.to_string(), image.clone()));
+    built.push((key, image.clone()));
     image
 }
 
-/// One docker engine: this machine's, or the one behind `host` (a `unix://` socket).
-#[derive(Debug, Clone, Default)]
+/// One container engine: this machine's docker or podman, or the docker behind `host` (a
+/// `unix://` socket).
+#[derive(Debug, Clone)]
 pub struct Engine {
+    pub cli: &'static str,
     pub host: Option<String>,
 }
 
@@ -59,14 +73,25 @@ pub struct Answer {
 }
 
 impl Engine {
-    /// This machine's engine.
+    /// This machine's docker engine.
     pub fn local() -> Engine {
-        Engine { host: None }
+        Engine {
+            cli: "docker",
+            host: None,
+        }
     }
 
-    /// Runs `docker ARGS...` against this engine.
+    /// This machine's podman (rootful).
+    pub fn podman() -> Engine {
+        Engine {
+            cli: "podman",
+            host: None,
+        }
+    }
+
+    /// Runs `docker ARGS...` (or podman's) against this engine.
     pub fn run(&self, args: &[&str]) -> Answer {
-        let mut cmd = Command::new("docker");
+        let mut cmd = Command::new(self.cli);
         if let Some(host) = &self.host {
             cmd.env("DOCKER_HOST", host);
         }
@@ -86,7 +111,7 @@ impl Engine {
     #[track_caller]
     pub fn ok(&self, args: &[&str]) -> String {
         let a = self.run(args);
-        assert!(a.ok, "docker {} failed: {}", args.join(" "), a.stderr);
+        assert!(a.ok, "{} {} failed: {}", self.cli, args.join(" "), a.stderr);
         a.stdout.trim().to_string()
     }
 
@@ -173,6 +198,7 @@ impl HostEngine {
             .spawn()
             .expect("start dockerd");
         let engine = Engine {
+            cli: "docker",
             host: Some(format!("unix://{}", socket.display())),
         };
         let mut host = HostEngine {
@@ -206,7 +232,10 @@ impl HostEngine {
             .spawn()
             .expect("docker save");
         let status = Command::new("docker")
-            .env("DOCKER_HOST", self.engine.host.as_deref().unwrap_or_default())
+            .env(
+                "DOCKER_HOST",
+                self.engine.host.as_deref().unwrap_or_default(),
+            )
             .args(["load", "-q"])
             .stdin(save.stdout.expect("piped"))
             .stdout(Stdio::null())
