@@ -180,3 +180,121 @@ fn containers_over_ssh_on_per_host_engines() {
         assert!(left.trim().is_empty(), "h{k}: {left}");
     }
 }
+
+/// The user rootless Podman runs as: created on first use, with the subordinate id ranges
+/// `useradd` gives it.
+const ROOTLESS_USER: &str = "berth-test-docker-rl";
+
+/// Rootless Podman over SSH: a host whose `connection.user` is not root runs two models in the
+/// user's own Podman (its image loaded by berth from `image_archive`), heals a removed
+/// container, and destroys both.
+#[test]
+fn rootless_podman_over_ssh() {
+    if !docker::engine_answers("podman") {
+        eprintln!("skipped: podman is not installed");
+        return;
+    }
+    let user_exists = std::process::Command::new("id")
+        .arg(ROOTLESS_USER)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !user_exists {
+        let made = std::process::Command::new("useradd")
+            // `*`: no password, but not locked (sshd without PAM refuses locked accounts).
+            .args(["-m", "-s", "/bin/sh", "-p", "*", ROOTLESS_USER])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "useradd {ROOTLESS_USER} failed");
+    }
+    let home = format!("/home/{ROOTLESS_USER}");
+    let as_user = |script: &str| {
+        std::process::Command::new("su")
+            .args(["-", ROOTLESS_USER, "-c", script])
+            .output()
+            .expect("su")
+    };
+    let fleet = shared_fleet('d', 2);
+    // sshd reads the fleet's authorized_keys as the user logging in.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&fleet.dir, std::fs::Permissions::from_mode(0o711));
+    let _ = std::fs::set_permissions(
+        fleet.dir.join("authorized_keys"),
+        std::fs::Permissions::from_mode(0o644),
+    );
+    let pid = std::process::id();
+    let run_dir = format!("{home}/berth-run-{pid}");
+    let tag = format!("localhost/berth-test-docker-rootless-{pid}:1");
+    // The image reaches the user's storage only through the archive berth loads.
+    let archive = format!("{home}/stand-in-{pid}.tar");
+    let root_podman = docker::Engine::podman();
+    root_podman.ok(&["tag", &docker::stand_in_image_for("podman", "a"), &tag]);
+    root_podman.ok(&["save", "-o", &archive, &tag]);
+    let _ = root_podman.run(&["rmi", &tag]);
+    let _ = std::process::Command::new("chown")
+        .args([ROOTLESS_USER, &archive])
+        .status();
+
+    let ports = free_ports(2);
+    let mut host = HostSpec::fleet(&fleet, 1);
+    host.user = ROOTLESS_USER.to_string();
+    let mut text = config(&fleet, &tag, &ports)
+        .replace("runtime = \"docker\"", "runtime = \"podman\"")
+        .replace(ARCHIVE, &archive)
+        .replace("[\"h1\", \"h2\"]", "[\"h1\"]")
+        .replace("replicas = 2", "replicas = 1");
+    // Only h1, reached as the user, with a run_dir the user owns.
+    let h2_start = text.find("host \"h2\"").unwrap();
+    let h2_end = h2_start + text[h2_start..].find("\n}\n").unwrap() + 3;
+    text.replace_range(h2_start..h2_end, "");
+    let h1_start = text.find("host \"h1\"").unwrap();
+    let h1_end = h1_start + text[h1_start..].find("\n}\n").unwrap() + 3;
+    let h1 = host.hcl().replace(RUN_DIR, &run_dir);
+    text.replace_range(h1_start..h1_end, h1.trim_end());
+    let work = common::Workdir::new("berth-test-docker-rootless-", false);
+    std::fs::write(work.dir().join("main.hcl"), &text).unwrap();
+
+    let running = || -> Vec<String> {
+        let out = as_user(&format!(
+            "podman ps -q --no-trunc --filter label=berth.run_dir={run_dir}"
+        ));
+        let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let answers = || {
+        for (port, model) in ports.iter().zip(["chat", "embed"]) {
+            let (status, body) = fleet
+                .http_get(1, *port, "/v1/models")
+                .unwrap_or_else(|e| panic!("h1:{port}: {e}"));
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(model), "{body}");
+        }
+    };
+    let apply = work.berth(&["apply", "--auto-approve"]);
+    let cleanup = || {
+        for id in running() {
+            as_user(&format!("podman rm -f {id}"));
+        }
+        as_user(&format!("podman rmi {tag}; rm -rf {run_dir} {archive}"));
+    };
+    if apply.code != Some(0) {
+        cleanup();
+        apply.expect(0);
+    }
+    answers();
+    assert_eq!(running().len(), 2);
+    let doctor = work.berth(&["hosts", "doctor", "h1"]);
+    assert!(doctor.stdout.contains("podman daemon"), "{}", doctor.stdout);
+
+    as_user(&format!("podman rm -f {}", running()[0]));
+    work.berth(&["drift"]).expect(2);
+    work.berth(&["apply", "--auto-approve"]).expect(0);
+    answers();
+    work.berth(&["destroy", "--auto-approve"]).expect(0);
+    let left = running();
+    cleanup();
+    assert!(left.is_empty(), "{left:?}");
+}
