@@ -444,3 +444,100 @@ fn podman_containers_are_applied_healed_adopted_and_destroyed() {
     s.berth(&["destroy", "--auto-approve"]).expect(0);
     assert!(s.engine.containers(&s.run_dir()).is_empty());
 }
+
+/// One host running a plain process and a container at once: both answer, both are observed
+/// (no drift), and destroy removes both.
+#[test]
+fn a_process_and_a_container_share_a_host_and_destroy_removes_both() {
+    if !docker::available() {
+        eprintln!("skipped: no docker engine answers on this machine");
+        return;
+    }
+    let engine = Engine::local();
+    let work = Workdir::new("berth-test-docker-mixed-", true);
+    let tag = format!("berth-test-docker-mixed-{}:latest", std::process::id());
+    engine.ok(&["tag", &docker::stand_in_image("a"), &tag]);
+    let run_dir = work.dir().join(".berth-run/local").display().to_string();
+    let _guard = ContainerGuard {
+        engine: engine.clone(),
+        run_dir: run_dir.clone(),
+    };
+    let ports = free_ports(2);
+    let text = format!(
+        r#"host "local" {{
+  connection {{
+    transport = "local"
+  }}
+  capabilities {{
+    backends = ["ctr", "cpu"]
+  }}
+}}
+
+backend "ctr" {{
+  runtime = "docker"
+  container {{
+    image = "{tag}"
+  }}
+}}
+
+backend "cpu" {{
+  runtime = "process"
+}}
+
+model "boxed" {{
+  source   = "/models/boxed.gguf"
+  size_gib = 0.1
+  backend_policy {{
+    prefer = ["ctr"]
+  }}
+  runtime_defaults {{
+    port = {}
+  }}
+  launch {{
+    start_cmd  = "berth-model-server --port {{port}} --model {{model}}"
+    probe_http = "/v1/models"
+  }}
+}}
+
+model "plain" {{
+  source   = "/models/plain.gguf"
+  size_gib = 0.1
+  backend_policy {{
+    prefer = ["cpu"]
+  }}
+  runtime_defaults {{
+    port = {}
+  }}
+  launch {{
+    start_cmd  = "berth-model-server --port {{port}} --model {{model}}"
+    probe_http = "/v1/models"
+  }}
+}}
+"#,
+        ports[0], ports[1]
+    );
+    std::fs::write(work.dir().join("main.hcl"), text).unwrap();
+    work.berth(&["apply", "--auto-approve"]).expect(0);
+    for (port, model) in ports.iter().zip(["boxed", "plain"]) {
+        let (status, body) = get_models(&format!("http://127.0.0.1:{port}/v1")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(model), "{body}");
+    }
+    assert_eq!(engine.containers(&run_dir).len(), 1);
+    let plain = common::all_stand_ins()
+        .into_iter()
+        .filter(|s| s.port == ports[1])
+        .count();
+    assert_eq!(plain, 1, "the process model does not run as a process");
+    work.berth(&["drift"]).expect(0);
+
+    work.berth(&["destroy", "--auto-approve"]).expect(0);
+    assert!(engine.containers(&run_dir).is_empty());
+    assert!(
+        common::all_stand_ins()
+            .iter()
+            .all(|s| !ports.contains(&s.port)),
+        "a server still runs"
+    );
+    let _ = engine.run(&["rmi", &tag]);
+}

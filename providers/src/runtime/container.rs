@@ -280,6 +280,8 @@ berth_remove() {{
         }
         let script = format!(
             r#"# berth: {cli} observe
+# Without the CLI no container of berth's can exist here.
+command -v {cli} >/dev/null 2>&1 || exit 0
 ids=$({cli} ps -aq --no-trunc {filters}) || exit 3
 for f in {dir}/containers/*/owner; do
   [ -f "$f" ] || continue
