@@ -27,6 +27,9 @@ PROBE_MS=${PROBE_MS:-100}
 DRIFT_MODELS=${DRIFT_MODELS:-20}
 DRIFT_REPS=${DRIFT_REPS:-7}
 VENV=${ANSIBLE_VENV:-$ROOT/target/bench-ansible-docker-venv}
+# The modules' interpreter on the hosts, with the docker SDK: made from the system python,
+# which the fleet hosts see (a python under root's home would not be: each host has its own).
+REMOTE_VENV=${REMOTE_VENV:-$ROOT/target/bench-docker-remote-venv}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BERTH=${BERTH:-$TARGET/release/berth}
 SERVER=${SERVER:-$TARGET/release/berth-model-server}
@@ -50,11 +53,13 @@ dk() { local k=$1; shift; DOCKER_HOST="unix://$(sock_of "$k")" docker "$@"; }
 ip_of() { echo "$BERTH_FLEET_SUBNET.$((10 + $1))"; }
 
 remove_containers() {
-	local k
+	local k pids=()
 	for k in $(seq 1 "$HOSTS"); do
 		(ids=$(dk "$k" ps -aq 2>/dev/null || true); [ -z "$ids" ] || dk "$k" rm -f $ids >/dev/null 2>&1 || true) &
+		pids+=($!)
 	done
-	wait
+	# Only these: the engines are children of this script too.
+	wait "${pids[@]}"
 	rm -rf "$BERTH_FLEET_DIR"/hosts/h*/root/run
 }
 stop_engines() {
@@ -79,6 +84,7 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
+trap "exit 143" TERM INT
 
 [ -x "$BERTH" ] && [ -x "$SERVER" ] || { echo "run.sh: build first: cargo build --release -p berth-engine -p berth-model-server" >&2; exit 1; }
 IMAGE=$("$ROOT/testdata/images/build-stand-in" "$SERVER" bench)
@@ -184,7 +190,11 @@ if [ "${SKIP_ANSIBLE:-}" != 1 ]; then
 		python3 -m venv "$VENV"
 		"$VENV/bin/pip" install --quiet ansible docker requests
 	fi
-	echo "# $("$VENV/bin/ansible" --version | head -n 1), community.docker $("$VENV/bin/ansible-galaxy" collection list community.docker 2>/dev/null | awk '/community.docker/ { print $2 }')" >>"$RESULTS"
+	if [ ! -x "$REMOTE_VENV/bin/python3" ]; then
+		/usr/bin/python3 -m venv "$REMOTE_VENV"
+		"$REMOTE_VENV/bin/pip" install --quiet docker requests
+	fi
+	echo "# $("$VENV/bin/ansible" --version 2>/dev/null | head -n 1), community.docker $("$VENV/bin/ansible-galaxy" collection list community.docker 2>/dev/null | awk '/community.docker/ { print $2 }')" >>"$RESULTS"
 	mkdir -p "$WORK/ansible" "$WORK/cp"
 	{
 		echo "[fleet]"
@@ -193,7 +203,7 @@ if [ "${SKIP_ANSIBLE:-}" != 1 ]; then
 		echo "[fleet:vars]"
 		echo "ansible_user=root"
 		echo "ansible_ssh_private_key_file=$KEY"
-		echo "ansible_python_interpreter=$VENV/bin/python3"
+		echo "ansible_python_interpreter=$REMOTE_VENV/bin/python3"
 	} >"$WORK/ansible/inventory.ini"
 	cat >"$WORK/ansible/ansible.cfg" <<EOF
 [defaults]
