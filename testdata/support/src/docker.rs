@@ -226,7 +226,7 @@ impl HostEngine {
 
     /// Copies `image` from this machine's engine into this one.
     pub fn load_from_local(&self, image: &str) {
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", image])
             .stdout(Stdio::piped())
             .spawn()
@@ -237,11 +237,15 @@ impl HostEngine {
                 self.engine.host.as_deref().unwrap_or_default(),
             )
             .args(["load", "-q"])
-            .stdin(save.stdout.expect("piped"))
+            .stdin(save.stdout.take().expect("piped"))
             .stdout(Stdio::null())
             .status()
             .expect("docker load");
-        assert!(status.success(), "loading {image} failed");
+        let saved = save.wait().expect("docker save");
+        assert!(
+            saved.success() && status.success(),
+            "copying {image} failed"
+        );
     }
 
     fn stop(&mut self) {
