@@ -245,6 +245,15 @@ fn containers_are_applied_drift_is_healed_lost_state_adopted_and_destroyed() {
         "{show}"
     );
 
+    // Doctor: the daemon answers and the image is there, with its id.
+    let doctor = s.berth(&["hosts", "doctor"]);
+    doctor.expect(0);
+    assert!(
+        doctor.stdout.contains("docker daemon") && doctor.stdout.contains(&image_id),
+        "{}",
+        doctor.stdout
+    );
+
     // Nothing changed.
     let again = s.berth(&["plan", "--detailed-exitcode"]);
     again.expect(0);
@@ -359,6 +368,15 @@ fn a_missing_image_is_loaded_from_its_archive_or_fails_before_anything_stops() {
             .contains(&format!("host local lacks image {gone}")),
         "{}",
         plan.all()
+    );
+    let doctor = s.berth(&["hosts", "doctor"]);
+    doctor.expect(1);
+    assert!(
+        doctor
+            .stdout
+            .contains("missing, and the backend sets no image_archive"),
+        "{}",
+        doctor.stdout
     );
     let apply = s.berth(&["apply", "--auto-approve"]);
     apply.expect(1);
