@@ -154,7 +154,9 @@ pub fn runtime_spec(backend: &Backend) -> RuntimeSpec {
                 image_archive: c.and_then(|c| c.image_archive.clone()),
                 gpus: c.and_then(|c| c.gpus.clone()),
                 volumes: c.map(|c| c.volumes.clone()).unwrap_or_default(),
-                ..ContainerSpec::default()
+                network: c.and_then(|c| c.network.clone()),
+                ports: c.map(|c| c.ports.clone()).unwrap_or_default(),
+                extra_args: c.map(|c| c.extra_args.clone()).unwrap_or_default(),
             })
         }
     }

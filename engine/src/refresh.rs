@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use berth_providers::probe::{self, Probe};
-use berth_providers::{Liveness, MarkerProblem, ProbeOutcome, Survey};
+use berth_providers::{LaunchSpec, Liveness, MarkerProblem, Prerequisite, ProbeOutcome, Survey};
 use berth_state::ResourceKind;
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -49,21 +49,41 @@ pub async fn refresh(ws: &Workspace, state: &StateView, conns: &Connections) -> 
         .map(|r| (r.address.to_string(), (provider_probe(&r.probe), r.port)))
         .collect();
     let probes = &probes;
+    // The wanted launches by host and runtime, for what they need on their host.
+    let mut launches: BTreeMap<(String, String), Vec<LaunchSpec>> = BTreeMap::new();
+    for r in ws
+        .placements
+        .iter()
+        .filter(|p| p.active)
+        .filter_map(|p| launch::render(&ws.config, p).ok())
+    {
+        launches
+            .entry((r.host.clone(), r.runtime.as_str().to_string()))
+            .or_default()
+            .push(r.launch_spec("", ""));
+    }
+    let launches = &launches;
     let observed = join_all(hosts.iter().map(|h| {
         let runtimes = runtimes_on(ws, state, h);
-        async move { observe_host(ws, conns, h, &runtimes, probes).await }
+        async move { observe_host(ws, conns, h, &runtimes, probes, launches).await }
     }))
     .await;
     let mut warnings = Vec::new();
+    let mut prerequisites = BTreeMap::new();
     let hosts = hosts
         .into_iter()
         .zip(observed)
-        .map(|(host, (observation, problems))| {
+        .map(|(host, (observation, problems, needs))| {
             warnings.extend(problems.iter().map(|p| marker_warning(&host, p)));
+            prerequisites.extend(needs.into_iter().map(|p| (p.address.clone(), p)));
             (host, observation)
         })
         .collect();
-    Observations { hosts, warnings }
+    Observations {
+        hosts,
+        warnings,
+        prerequisites,
+    }
 }
 
 /// The names of the runtimes that may run something of berth's on `host`: those of the backends
@@ -93,20 +113,22 @@ fn marker_warning(host: &str, problem: &MarkerProblem) -> String {
     )
 }
 
-/// One host's instances, and the markers there that cannot be read.
+/// One host's instances, the markers there that cannot be read, and what the wanted launches
+/// there need on it.
 async fn observe_host(
     ws: &Workspace,
     conns: &Connections,
     host: &str,
     runtimes: &BTreeSet<String>,
     probes: &BTreeMap<String, (Probe, u16)>,
-) -> (HostObservation, Vec<MarkerProblem>) {
+    launches: &BTreeMap<(String, String), Vec<LaunchSpec>>,
+) -> (HostObservation, Vec<MarkerProblem>, Vec<Prerequisite>) {
     let run_dir = ws
         .config
         .host(host)
         .map(|h| h.run_dir.clone())
         .unwrap_or_default();
-    let unreachable = |why| (HostObservation::Unreachable(why), Vec::new());
+    let unreachable = |why| (HostObservation::Unreachable(why), Vec::new(), Vec::new());
     let transport = match conns.transport(host).await {
         Ok(t) => t,
         Err(why) => return unreachable(why),
@@ -123,6 +145,20 @@ async fn observe_host(
             }),
     )
     .await;
+    let needs = join_all(runtimes.iter().filter_map(|name| {
+        let runtime = conns.runtime(name).ok()?;
+        let specs = launches.get(&(host.to_string(), name.clone()))?;
+        let transport = transport.clone();
+        Some(async move { runtime.prerequisites(transport.as_ref(), specs).await })
+    }))
+    .await;
+    let mut prerequisites = Vec::new();
+    for n in needs {
+        match n {
+            Ok(n) => prerequisites.extend(n),
+            Err(e) => return unreachable(crate::connections::error_text(&e)),
+        }
+    }
     let mut survey = Survey::default();
     for s in surveys {
         match s {
@@ -150,6 +186,7 @@ async fn observe_host(
                     liveness: o.liveness,
                     port: o.instance.port,
                     probe,
+                    pinned: o.instance.pinned,
                 },
             )
         }
@@ -157,6 +194,7 @@ async fn observe_host(
     (
         HostObservation::Reached(join_all(checks).await.into_iter().collect()),
         survey.problems,
+        prerequisites,
     )
 }
 

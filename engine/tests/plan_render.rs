@@ -169,6 +169,7 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Running,
                 port: 8002,
                 probe: Some(ProbeOutcome::Ready),
+                pinned: None,
             },
         ),
         (
@@ -179,6 +180,7 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Running,
                 port: 8004,
                 probe: Some(ProbeOutcome::Ready),
+                pinned: None,
             },
         ),
         (
@@ -189,6 +191,7 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Exited,
                 port: 8005,
                 probe: None,
+                pinned: None,
             },
         ),
         (
@@ -199,6 +202,7 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Running,
                 port: 8006,
                 probe: Some(ProbeOutcome::Loading("503".into())),
+                pinned: None,
             },
         ),
         (
@@ -209,6 +213,7 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Running,
                 port: 8009,
                 probe: None,
+                pinned: None,
             },
         ),
         (
@@ -219,12 +224,14 @@ fn the_plan() -> berth::plan::Plan {
                 liveness: Liveness::Running,
                 port: 8010,
                 probe: None,
+                pinned: None,
             },
         ),
     ]);
     let observed = Observations {
         hosts: BTreeMap::from([("gpu-a".to_string(), HostObservation::Reached(found))]),
         warnings: Vec::new(),
+        prerequisites: BTreeMap::new(),
     };
     let state = StateView {
         meta: Meta {

@@ -85,6 +85,9 @@ struct InstanceSpec {
     port: Option<u16>,
     #[serde(default)]
     probe: Option<ProbeSpec>,
+    /// The digest of what it runs (a container's image id).
+    #[serde(default)]
+    pinned: Option<String>,
 }
 
 fn running() -> Liveness {
@@ -263,9 +266,17 @@ fn inputs(case: &Path) -> (Workspace, StateView, Option<Observations>, PlanOptio
                 (host, o)
             })
             .collect();
+        // What the wanted launches need on their hosts, by address (prerequisites.json).
+        let prerequisites: BTreeMap<String, berth_providers::Prerequisite> =
+            if case.join("prerequisites.json").exists() {
+                read_json(&case.join("prerequisites.json"))
+            } else {
+                BTreeMap::new()
+            };
         Observations {
             hosts,
             warnings: Vec::new(),
+            prerequisites,
         }
     });
 
@@ -333,6 +344,7 @@ fn observed_instance(
             ProbeSpec::Loading(s) => ProbeOutcome::Loading(s),
             ProbeSpec::Down(s) => ProbeOutcome::Down(s),
         }),
+        pinned: spec.pinned,
     }
 }
 

@@ -228,4 +228,15 @@ pub enum ProviderError {
     #[error("{address}: {message}")]
     #[diagnostic(code(berth::providers::invalid_spec))]
     InvalidSpec { address: String, message: String },
+
+    /// What a launch needs on the host (an image) is missing and cannot be brought there;
+    /// nothing was stopped.
+    #[error("{host}: {address}: {message}; nothing was stopped")]
+    #[diagnostic(code(berth::providers::missing_prerequisite), help("{help}"))]
+    MissingPrerequisite {
+        host: String,
+        address: String,
+        message: String,
+        help: String,
+    },
 }

@@ -12,9 +12,9 @@ pub mod transport;
 pub use error::{ProviderError, Result};
 pub use probe::{GateFailure, GateReady, GateTick, GateTiming, HttpAnswer, Probe, ProbeOutcome};
 pub use runtime::{
-    ContainerSpec, Handle, HostCheck, HostTools, Instance, LaunchSpec, Liveness, MarkerProblem,
-    Observed, ProcessHandle, ProcessRuntime, Registry, Runtime, RuntimeSpec, Survey,
-    SystemdRuntime, SystemdSpec,
+    CheckStatus, ContainerHandle, ContainerRuntime, ContainerSpec, Handle, HostCheck, HostTools,
+    Instance, LaunchSpec, Liveness, MarkerProblem, Observed, Prerequisite, ProcessHandle,
+    ProcessRuntime, Registry, Runtime, RuntimeSpec, Survey, SystemdRuntime, SystemdSpec,
 };
 pub use transport::{Command, LocalTransport, Output, Transport};
 pub use transport::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL, SshConfig, SshTransport};

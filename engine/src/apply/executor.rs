@@ -675,6 +675,14 @@ async fn start_and_gate<'c>(
                 .map_err(|e| failed_by(Step::Adopt, &e))?;
         }
     }
+    // What the launch needs on the host (an image) is there, or is brought there, before
+    // anything is stopped: a launch that cannot start must not cost the running one.
+    if instance.is_none() {
+        runtime
+            .prepare(transport, spec)
+            .await
+            .map_err(|e| failed_by(Step::Start, &e))?;
+    }
     if change.action == Action::Replace {
         ctx.phase(address, Phase::Stopping);
         let previous = ctx.previous.get(address);
@@ -839,6 +847,9 @@ async fn start_and_gate<'c>(
             .map(|(k, v)| (k.clone(), v.clone())),
     );
     attributes.insert("started_at".into(), Value::from(instance.started_at));
+    if let Some(pinned) = &instance.pinned {
+        attributes.insert("image_digest".into(), Value::from(pinned.clone()));
+    }
     attributes.insert(
         "ready_after_ms".into(),
         Value::from(ready.elapsed.as_millis() as u64),

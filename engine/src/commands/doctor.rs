@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use berth_providers::probe::source_size;
-use berth_providers::{Command, Liveness, Transport};
+use berth_providers::{CheckStatus, Command, Liveness, Transport};
 use futures_util::future::join_all;
 
 use super::Invocation;
@@ -356,6 +356,31 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
         }
     }
 
+    // What each runtime finds wrong beyond missing tools (its daemon, images, GPU support).
+    for name in &runtimes {
+        let Ok(runtime) = conns.runtime(name) else {
+            continue;
+        };
+        let specs: Vec<_> = placements
+            .iter()
+            .filter(|p| {
+                ws.config
+                    .backend(&p.backend)
+                    .is_some_and(|b| b.runtime.as_str() == *name)
+            })
+            .filter_map(|p| launch::render(&ws.config, p).ok())
+            .map(|r| r.launch_spec("", ""))
+            .collect();
+        for c in runtime.diagnose(t.as_ref(), &specs).await {
+            let status = match c.status {
+                CheckStatus::Ok => Status::Ok,
+                CheckStatus::Warn => Status::Warn,
+                CheckStatus::Fail => Status::Fail,
+            };
+            checks.push(check(c.check, status, c.detail, c.fix));
+        }
+    }
+
     // verify_cmd of every backend used here.
     let backends: BTreeSet<&str> = placements.iter().map(|p| p.backend.as_str()).collect();
     let secrets: Vec<&str> = ws.config.secrets().collect();
@@ -417,6 +442,19 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                 format!("{} ({})", model.source.display(), gib(bytes)),
                 None,
             )),
+            Ok(None)
+                if ws
+                    .config
+                    .backend(&p.backend)
+                    .is_some_and(|b| b.runtime.is_container()) =>
+            {
+                checks.push(check(
+                    name,
+                    Status::Warn,
+                    format!("{} is not a file on the host", model.source.display()),
+                    Some("fine if a volume of the container block maps it, or the server downloads it".into()),
+                ))
+            }
             Ok(None) if source.starts_with('/') || source.starts_with('~') => checks.push(check(
                 name,
                 Status::Fail,

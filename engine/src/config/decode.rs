@@ -299,6 +299,18 @@ impl Decoder<'_> {
         }
         let sensitive = refs.found.iter().any(|(n, _)| self.sensitive.contains(n));
         let expr: hcl::Expression = attr.value.clone().into();
+        if remainder_by_zero(&expr, self.ctx) {
+            self.push(
+                Finding::error(
+                    Code::Evaluation,
+                    span,
+                    "cannot evaluate",
+                    format!("`{}`: division by zero", attr.key.as_str()),
+                )
+                .with_help("check the expression's numbers"),
+            );
+            return None;
+        }
         match expr.evaluate(self.ctx) {
             Ok(value) => Some(Evaluated { value, sensitive }),
             Err(err) => {
@@ -1206,7 +1218,15 @@ impl Decoder<'_> {
         self.check_keys(
             body,
             "container",
-            &["image", "image_archive", "gpus", "volumes"],
+            &[
+                "image",
+                "image_archive",
+                "gpus",
+                "volumes",
+                "network",
+                "ports",
+                "extra_args",
+            ],
             &[],
         );
         Container {
@@ -1215,6 +1235,9 @@ impl Decoder<'_> {
             image_archive: self.plain_string(body, "image_archive"),
             gpus: self.plain_string(body, "gpus"),
             volumes: self.plain_list(body, "volumes"),
+            network: self.plain_string(body, "network"),
+            ports: self.plain_list(body, "ports"),
+            extra_args: self.plain_list(body, "extra_args"),
         }
     }
 
@@ -1722,5 +1745,34 @@ impl Visit for VarRefs {
             self.visit_expr(&cond.expr);
         }
         self.bound.truncate(before);
+    }
+}
+
+/// Whether `expr` holds an `a % b` or `a / b` whose `b` is zero, which hcl's evaluator cannot
+/// report (it panics on an integer remainder by zero, and asserts that quotients are finite).
+fn remainder_by_zero(expr: &hcl::Expression, ctx: &hcl::eval::Context) -> bool {
+    use hcl::Expression as E;
+    use hcl::expr::{BinaryOperator, Operation};
+    match expr {
+        E::Array(items) => items.iter().any(|e| remainder_by_zero(e, ctx)),
+        E::Object(map) => map.values().any(|e| remainder_by_zero(e, ctx)),
+        E::Parenthesis(inner) => remainder_by_zero(inner, ctx),
+        E::FuncCall(call) => call.args.iter().any(|e| remainder_by_zero(e, ctx)),
+        E::Conditional(c) => [&c.cond_expr, &c.true_expr, &c.false_expr]
+            .into_iter()
+            .any(|e| remainder_by_zero(e, ctx)),
+        E::Operation(op) => match op.as_ref() {
+            Operation::Unary(u) => remainder_by_zero(&u.expr, ctx),
+            Operation::Binary(b) => {
+                remainder_by_zero(&b.lhs_expr, ctx)
+                    || remainder_by_zero(&b.rhs_expr, ctx)
+                    || (matches!(b.operator, BinaryOperator::Mod | BinaryOperator::Div)
+                        && matches!(
+                            b.rhs_expr.evaluate(ctx),
+                            Ok(hcl::Value::Number(n)) if n.as_f64() == Some(0.0)
+                        ))
+            }
+        },
+        _ => false,
     }
 }

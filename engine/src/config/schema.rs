@@ -433,6 +433,12 @@ pub struct Container {
     pub image_archive: Option<String>,
     pub gpus: Option<String>,
     pub volumes: Vec<String>,
+    /// The `--network` value; without it and without `ports`, the host's network.
+    pub network: Option<String>,
+    /// `--publish` values.
+    pub ports: Vec<String>,
+    /// Arguments added to `run` as written.
+    pub extra_args: Vec<String>,
 }
 
 /// A `*_cmd` attribute: its template and where it was written.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_providers::{Liveness, ProbeOutcome, Registry};
+use berth_providers::{Liveness, Prerequisite, ProbeOutcome, Registry};
 use berth_state::{
     Address, Intent, Meta, ResourceKind, ResourceRecord, ResourceStatus, Selection, Target,
 };
@@ -64,6 +64,9 @@ pub struct Observations {
     pub hosts: BTreeMap<String, HostObservation>,
     /// What the user must hear about the hosts: records there that cannot be read.
     pub warnings: Vec<String>,
+    /// What each wanted launch needs on its host (a container's image), as the host has it,
+    /// by address.
+    pub prerequisites: BTreeMap<String, Prerequisite>,
 }
 
 /// One host's observation.
@@ -85,6 +88,8 @@ pub struct ObservedInstance {
     pub port: u16,
     /// The probe's answer, for running instances.
     pub probe: Option<ProbeOutcome>,
+    /// The digest of what it runs (a container's image id), for runtimes that pin one.
+    pub pinned: Option<String>,
 }
 
 /// How the plan was asked for.
@@ -176,6 +181,13 @@ pub fn plan(
         let record = state.records.get(address.as_str());
         let seen = instance(&r.host, address.as_str());
         let requested = options.replace.iter().any(|t| t.matches(address));
+        let prerequisite = observed.and_then(|o| o.prerequisites.get(address.as_str()));
+        let moved = match seen {
+            Some(Some(found)) if found.liveness == Liveness::Running => {
+                moved_digest(found, prerequisite)
+            }
+            _ => None,
+        };
         let change = |action, cause, reason: String, changes| ResourceChange {
             address: address.clone(),
             kind: Kind::Model,
@@ -197,6 +209,12 @@ pub fn plan(
         } else {
             match record {
                 None => match seen {
+                    Some(Some(found)) if found.liveness == Liveness::Running && found.fingerprint == fingerprint && moved.is_some() => (
+                        Action::Replace,
+                        Cause::Found,
+                        format!("found running on the host with this launch, not in the state, but {}", moved.clone().unwrap_or_default()),
+                        all_fields(&attrs, &replace_fields, &update_fields),
+                    ),
                     Some(Some(found)) if found.liveness == Liveness::Running && found.fingerprint == fingerprint => (
                         Action::Reuse,
                         Cause::Found,
@@ -242,7 +260,7 @@ pub fn plan(
                         changes.extend(update_changes);
                         (Action::Replace, Cause::Config, reason, changes)
                     } else {
-                        match drift_of(seen, rec) {
+                        match drift_of(seen, rec, moved.as_deref()) {
                             Some((what, action)) => {
                                 drift.push(Drift { address: address.clone(), host: r.host.clone(), what: what.clone() });
                                 let mut changes = update_changes;
@@ -259,6 +277,33 @@ pub fn plan(
                 }
             }
         };
+        let mut changes = changes;
+        if let Some(p) = prerequisite
+            && matches!(action, Action::Create | Action::Replace)
+        {
+            let before = match seen {
+                Some(Some(found)) => found.pinned.clone().map(Value::from),
+                _ => None,
+            };
+            match (&p.digest, &p.source) {
+                (Some(digest), _) => changes.push(FieldChange {
+                    field: "image_digest".into(),
+                    before,
+                    after: Some(Value::from(digest.clone())),
+                }),
+                (None, Some(archive)) => changes.push(FieldChange {
+                    field: "image_digest".into(),
+                    before,
+                    after: Some(Value::from(format!(
+                        "(not on the host: loaded from {archive} before anything stops)"
+                    ))),
+                }),
+                (None, None) => warnings.push(format!(
+                    "host {} lacks {} and backend `{}` sets no image_archive: apply fails for {address} before stopping anything; load the image on the host, or set image_archive",
+                    r.host, p.what, r.backend
+                )),
+            }
+        }
         resources.insert(address.clone(), change(action, cause, reason, changes));
     }
 
@@ -563,6 +608,7 @@ fn foreign_instances(
 fn drift_of(
     seen: Option<Option<&ObservedInstance>>,
     rec: &ResourceRecord,
+    moved: Option<&str>,
 ) -> Option<(String, Action)> {
     let found = match seen? {
         None => {
@@ -589,6 +635,9 @@ fn drift_of(
             Action::Replace,
         ));
     }
+    if let Some(moved) = moved {
+        return Some((moved.to_string(), Action::Replace));
+    }
     match &found.probe {
         Some(ProbeOutcome::Ready) | None => None,
         Some(other) => Some((
@@ -596,6 +645,27 @@ fn drift_of(
             Action::Reuse,
         )),
     }
+}
+
+/// How a running instance's pinned digest differs from what its prerequisite resolves to on
+/// the host now (an image tag that was moved to another image), if it does.
+fn moved_digest(found: &ObservedInstance, prerequisite: Option<&Prerequisite>) -> Option<String> {
+    let running = found.pinned.as_deref()?;
+    let now = prerequisite?.digest.as_deref()?;
+    (running != now).then(|| {
+        format!(
+            "{} now names {} on the host, but the instance runs {}",
+            prerequisite.map_or("", |p| p.what.as_str()),
+            short_digest(now),
+            short_digest(running)
+        )
+    })
+}
+
+/// A digest cut to 12 hex digits, as `docker images` shows it.
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
 }
 
 fn liveness_text(l: Liveness) -> &'static str {

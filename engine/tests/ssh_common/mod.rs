@@ -17,6 +17,7 @@ pub use berth_test_support::fleet::{Fleet, MODELS_DIR, RUN_DIR};
 use serde_json::Value;
 
 use crate::common::Workdir;
+#[allow(unused_imports)] // not every test binary that has this module asks for it
 pub use crate::common::wait_until;
 
 // --- the fleet ---------------------------------------------------------------------------------
@@ -69,7 +70,8 @@ impl HostSpec {
         self
     }
 
-    fn hcl(&self) -> String {
+    /// The `host` block (its backends: `cpu`).
+    pub fn hcl(&self) -> String {
         let mut out = format!("host \"{}\" {{\n  connection {{\n", self.id);
         let _ = writeln!(out, "    host = \"{}\"", self.address);
         let _ = writeln!(out, "    user = \"{}\"", self.user);

@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, Transport};
 
+mod container;
 mod process;
 mod registry;
 mod systemd;
 
+pub use container::{ContainerHandle, ContainerRuntime};
 pub use process::{ProcessHandle, ProcessRuntime};
 pub use registry::Registry;
 pub use systemd::SystemdRuntime;
@@ -129,6 +131,43 @@ pub struct Instance {
     pub handle: Handle,
     /// Unix seconds when berth started it.
     pub started_at: u64,
+    /// The digest of what the instance runs (a container's image id), for runtimes that pin
+    /// one; compared with [`Prerequisite::digest`] to tell a tag that moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+}
+
+/// Something a launch needs on its host before it can start (a container's image), as the
+/// host has it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prerequisite {
+    /// The launch's address.
+    pub address: String,
+    /// What is needed, for messages: `image ghcr.io/ggml-org/llama.cpp:server`.
+    pub what: String,
+    /// Its digest on the host now (an image id); `None` when the host lacks it.
+    pub digest: Option<String>,
+    /// Where it is taken from when missing (an image archive on the host); `None`: nowhere.
+    pub source: Option<String>,
+}
+
+/// A finding of a runtime about a host, for `hosts doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCheck {
+    /// What was checked: `docker daemon`, `image llama:server`.
+    pub check: String,
+    pub status: CheckStatus,
+    pub detail: String,
+    /// How to fix it, when it is not ok.
+    pub fix: Option<String>,
+}
+
+/// How a [`HostCheck`] came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckStatus {
+    Ok,
+    Warn,
+    Fail,
 }
 
 /// Whether an instance recorded on the host is still the service berth started.
@@ -226,6 +265,29 @@ pub trait Runtime: Send + Sync {
     /// The artifact that would run the service (a script, a unit, a container spec), shown in
     /// plans. It holds env keys but never env values.
     fn render(&self, spec: &LaunchSpec) -> String;
+
+    /// What each of `specs` needs on the host before it can start, as the host has it now, in
+    /// one round trip. Runtimes that need nothing keep this default.
+    async fn prerequisites(
+        &self,
+        _transport: &dyn Transport,
+        _specs: &[LaunchSpec],
+    ) -> Result<Vec<Prerequisite>> {
+        Ok(Vec::new())
+    }
+
+    /// Makes sure what `spec` needs is on the host (loads a missing image from its archive),
+    /// or fails saying what is missing. Called before an old instance is stopped, so a launch
+    /// that cannot start stops nothing.
+    async fn prepare(&self, _transport: &dyn Transport, _spec: &LaunchSpec) -> Result<()> {
+        Ok(())
+    }
+
+    /// What this runtime finds wrong on the host for `specs` beyond missing tools (a daemon
+    /// that does not answer, an image that is missing, GPUs without their container support).
+    async fn diagnose(&self, _transport: &dyn Transport, _specs: &[LaunchSpec]) -> Vec<HostCheck> {
+        Vec::new()
+    }
 
     /// Starts the service detached from berth and records it on the host.
     async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance>;

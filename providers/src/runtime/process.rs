@@ -432,6 +432,7 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             port: spec.port,
             handle: ProcessHandle { pid, start_ticks }.into(),
             started_at,
+            pinned: None,
         })
     }
 
@@ -636,7 +637,7 @@ pub(crate) fn dir_name(address: &str) -> String {
 }
 
 /// FNV-1a, 64 bits: stable across versions and platforms, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -1,9 +1,11 @@
 //! What the integration tests of berth's crates share: the `berth-model-server` stand-in and
 //! its live processes ([`model_server`]), free ports ([`ports`]), polling ([`poll`]), /proc
 //! and signals ([`procs`]), HTTP requests ([`http`]), a private PostgreSQL server ([`postgres`]),
-//! the SSH fleet testbed ([`fleet`]) and systemd hosts in containers ([`systemd_host`]).
+//! docker engines and the stand-in image ([`docker`]), the SSH fleet testbed ([`fleet`]) and
+//! systemd hosts in containers ([`systemd_host`]).
 //! Real processes, real sockets and real sshd only, never mocks; for tests only.
 
+pub mod docker;
 pub mod fleet;
 pub mod http;
 pub mod model_server;

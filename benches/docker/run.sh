@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# benches/docker/run.sh: berth's docker runtime against Ansible's community.docker on the fleet
+# testbed (testdata/fleet), each fleet host with a private Docker engine in its own network
+# namespace (so host-network containers listen on that host's address, as on real machines).
+#
+#  1. apply from empty: HOSTS hosts x MODELS containers whose stand-ins take LOAD_SECS to be
+#     ready, timed for `berth apply --auto-approve` (fresh state, no containers each run) and for
+#     the same job as an Ansible playbook (playbook.yml: community.docker.docker_container, then
+#     `uri` until 200; forks = HOSTS, pipelining, ControlPersist), every container removed
+#     between runs.
+#  2. `berth drift` on HOSTS hosts x DRIFT_MODELS containers.
+#
+# Needs root, docker, fuse-overlayfs, python3 venv and PyPI (ansible + the docker SDK, into
+# target/bench-ansible-docker-venv). Environment: REPS (5), HOSTS (10), MODELS (2), LOAD_SECS (2),
+# PROBE_MS (100), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1, SKIP_DRIFT=1, BERTH (binary,
+# default target/release/berth), KEEP=1. Prints the medians and writes $WORK/results.txt.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$ROOT/benches/docker
+FLEET=$ROOT/testdata/fleet/fleet
+REPS=${REPS:-5}
+HOSTS=${HOSTS:-10}
+MODELS=${MODELS:-2}
+LOAD_SECS=${LOAD_SECS:-2}
+PROBE_MS=${PROBE_MS:-100}
+DRIFT_MODELS=${DRIFT_MODELS:-20}
+DRIFT_REPS=${DRIFT_REPS:-7}
+VENV=${ANSIBLE_VENV:-$ROOT/target/bench-ansible-docker-venv}
+# The modules' interpreter on the hosts, with the docker SDK: made from the system python,
+# which the fleet hosts see (a python under root's home would not be: each host has its own).
+REMOTE_VENV=${REMOTE_VENV:-$ROOT/target/bench-docker-remote-venv}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BERTH=${BERTH:-$TARGET/release/berth}
+SERVER=${SERVER:-$TARGET/release/berth-model-server}
+
+export BERTH_FLEET_PREFIX=${BERTH_FLEET_PREFIX:-dbench}
+export BERTH_FLEET_SUBNET=${BERTH_FLEET_SUBNET:-10.234.0}
+export BERTH_FLEET_DIR=${BERTH_FLEET_DIR:-/tmp/berth-fleet-$BERTH_FLEET_PREFIX}
+export BERTH_FLEET_OWNER=$$
+export NO_COLOR=1
+
+[ "$(id -u)" = 0 ] || { echo "run.sh: needs root" >&2; exit 1; }
+log() { printf '\n== %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+WORK=$(mktemp -d /tmp/berth-bench-docker.XXXXXX)
+RESULTS=$WORK/results.txt
+sock_of() { echo "/tmp/berth-dockerd-$BERTH_FLEET_PREFIX-h$1/docker.sock"; }
+dk() { local k=$1; shift; DOCKER_HOST="unix://$(sock_of "$k")" docker "$@"; }
+ip_of() { echo "$BERTH_FLEET_SUBNET.$((10 + $1))"; }
+
+remove_containers() {
+	local k pids=()
+	for k in $(seq 1 "$HOSTS"); do
+		(ids=$(dk "$k" ps -aq 2>/dev/null || true); [ -z "$ids" ] || dk "$k" rm -f $ids >/dev/null 2>&1 || true) &
+		pids+=($!)
+	done
+	# Only these: the engines are children of this script too.
+	wait "${pids[@]}"
+	rm -rf "$BERTH_FLEET_DIR"/hosts/h*/root/run
+}
+stop_engines() {
+	local k d
+	for k in $(seq 1 "$HOSTS"); do
+		d=/tmp/berth-dockerd-$BERTH_FLEET_PREFIX-h$k
+		[ -f "$d/dockerd.pid" ] && kill "$(cat "$d/dockerd.pid")" 2>/dev/null || true
+	done
+	sleep 2
+	for k in $(seq 1 "$HOSTS"); do
+		d=/tmp/berth-dockerd-$BERTH_FLEET_PREFIX-h$k
+		grep -o "$d/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+		rm -rf "$d"
+	done
+}
+cleanup() {
+	local rc=$?
+	remove_containers 2>/dev/null || true
+	stop_engines 2>/dev/null || true
+	"$FLEET" down >/dev/null 2>&1 || true
+	if [ "${KEEP:-}" = 1 ] || [ $rc != 0 ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+	exit $rc
+}
+trap cleanup EXIT
+trap "exit 143" TERM INT
+
+[ -x "$BERTH" ] && [ -x "$SERVER" ] || { echo "run.sh: build first: cargo build --release -p berth-engine -p berth-model-server" >&2; exit 1; }
+IMAGE=$("$ROOT/testdata/images/build-stand-in" "$SERVER" bench)
+docker save -o "$WORK/image.tar" "$IMAGE"
+
+log "bringing up $HOSTS hosts, each with its own dockerd"
+"$FLEET" prune >/dev/null 2>&1 || true
+"$FLEET" down >/dev/null 2>&1 || true
+"$FLEET" up "$HOSTS" >/dev/null
+KEY=$BERTH_FLEET_DIR/id_ed25519
+KNOWN_HOSTS=$BERTH_FLEET_DIR/known_hosts
+for k in $(seq 1 "$HOSTS"); do
+	d=/tmp/berth-dockerd-$BERTH_FLEET_PREFIX-h$k
+	mkdir -p "$d"
+	echo '{}' >"$d/daemon.json"
+	nsenter --net="/run/netns/$BERTH_FLEET_PREFIX-h$k" dockerd --config-file "$d/daemon.json" \
+		--data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" -H "unix://$d/docker.sock" \
+		--bridge=none --iptables=false --ip6tables=false --storage-driver=fuse-overlayfs >"$d/dockerd.log" 2>&1 &
+done
+for k in $(seq 1 "$HOSTS"); do
+	for _ in $(seq 1 300); do dk "$k" version >/dev/null 2>&1 && break; sleep 0.2; done
+	dk "$k" load -q -i "$WORK/image.tar" >/dev/null
+	"$FLEET" nsenter "$k" sh -c "docker context rm -f bench >/dev/null 2>&1; docker context create bench --docker host=unix://$(sock_of "$k") >/dev/null && docker context use bench >/dev/null"
+done
+
+write_config() {
+	local dir=$1 k name port flags
+	mkdir -p "$dir"
+	{
+		for k in $(seq 1 "$HOSTS"); do
+			cat <<EOF
+host "h$k" {
+  connection {
+    host        = "$(ip_of "$k")"
+    user        = "root"
+    key_path    = "$KEY"
+    known_hosts = "$KNOWN_HOSTS"
+  }
+  capabilities {
+    backends = ["ctr"]
+  }
+  run_dir = "/srv/berth/run"
+}
+
+EOF
+		done
+		cat <<EOF
+backend "ctr" {
+  runtime = "docker"
+  container {
+    image = "$IMAGE"
+  }
+}
+
+EOF
+		while read -r name port flags; do
+			cat <<EOF
+model "$name" {
+  source   = "/models/$name.gguf"
+  size_gib = 0.1
+  host_policy {
+    hosts    = ["h*"]
+    replicas = $HOSTS
+  }
+  runtime_defaults {
+    port = $port
+  }
+  launch {
+    start_cmd         = "berth-model-server --port {port} --model {model} $flags"
+    probe_http        = "/v1/models"
+    probe_interval_ms = $PROBE_MS
+  }
+}
+
+EOF
+		done
+	} >"$dir/main.hcl"
+}
+
+APPLY_CFG=$WORK/apply
+for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done | write_config "$APPLY_CFG"
+"$BERTH" -C "$APPLY_CFG" validate >/dev/null
+echo "# berth docker runtime vs Ansible community.docker, $HOSTS hosts x $MODELS containers, --load-secs $LOAD_SECS, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
+
+log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
+berth_times=()
+for rep in $(seq 1 "$REPS"); do
+	remove_containers
+	rm -rf "$APPLY_CFG/.berth"
+	t0=$(now)
+	"$BERTH" -C "$APPLY_CFG" apply --auto-approve >"$WORK/berth-apply-$rep.log" 2>&1 || { echo "berth apply failed; see $WORK/berth-apply-$rep.log" >&2; exit 1; }
+	t=$(elapsed "$t0" "$(now)")
+	berth_times+=("$t")
+	echo "berth apply run $rep: ${t}s" | tee -a "$RESULTS" >&2
+done
+remove_containers
+rm -rf "$APPLY_CFG/.berth"
+
+ansible_times=()
+if [ "${SKIP_ANSIBLE:-}" != 1 ]; then
+	if [ ! -x "$VENV/bin/ansible-playbook" ]; then
+		log "installing ansible and the docker SDK from PyPI into $VENV"
+		python3 -m venv "$VENV"
+		"$VENV/bin/pip" install --quiet ansible docker requests
+	fi
+	if [ ! -x "$REMOTE_VENV/bin/python3" ]; then
+		/usr/bin/python3 -m venv "$REMOTE_VENV"
+		"$REMOTE_VENV/bin/pip" install --quiet docker requests
+	fi
+	echo "# $("$VENV/bin/ansible" --version 2>/dev/null | head -n 1), community.docker $("$VENV/bin/ansible-galaxy" collection list community.docker 2>/dev/null | awk '/community.docker/ { print $2 }')" >>"$RESULTS"
+	mkdir -p "$WORK/ansible" "$WORK/cp"
+	{
+		echo "[fleet]"
+		for k in $(seq 1 "$HOSTS"); do echo "h$k ansible_host=$(ip_of "$k") docker_sock=unix://$(sock_of "$k")"; done
+		echo
+		echo "[fleet:vars]"
+		echo "ansible_user=root"
+		echo "ansible_ssh_private_key_file=$KEY"
+		echo "ansible_python_interpreter=$REMOTE_VENV/bin/python3"
+	} >"$WORK/ansible/inventory.ini"
+	cat >"$WORK/ansible/ansible.cfg" <<EOF
+[defaults]
+inventory = $WORK/ansible/inventory.ini
+forks = $HOSTS
+host_key_checking = True
+retry_files_enabled = False
+
+[ssh_connection]
+pipelining = True
+ssh_args = -o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=$KNOWN_HOSTS -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes
+control_path = $WORK/cp/%%C
+EOF
+	log "ansible-playbook: $HOSTS hosts x $MODELS containers, $REPS runs"
+	for rep in $(seq 1 "$REPS"); do
+		remove_containers
+		t0=$(now)
+		ANSIBLE_CONFIG=$WORK/ansible/ansible.cfg "$VENV/bin/ansible-playbook" "$HERE/playbook.yml" \
+			-e "image=$IMAGE models=$MODELS load_secs=$LOAD_SECS probe_ms=$PROBE_MS" >"$WORK/ansible-$rep.log" 2>&1 || { echo "ansible failed; see $WORK/ansible-$rep.log" >&2; exit 1; }
+		t=$(elapsed "$t0" "$(now)")
+		ansible_times+=("$t")
+		echo "ansible run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
+	remove_containers
+fi
+
+drift_times=()
+if [ "${SKIP_DRIFT:-}" != 1 ]; then
+	DRIFT_CFG=$WORK/drift
+	for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%s %s --load-secs 0\n' "$i" $((8099 + i)); done | write_config "$DRIFT_CFG"
+	log "berth drift: $HOSTS hosts x $DRIFT_MODELS containers"
+	"$BERTH" -C "$DRIFT_CFG" apply --auto-approve >"$WORK/drift-apply.log" 2>&1 || { echo "apply for drift failed; see $WORK/drift-apply.log" >&2; exit 1; }
+	for rep in $(seq 1 "$DRIFT_REPS"); do
+		t0=$(now)
+		"$BERTH" -C "$DRIFT_CFG" drift >"$WORK/drift-$rep.log" 2>&1 || { echo "drift found differences; see $WORK/drift-$rep.log" >&2; exit 1; }
+		t=$(elapsed "$t0" "$(now)")
+		drift_times+=("$t")
+		echo "berth drift run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
+fi
+
+{
+	echo "median berth apply: $(printf '%s\n' "${berth_times[@]}" | median)s (critical path ${LOAD_SECS}s)"
+	[ ${#ansible_times[@]} = 0 ] || echo "median ansible-playbook: $(printf '%s\n' "${ansible_times[@]}" | median)s"
+	[ ${#drift_times[@]} = 0 ] || echo "median berth drift ($HOSTS x $DRIFT_MODELS): $(printf '%s\n' "${drift_times[@]}" | median)s"
+} | tee -a "$RESULTS"

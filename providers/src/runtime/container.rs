@@ -1,0 +1,922 @@
+//! `ContainerRuntime`: runs a service as a Docker or Podman container, through the engine's CLI
+//! on the host and [`Transport::exec`] only, so it behaves the same locally and over SSH. One
+//! implementation serves both CLIs: what differs is the program name. It must never put an env
+//! value into a script, an argv or a label, and never stop or remove a container that does not
+//! carry berth's labels for the address and run_dir it was asked about.
+//!
+//! On the host, one container per address and run_dir:
+//!
+//! ```text
+//! container  berth-{address, mapped}-{hash of run_dir and address}
+//!            labels berth.address, berth.fingerprint, berth.owner, berth.run_dir, berth.port,
+//!            berth.started_at; entrypoint `/bin/sh -c COMMAND`; `--env-file`
+//! {run_dir}/containers/{container name}/
+//!     env    `K=v` lines, mode 0600 (the `--env-file`)
+//!     owner  {"id": CONTAINER ID, "owner": LINEAGE}, written when a state adopts the container
+//!            (labels cannot change after a container is created)
+//! ```
+//!
+//! The container runs the rendered command with `/bin/sh -c`, as the process runtime does, so
+//! one `start_cmd` serves every runtime and `$VAR` reads the env file. Without `network` and
+//! `ports` it joins the host's network, so the model's port is the host's port, as probes expect.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::runtime::process::fnv1a;
+use crate::runtime::{
+    CheckStatus, ContainerSpec, Handle, HostCheck, HostTools, Instance, LaunchSpec, Liveness,
+    Observed, Prerequisite, Runtime, RuntimeSpec,
+};
+use crate::transport::{Command, Output, Transport, quote};
+use crate::{ProviderError, Result};
+
+/// Deadline of each script the runtime runs (stop adds its grace period, a load its own).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long loading an image archive may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How long a previous container of the same address gets to stop when `start` replaces it.
+const RESTART_GRACE: Duration = Duration::from_secs(10);
+
+/// The labels berth puts on its containers.
+const LABEL_ADDRESS: &str = "berth.address";
+const LABEL_FINGERPRINT: &str = "berth.fingerprint";
+const LABEL_OWNER: &str = "berth.owner";
+const LABEL_RUN_DIR: &str = "berth.run_dir";
+const LABEL_PORT: &str = "berth.port";
+const LABEL_STARTED_AT: &str = "berth.started_at";
+
+/// One line per container: `C`, id, status, exit code, restart count, image id, labels.
+const INSPECT_FORMAT: &str = "C\t{{.Id}}\t{{.State.Status}}\t{{.State.ExitCode}}\t{{.RestartCount}}\t{{.Image}}\t{{json .Config.Labels}}";
+
+/// What identifies a container instance: its id (a container re-created under the same name
+/// has another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerHandle {
+    pub container_id: String,
+}
+
+impl ContainerHandle {
+    const KEYS: &'static [&'static str] = &["container_id"];
+
+    /// The container identity in `handle`; `None` when it holds none.
+    pub fn of(handle: &Handle) -> Option<Self> {
+        Some(ContainerHandle {
+            container_id: handle.get("container_id")?.as_str()?.to_string(),
+        })
+    }
+}
+
+impl From<ContainerHandle> for Handle {
+    fn from(h: ContainerHandle) -> Self {
+        Handle::new([("container_id".to_string(), Value::from(h.container_id))])
+    }
+}
+
+/// Runs services as containers of one engine's CLI (`docker` or `podman`).
+#[derive(Debug, Clone)]
+pub struct ContainerRuntime {
+    cli: &'static str,
+    timeout: Duration,
+}
+
+impl ContainerRuntime {
+    /// Containers run by `docker`.
+    pub fn docker() -> Self {
+        ContainerRuntime {
+            cli: "docker",
+            timeout: SCRIPT_TIMEOUT,
+        }
+    }
+
+    /// Containers run by `podman`.
+    pub fn podman() -> Self {
+        ContainerRuntime {
+            cli: "podman",
+            timeout: SCRIPT_TIMEOUT,
+        }
+    }
+
+    /// The container name of `address` under `run_dir`: readable, valid for both engines, and
+    /// distinct for two run_dirs (two berth states) on one host.
+    pub fn container_name(run_dir: &str, address: &str) -> String {
+        let mut name = String::from("berth-");
+        for c in address.chars().take(100) {
+            name.push(if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            });
+        }
+        let key = format!("{}\0{address}", run_dir.trim_end_matches('/'));
+        let _ = write!(name, "-{:010x}", fnv1a(key.as_bytes()) >> 24);
+        name
+    }
+
+    /// The directory on the host that holds the env file of `address`'s container.
+    pub fn container_dir(run_dir: &str, address: &str) -> String {
+        format!(
+            "{}/containers/{}",
+            run_dir.trim_end_matches('/'),
+            Self::container_name(run_dir, address)
+        )
+    }
+
+    fn spec<'a>(&self, spec: &'a LaunchSpec) -> Result<&'a ContainerSpec> {
+        match &spec.runtime {
+            RuntimeSpec::Container(c) if !c.image.is_empty() => Ok(c),
+            RuntimeSpec::Container(_) => Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: "the container has no image".into(),
+            }),
+            _ => Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: format!(
+                    "the {} runtime was handed another runtime's launch",
+                    self.cli
+                ),
+            }),
+        }
+    }
+
+    async fn run(
+        &self,
+        transport: &dyn Transport,
+        cmd: Command,
+        what: impl Into<String>,
+    ) -> Result<Output> {
+        let out = transport.exec(cmd).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(self.failure(transport, what.into(), &out))
+        }
+    }
+
+    fn failure(&self, transport: &dyn Transport, what: String, out: &Output) -> ProviderError {
+        let stderr = out.stderr_text().trim().to_string();
+        if stderr.contains("permission denied") && stderr.contains(".sock") {
+            return ProviderError::CommandFailed {
+                host: transport.host().to_string(),
+                what,
+                status: out.status,
+                stderr: format!(
+                    "{stderr} (the SSH user may not use the {} daemon: add it to the `{}` group, or connect as root)",
+                    self.cli, self.cli
+                ),
+            };
+        }
+        ProviderError::CommandFailed {
+            host: transport.host().to_string(),
+            what,
+            status: out.status,
+            stderr,
+        }
+    }
+
+    /// Shell functions shared by the scripts: `berth_remove NAME ADDRESS RUN_DIR GRACE` stops
+    /// and removes container NAME when its labels say it is berth's ADDRESS under RUN_DIR;
+    /// returns 9 (saying why) when a container of that name is someone else's.
+    fn functions(&self) -> String {
+        let cli = self.cli;
+        let format = quote(&format!(
+            "{{{{index .Config.Labels \"{LABEL_ADDRESS}\"}}}}\t{{{{index .Config.Labels \"{LABEL_RUN_DIR}\"}}}}"
+        ))
+        .expect("a constant quotes");
+        format!(
+            r#"
+berth_remove() {{
+  berth_labels=$({cli} container inspect --format {format} "$1" 2>/dev/null) || return 0
+  if [ "$berth_labels" != "$2	$3" ]; then
+    echo "a container named $1 exists but is not berth's $2 (run_dir $3); berth leaves it alone: remove or rename it" >&2
+    return 9
+  fi
+  {cli} stop -t "$4" "$1" >/dev/null 2>&1
+  {cli} rm -f "$1" >/dev/null || return 7
+}}
+"#
+        )
+    }
+
+    /// The `run` arguments after `run -d`, env file and labels: network, ports, GPUs, volumes,
+    /// extra arguments, the entrypoint, the image and the command.
+    fn run_args(&self, c: &ContainerSpec, command: &str) -> Vec<String> {
+        let mut args = Vec::new();
+        match (&c.network, c.ports.is_empty()) {
+            (Some(network), _) => args.push(format!("--network={network}")),
+            (None, true) => args.push("--network=host".to_string()),
+            (None, false) => {}
+        }
+        for p in &c.ports {
+            args.extend(["--publish".to_string(), p.clone()]);
+        }
+        if let Some(gpus) = &c.gpus {
+            if self.cli == "podman" {
+                // Podman reaches NVIDIA GPUs through CDI.
+                let device = if gpus == "all" {
+                    "nvidia.com/gpu=all".to_string()
+                } else {
+                    format!("nvidia.com/gpu={gpus}")
+                };
+                args.extend(["--device".to_string(), device]);
+            } else {
+                args.extend(["--gpus".to_string(), gpus.clone()]);
+            }
+        }
+        for v in &c.volumes {
+            args.extend(["--volume".to_string(), v.clone()]);
+        }
+        args.extend(c.extra_args.iter().cloned());
+        args.extend([
+            "--entrypoint".to_string(),
+            "/bin/sh".to_string(),
+            c.image.clone(),
+            "-c".to_string(),
+            command.to_string(),
+        ]);
+        args
+    }
+
+    fn labels(spec: &LaunchSpec, started_at: u64) -> Vec<(&'static str, String)> {
+        vec![
+            (LABEL_ADDRESS, spec.address.clone()),
+            (LABEL_FINGERPRINT, spec.fingerprint.clone()),
+            (LABEL_OWNER, spec.owner.clone()),
+            (
+                LABEL_RUN_DIR,
+                spec.run_dir.trim_end_matches('/').to_string(),
+            ),
+            (LABEL_PORT, spec.port.to_string()),
+            (LABEL_STARTED_AT, started_at.to_string()),
+        ]
+    }
+
+    /// Observes every berth container under `run_dir` (or only `address`'s) in one script.
+    async fn inspect(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: Option<&str>,
+    ) -> Result<Vec<Observed>> {
+        let cli = self.cli;
+        let run_dir = run_dir.trim_end_matches('/');
+        let mut filters = format!(
+            "--filter {}",
+            quote(&format!("label={LABEL_RUN_DIR}={run_dir}"))?
+        );
+        if let Some(address) = address {
+            let _ = write!(
+                filters,
+                " --filter {}",
+                quote(&format!("label={LABEL_ADDRESS}={address}"))?
+            );
+        }
+        let script = format!(
+            r#"# berth: {cli} observe
+# Without the CLI no container of berth's can exist here.
+command -v {cli} >/dev/null 2>&1 || exit 0
+ids=$({cli} ps -aq --no-trunc {filters}) || exit 3
+for f in {dir}/containers/*/owner; do
+  [ -f "$f" ] || continue
+  printf 'O\t'; cat -- "$f"; echo
+done
+[ -z "$ids" ] && exit 0
+{cli} container inspect --format {format} $ids 2>/dev/null
+exit 0
+"#,
+            dir = quote(run_dir)?,
+            format = quote(INSPECT_FORMAT)?,
+        );
+        let what = match address {
+            Some(a) => format!("observe {a}"),
+            None => format!("observe {cli} containers of {run_dir}"),
+        };
+        let out = self
+            .run(transport, Command::new(script, self.timeout), what)
+            .await?;
+        let mut found = parse_inspect(&out.stdout_text(), run_dir);
+        found.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerRuntime {
+    fn name(&self) -> &'static str {
+        self.cli
+    }
+
+    fn host_tools(&self) -> HostTools {
+        HostTools {
+            commands: if self.cli == "podman" {
+                &["sh", "podman"]
+            } else {
+                &["sh", "docker"]
+            },
+            paths: &[],
+            help: if self.cli == "podman" {
+                "install Podman (apt-get install podman)"
+            } else {
+                "install Docker Engine (apt-get install docker.io, or Docker's own packages)"
+            },
+        }
+    }
+
+    fn handle_keys(&self) -> &'static [&'static str] {
+        ContainerHandle::KEYS
+    }
+
+    fn render(&self, spec: &LaunchSpec) -> String {
+        let keys: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+        let env = if keys.is_empty() {
+            "(none)".to_string()
+        } else {
+            format!("{} (values not shown)", keys.join(", "))
+        };
+        let name = Self::container_name(&spec.run_dir, &spec.address);
+        let args = match &spec.runtime {
+            RuntimeSpec::Container(c) => self
+                .run_args(c, &spec.command)
+                .iter()
+                .map(|a| quote(a).unwrap_or_else(|_| a.clone()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        };
+        format!(
+            "{cli} run -d --name {name} --env-file {dir}/env {args}\nenv:     {env}\nport:    {port}\n",
+            cli = self.cli,
+            dir = Self::container_dir(&spec.run_dir, &spec.address),
+            port = spec.port,
+        )
+    }
+
+    async fn prerequisites(
+        &self,
+        transport: &dyn Transport,
+        specs: &[LaunchSpec],
+    ) -> Result<Vec<Prerequisite>> {
+        let mut images: Vec<&str> = specs
+            .iter()
+            .filter_map(|s| self.spec(s).ok())
+            .map(|c| c.image.as_str())
+            .collect();
+        images.sort();
+        images.dedup();
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cli = self.cli;
+        let mut script = format!("# berth: {cli} images\n{cli} version >/dev/null || exit 3\n");
+        for image in &images {
+            let q = quote(image)?;
+            let _ = writeln!(
+                script,
+                "printf 'I\\t%s\\t%s\\n' {q} \"$({cli} image inspect --format '{{{{.Id}}}}' {q} 2>/dev/null)\""
+            );
+        }
+        let out = self
+            .run(
+                transport,
+                Command::new(script, self.timeout),
+                format!("resolve {cli} images"),
+            )
+            .await?;
+        let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for line in out.stdout_text().lines() {
+            let mut parts = line.splitn(3, '\t');
+            if let (Some("I"), Some(image), Some(id)) = (parts.next(), parts.next(), parts.next()) {
+                let id = id.trim();
+                digests.insert(image.to_string(), (!id.is_empty()).then(|| id.to_string()));
+            }
+        }
+        Ok(specs
+            .iter()
+            .filter_map(|s| Some((s, self.spec(s).ok()?)))
+            .map(|(s, c)| Prerequisite {
+                address: s.address.clone(),
+                what: format!("image {}", c.image),
+                digest: digests.get(&c.image).cloned().flatten(),
+                source: c.image_archive.clone(),
+            })
+            .collect())
+    }
+
+    async fn prepare(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<()> {
+        let c = self.spec(spec)?;
+        let cli = self.cli;
+        let image = quote(&c.image)?;
+        let load = match &c.image_archive {
+            Some(archive) => {
+                let archive = quote(archive)?;
+                format!(
+                    r#"[ -f {archive} ] || {{ echo "image "{image}" is not on this host, and its image_archive "{archive}" does not exist there" >&2; exit 4; }}
+{cli} load -i {archive} >&2 || {{ echo "loading image_archive "{archive}" failed" >&2; exit 4; }}
+{cli} image inspect {image} >/dev/null 2>&1 || {{ echo "image_archive "{archive}" was loaded but holds no image "{image} >&2; exit 4; }}"#
+                )
+            }
+            None => format!(
+                r#"echo "image "{image}" is not on this host and the backend sets no image_archive" >&2; exit 4"#
+            ),
+        };
+        let script = format!(
+            "# berth: {cli} prepare\n{cli} image inspect {image} >/dev/null 2>&1 && exit 0\n{load}\n"
+        );
+        let out = transport.exec(Command::new(script, LOAD_TIMEOUT)).await?;
+        if out.success() {
+            return Ok(());
+        }
+        if out.status == Some(4) {
+            return Err(ProviderError::MissingPrerequisite {
+                host: transport.host().to_string(),
+                address: spec.address.clone(),
+                message: out
+                    .stderr_text()
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+                help: match &c.image_archive {
+                    Some(archive) => format!(
+                        "copy the archive to {archive} on {} (made with `{cli} save -o FILE {}`), or load the image there by hand",
+                        transport.host(),
+                        c.image
+                    ),
+                    None => format!(
+                        "load it on {} (`{cli} load -i FILE` or `{cli} pull {}`), or set image_archive in the backend's container block",
+                        transport.host(),
+                        c.image
+                    ),
+                },
+            });
+        }
+        Err(self.failure(transport, format!("prepare {}", spec.address), &out))
+    }
+
+    async fn diagnose(&self, transport: &dyn Transport, specs: &[LaunchSpec]) -> Vec<HostCheck> {
+        let cli = self.cli;
+        let mut checks = Vec::new();
+        let check = |check: String, status, detail: String, fix: Option<String>| HostCheck {
+            check,
+            status,
+            detail,
+            fix,
+        };
+        let script = format!(
+            "# berth: {cli} doctor\n{cli} version --format '{{{{.Server.Version}}}}' 2>&1 || {cli} version 2>&1 | tail -n 3"
+        );
+        let daemon = transport.exec(Command::new(script, self.timeout)).await;
+        let name = format!("{cli} daemon");
+        match daemon {
+            Ok(out) if out.success() => {
+                let version = out.stdout_text().trim().to_string();
+                checks.push(check(
+                    name,
+                    CheckStatus::Ok,
+                    format!("answers (server {version})"),
+                    None,
+                ));
+            }
+            Ok(out) => {
+                let text = out.stdout_text().trim().to_string();
+                let fix = if text.contains("permission denied") {
+                    format!(
+                        "let the SSH user use {cli}: `usermod -aG {cli} USER` (then log in again), or connect as root"
+                    )
+                } else if cli == "podman" {
+                    "check `podman info` on the host (rootless: subuid/subgid ranges for the user, see docs/runtimes/docker.md)".to_string()
+                } else {
+                    "start the daemon: `systemctl start docker`".to_string()
+                };
+                checks.push(check(
+                    name,
+                    CheckStatus::Fail,
+                    text.lines().last().unwrap_or("").to_string(),
+                    Some(fix),
+                ));
+                return checks;
+            }
+            Err(e) => {
+                checks.push(check(name, CheckStatus::Fail, e.to_string(), None));
+                return checks;
+            }
+        }
+        match self.prerequisites(transport, specs).await {
+            Ok(prereqs) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for p in prereqs {
+                    if !seen.insert(p.what.clone()) {
+                        continue;
+                    }
+                    match (&p.digest, &p.source) {
+                        (Some(d), _) => checks.push(check(p.what, CheckStatus::Ok, d.clone(), None)),
+                        (None, Some(archive)) => checks.push(check(
+                            p.what,
+                            CheckStatus::Warn,
+                            format!("missing; apply loads it from {archive}"),
+                            None,
+                        )),
+                        (None, None) => checks.push(check(
+                            p.what.clone(),
+                            CheckStatus::Fail,
+                            "missing, and the backend sets no image_archive".into(),
+                            Some(format!(
+                                "load it on the host (`{cli} load -i FILE` or `{cli} pull {}`), or set image_archive",
+                                p.what.trim_start_matches("image ")
+                            )),
+                        )),
+                    }
+                }
+            }
+            Err(e) => checks.push(check(
+                "images".into(),
+                CheckStatus::Fail,
+                e.to_string(),
+                None,
+            )),
+        }
+        if specs
+            .iter()
+            .filter_map(|s| self.spec(s).ok())
+            .any(|c| c.gpus.is_some())
+        {
+            let script = if cli == "podman" {
+                "# berth: podman gpu check\nls /etc/cdi/nvidia.yaml /var/run/cdi/nvidia.yaml 2>/dev/null | head -n 1".to_string()
+            } else {
+                "# berth: docker gpu check\ndocker info --format '{{json .Runtimes}}' 2>/dev/null | grep -o nvidia | head -n 1".to_string()
+            };
+            let found = transport
+                .exec(Command::new(script, self.timeout))
+                .await
+                .map(|o| !o.stdout_text().trim().is_empty())
+                .unwrap_or(false);
+            checks.push(if found {
+                check("gpus".into(), CheckStatus::Ok, format!("{cli} can reach NVIDIA GPUs"), None)
+            } else {
+                check(
+                    "gpus".into(),
+                    CheckStatus::Fail,
+                    format!("a backend sets `gpus`, but {cli} has no NVIDIA runtime here"),
+                    Some(if cli == "podman" {
+                        "install the NVIDIA Container Toolkit and generate the CDI spec: `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`".into()
+                    } else {
+                        "install the NVIDIA Container Toolkit, then `nvidia-ctk runtime configure --runtime=docker && systemctl restart docker`".into()
+                    }),
+                )
+            });
+        }
+        checks
+    }
+
+    async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance> {
+        let c = self.spec(spec)?;
+        let text = env_file(spec)?;
+        let cli = self.cli;
+        let name = Self::container_name(&spec.run_dir, &spec.address);
+        let dir = Self::container_dir(&spec.run_dir, &spec.address);
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut run = format!("{cli} run -d --pull=never --name {}", quote(&name)?);
+        for (key, value) in Self::labels(spec, started_at) {
+            let _ = write!(run, " --label {}", quote(&format!("{key}={value}"))?);
+        }
+        let _ = write!(run, " --env-file \"$dir/env\"");
+        for arg in self.run_args(c, &spec.command) {
+            run.push(' ');
+            run.push_str(&quote(&arg)?);
+        }
+        let script = format!(
+            r#"# berth: {cli} start
+{functions}
+dir={qdir}
+# Whatever runs under this address goes first.
+berth_remove {qname} {qaddress} {qrun_dir} {grace} || exit $?
+umask 077
+mkdir -p -- "$dir" || exit 5
+rm -f -- "$dir/owner"
+# Env values arrive on stdin into a file created mode 0600, never in an argv.
+cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
+id=$({run}) || exit 6
+printf '%s\n' "$id"
+{cli} container inspect --format '{{{{.Image}}}}' "$id"
+"#,
+            functions = self.functions(),
+            qdir = quote(&dir)?,
+            qname = quote(&name)?,
+            qaddress = quote(&spec.address)?,
+            qrun_dir = quote(spec.run_dir.trim_end_matches('/'))?,
+            grace = RESTART_GRACE.as_secs(),
+        );
+        let out = self
+            .run(
+                transport,
+                Command::new(script, self.timeout + RESTART_GRACE).stdin(text.into_bytes()),
+                format!("start {}", spec.address),
+            )
+            .await?;
+        let text = out.stdout_text();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let (Some(id), image) = (lines.next(), lines.next()) else {
+            return Err(ProviderError::Malformed {
+                host: transport.host().to_string(),
+                what: format!("start {}", spec.address),
+                message: format!("{:?}", text.trim()),
+            });
+        };
+        Ok(Instance {
+            address: spec.address.clone(),
+            fingerprint: spec.fingerprint.clone(),
+            owner: spec.owner.clone(),
+            port: spec.port,
+            handle: ContainerHandle {
+                container_id: id.to_string(),
+            }
+            .into(),
+            started_at,
+            pinned: image.map(str::to_string),
+        })
+    }
+
+    async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>> {
+        self.inspect(transport, run_dir, None).await
+    }
+
+    async fn observe(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+    ) -> Result<Option<Observed>> {
+        Ok(self
+            .inspect(transport, run_dir, Some(address))
+            .await?
+            .into_iter()
+            .find(|o| o.instance.address == address))
+    }
+
+    async fn stop_with(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        _recorded: Option<&Handle>,
+        grace: Duration,
+    ) -> Result<()> {
+        // The container's name and labels identify it; the id berth's state recorded adds
+        // nothing a lost record would need.
+        let cli = self.cli;
+        let script = format!(
+            r#"# berth: {cli} stop
+{functions}
+berth_remove {qname} {qaddress} {qrun_dir} {grace} || exit $?
+rm -rf -- {qdir}
+"#,
+            functions = self.functions(),
+            qname = quote(&Self::container_name(run_dir, address))?,
+            qaddress = quote(address)?,
+            qrun_dir = quote(run_dir.trim_end_matches('/'))?,
+            qdir = quote(&Self::container_dir(run_dir, address))?,
+            grace = grace.as_secs().max(1),
+        );
+        self.run(
+            transport,
+            Command::new(script, self.timeout + grace),
+            format!("stop {address}"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        instance: &Instance,
+        owner: &str,
+    ) -> Result<()> {
+        let address = &instance.address;
+        let Some(id) = ContainerHandle::of(&instance.handle) else {
+            return Err(ProviderError::InvalidSpec {
+                address: address.clone(),
+                message: "the instance to claim holds no container id".into(),
+            });
+        };
+        let cli = self.cli;
+        let record = serde_json::json!({ "id": id.container_id, "owner": owner }).to_string();
+        // Only while the container observed still runs under the name: a restart in between
+        // keeps its own labels.
+        let script = format!(
+            r#"# berth: {cli} claim
+now=$({cli} container inspect --format '{{{{.Id}}}}' {qname} 2>/dev/null)
+if [ "$now" != {qid} ]; then
+  echo "its container changed since it was observed (another berth restarted it?); plan again" >&2
+  exit 9
+fi
+umask 077
+mkdir -p -- {qdir} && cat > {qdir}/owner.tmp && mv -f -- {qdir}/owner.tmp {qdir}/owner
+"#,
+            qname = quote(&Self::container_name(run_dir, address))?,
+            qid = quote(&id.container_id)?,
+            qdir = quote(&Self::container_dir(run_dir, address))?,
+        );
+        self.run(
+            transport,
+            Command::new(script, self.timeout).stdin(record.into_bytes()),
+            format!("claim {address}"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        address: &str,
+        lines: usize,
+    ) -> Result<String> {
+        let cli = self.cli;
+        let name = Self::container_name(run_dir, address);
+        let script = format!(
+            r#"# berth: {cli} logs
+want={qaddress}
+have=$({cli} container inspect --format '{{{{index .Config.Labels "{LABEL_ADDRESS}"}}}}' {qname} 2>/dev/null) || exit 0
+[ "$have" = "$want" ] || exit 0
+{cli} logs --tail {lines} {qname} 2>&1
+"#,
+            qaddress = quote(address)?,
+            qname = quote(&name)?,
+        );
+        let out = self
+            .run(
+                transport,
+                Command::new(script, self.timeout),
+                format!("logs {address}"),
+            )
+            .await?;
+        Ok(out.stdout_text())
+    }
+}
+
+/// The `--env-file`: one `K=v` line per variable, read literally by both engines (no quoting,
+/// no expansion). Keys must be shell names; a value may not hold a newline. Errors name the
+/// key, never the value.
+fn env_file(spec: &LaunchSpec) -> Result<String> {
+    let mut text = String::new();
+    for (key, value) in &spec.env {
+        let valid_key = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: format!("env key {key:?} is not a shell variable name"),
+            });
+        }
+        if value.contains(['\n', '\r', '\0']) {
+            return Err(ProviderError::InvalidSpec {
+                address: spec.address.clone(),
+                message: format!(
+                    "the value of env {key} holds a line break or NUL byte, which a container env file cannot carry"
+                ),
+            });
+        }
+        let _ = writeln!(text, "{key}={value}");
+    }
+    Ok(text)
+}
+
+/// The labels of one inspected container.
+#[derive(Debug, Default, Deserialize)]
+struct Labels(BTreeMap<String, String>);
+
+/// Parses the observe script's lines: `C` lines from `inspect`, `O` lines from owner files.
+fn parse_inspect(stdout: &str, run_dir: &str) -> Vec<Observed> {
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut found = Vec::new();
+    for line in stdout.lines() {
+        if let Some(record) = line.strip_prefix("O\t") {
+            if let Ok(v) = serde_json::from_str::<Value>(record.trim())
+                && let (Some(id), Some(owner)) = (v["id"].as_str(), v["owner"].as_str())
+            {
+                owners.insert(id.to_string(), owner.to_string());
+            }
+            continue;
+        }
+        let parts: Vec<&str> = line.splitn(7, '\t').collect();
+        let [_c, id, status, _exit, _restarts, image, labels] = parts[..] else {
+            continue;
+        };
+        let Ok(Labels(labels)) =
+            serde_json::from_str::<Option<Labels>>(labels).map(Option::unwrap_or_default)
+        else {
+            continue;
+        };
+        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        if label(LABEL_RUN_DIR) != run_dir || label(LABEL_ADDRESS).is_empty() {
+            continue;
+        }
+        let liveness = match status {
+            // A container the engine restarts after a crash is still the one berth started.
+            "running" | "restarting" => Liveness::Running,
+            _ => Liveness::Exited,
+        };
+        found.push((
+            id.to_string(),
+            Observed {
+                instance: Instance {
+                    address: label(LABEL_ADDRESS),
+                    fingerprint: label(LABEL_FINGERPRINT),
+                    owner: label(LABEL_OWNER),
+                    port: label(LABEL_PORT).parse().unwrap_or(0),
+                    handle: ContainerHandle {
+                        container_id: id.to_string(),
+                    }
+                    .into(),
+                    started_at: label(LABEL_STARTED_AT).parse().unwrap_or(0),
+                    pinned: (!image.is_empty()).then(|| image.to_string()),
+                },
+                liveness,
+            },
+        ));
+    }
+    found
+        .into_iter()
+        .map(|(id, mut o)| {
+            if let Some(owner) = owners.get(&id) {
+                o.instance.owner = owner.clone();
+            }
+            o
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_readable_and_distinct_per_run_dir() {
+        let a = ContainerRuntime::container_name("/var/lib/berth", "model.qwen2.5-7b@gpu-a");
+        assert!(a.starts_with("berth-model.qwen2.5-7b_gpu-a-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        );
+        assert_ne!(
+            a,
+            ContainerRuntime::container_name("/srv/berth", "model.qwen2.5-7b@gpu-a")
+        );
+        assert_eq!(
+            a,
+            ContainerRuntime::container_name("/var/lib/berth/", "model.qwen2.5-7b@gpu-a")
+        );
+    }
+
+    #[test]
+    fn env_files_are_literal_and_refuse_line_breaks() {
+        let mut spec = LaunchSpec {
+            owner: "o".into(),
+            address: "m@h".into(),
+            run_dir: "/r".into(),
+            command: "true".into(),
+            env: vec![("A".into(), "it's $HOME = x".into())],
+            port: 1,
+            fingerprint: "f".into(),
+            runtime: RuntimeSpec::Container(ContainerSpec::default()),
+        };
+        assert_eq!(env_file(&spec).unwrap(), "A=it's $HOME = x\n");
+        spec.env = vec![("K".into(), "s3cret\nB=1".into())];
+        let err = env_file(&spec).unwrap_err().to_string();
+        assert!(err.contains('K') && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn inspect_lines_are_parsed_and_owner_files_win() {
+        let labels = r#"{"berth.address":"model.a@h","berth.fingerprint":"fp","berth.owner":"L1","berth.port":"8080","berth.run_dir":"/r","berth.started_at":"12"}"#;
+        let other = r#"{"berth.address":"model.b@h","berth.run_dir":"/elsewhere"}"#;
+        let out = format!(
+            "O\t{{\"id\":\"c1\",\"owner\":\"L2\"}}\nC\tc1\trunning\t0\t0\tsha256:aa\t{labels}\nC\tc2\texited\t1\t0\tsha256:bb\t{labels}\nC\tc3\trunning\t0\t0\tsha256:cc\t{other}\nC\tc4\trunning\t0\t0\tsha256:dd\tnull\n"
+        );
+        let found = parse_inspect(&out, "/r");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].instance.owner, "L2");
+        assert_eq!(found[0].instance.port, 8080);
+        assert_eq!(found[0].instance.started_at, 12);
+        assert_eq!(found[0].instance.pinned.as_deref(), Some("sha256:aa"));
+        assert_eq!(found[0].liveness, Liveness::Running);
+        assert_eq!(found[1].instance.owner, "L1");
+        assert_eq!(found[1].liveness, Liveness::Exited);
+    }
+}
