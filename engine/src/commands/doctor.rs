@@ -336,24 +336,6 @@ async fn diagnose(ws: &Workspace, conns: &Connections, host: &Host) -> Vec<Check
                 None,
             )),
         }
-        // The runtime's own checks, once for each way the host's backends use it.
-        let mut specs = Vec::new();
-        for b in placements
-            .iter()
-            .filter_map(|p| ws.config.backend(&p.backend))
-            .filter(|b| b.runtime.as_str() == *name)
-        {
-            let spec = launch::runtime_spec(b);
-            if !specs.contains(&spec) {
-                specs.push(spec);
-            }
-        }
-        for spec in &specs {
-            for c in runtime.doctor(t.as_ref(), spec).await {
-                let status = if c.ok { Status::Ok } else { Status::Fail };
-                checks.push(check(c.name, status, c.detail, c.help));
-            }
-        }
     }
 
     // What each runtime finds wrong beyond missing tools (its daemon, images, GPU support).

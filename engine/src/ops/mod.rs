@@ -8,9 +8,9 @@ mod drift;
 mod health;
 mod plan;
 mod request;
+mod saved_vars;
 mod select;
 mod snapshot;
-mod saved_vars;
 mod stop;
 
 pub use apply::{Applied, Review, apply, destroy};
@@ -20,9 +20,9 @@ pub use plan::{load_saved, plan};
 pub use request::{
     ApplyRequest, DestroyRequest, DriftRequest, Inputs, PlanRequest, PlanScope, PlanSource,
 };
+pub use saved_vars::{missing_secrets, secrets_needed};
 pub use select::{
     GroupStatus, HostSwitch, SelectRequest, SelectStatus, Selected, SwitchOutcome, select,
     select_status,
 };
-pub use saved_vars::{missing_secrets, secrets_needed};
 pub use stop::{Obeying, Stop, StopLevel};

@@ -162,6 +162,28 @@ pub struct HostCheck {
     pub fix: Option<String>,
 }
 
+impl HostCheck {
+    /// A check that passed.
+    pub fn ok(check: impl Into<String>, detail: impl Into<String>) -> Self {
+        HostCheck {
+            check: check.into(),
+            status: CheckStatus::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    /// A check that failed, with the fix when there is one.
+    pub fn fail(check: impl Into<String>, detail: impl Into<String>, fix: Option<String>) -> Self {
+        HostCheck {
+            check: check.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+            fix,
+        }
+    }
+}
+
 /// How a [`HostCheck`] came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -214,39 +236,6 @@ pub struct HostTools {
     pub paths: &'static [&'static str],
     /// How to install what is missing.
     pub help: &'static str,
-}
-
-/// One finding of a runtime's own `hosts doctor` checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostCheck {
-    /// What was checked, e.g. `systemd user manager`.
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-    /// How to fix a failure.
-    pub help: Option<String>,
-}
-
-impl HostCheck {
-    /// A check that passed.
-    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        HostCheck {
-            name: name.into(),
-            ok: true,
-            detail: detail.into(),
-            help: None,
-        }
-    }
-
-    /// A check that failed, with the fix when there is one.
-    pub fn fail(name: impl Into<String>, detail: impl Into<String>, help: Option<String>) -> Self {
-        HostCheck {
-            name: name.into(),
-            ok: false,
-            detail: detail.into(),
-            help,
-        }
-    }
 }
 
 /// A way of running services on a host: plain processes, systemd units, containers.
@@ -366,13 +355,6 @@ pub trait Runtime: Send + Sync {
         instance: &Instance,
         owner: &str,
     ) -> Result<()>;
-
-    /// The runtime's own checks of a host for `hosts doctor`, beyond [`Runtime::host_tools`]
-    /// (a service manager or daemon that answers, permissions), for a backend whose launches
-    /// carry `spec`. Runtimes with nothing more to check keep this default.
-    async fn doctor(&self, _transport: &dyn Transport, _spec: &RuntimeSpec) -> Vec<HostCheck> {
-        Vec::new()
-    }
 
     /// The last `lines` lines of the service's output.
     async fn logs(

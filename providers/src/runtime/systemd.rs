@@ -441,6 +441,7 @@ fn parse_observed(stdout: &str) -> Vec<Observed> {
                     port: port.parse().unwrap_or(0),
                     handle: Handle::default(),
                     started_at: started.parse().unwrap_or(0),
+                    pinned: None,
                 },
             });
         } else if let Some(s) = line.strip_prefix("S\t") {
@@ -627,6 +628,7 @@ $sc show -p InvocationID --value -- "$name"
                 (INVOCATION.to_string(), Value::from(invocation)),
             ]),
             started_at,
+            pinned: None,
         })
     }
 
@@ -786,11 +788,38 @@ fi
         Ok(out.stdout_text())
     }
 
-    async fn doctor(&self, transport: &dyn Transport, spec: &RuntimeSpec) -> Vec<HostCheck> {
-        let user = matches!(spec, RuntimeSpec::Systemd(s) if s.user);
-        let scope = if user { "user" } else { "system" };
-        let script = format!(
-            r#"# berth: systemd doctor
+    async fn diagnose(&self, transport: &dyn Transport, specs: &[LaunchSpec]) -> Vec<HostCheck> {
+        // Once for each way the host's backends use systemd (system or user scope).
+        let mut seen: Vec<&RuntimeSpec> = Vec::new();
+        let mut checks = Vec::new();
+        for spec in specs {
+            if !seen.contains(&&spec.runtime) {
+                seen.push(&spec.runtime);
+                checks.extend(doctor(transport, &spec.runtime, self.timeout).await);
+            }
+        }
+        checks
+    }
+}
+
+fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
+    ProviderError::Malformed {
+        host: transport.host().to_string(),
+        what: what.to_string(),
+        message: format!("{:?}", output.trim()),
+    }
+}
+
+/// The checks of one scope (system or user) on a host, for `hosts doctor`.
+async fn doctor(
+    transport: &dyn Transport,
+    spec: &RuntimeSpec,
+    timeout: Duration,
+) -> Vec<HostCheck> {
+    let user = matches!(spec, RuntimeSpec::Systemd(s) if s.user);
+    let scope = if user { "user" } else { "system" };
+    let script = format!(
+        r#"# berth: systemd doctor
 {SH_FUNCTIONS}
 if [ -d /run/systemd/system ]; then
   printf 'pid1\tok\t%s\n' "$(systemctl is-system-running 2>/dev/null || true)"
@@ -805,83 +834,74 @@ else
   printf 'manager\tfail\t%s\t%s\n' "$(id -un)" "$(id -u)"
 fi
 "#
-        );
-        let out = match transport.exec(Command::new(script, self.timeout)).await {
-            Ok(out) => out,
-            Err(e) => {
-                return vec![HostCheck::fail("systemd", e.to_string(), None)];
-            }
-        };
-        let mut checks = Vec::new();
-        for line in out.stdout_text().lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            match (f.first().copied(), f.get(1).copied()) {
-                (Some("pid1"), Some("ok")) => checks.push(HostCheck::ok(
-                    "systemd",
-                    format!(
-                        "systemd is PID 1 (state: {})",
-                        f.get(2).copied().filter(|s| !s.is_empty()).unwrap_or("unknown")
-                    ),
-                )),
-                (Some("pid1"), _) => checks.push(HostCheck::fail(
-                    "systemd",
-                    format!(
-                        "systemd is not PID 1 here (PID 1 is {:?})",
-                        f.get(2).copied().unwrap_or_default()
-                    ),
-                    Some("use runtime = \"process\" on hosts without systemd".into()),
-                )),
-                (Some("manager"), Some("ok")) => checks.push(HostCheck::ok(
-                    format!("systemd {scope} manager"),
-                    format!("reachable; units go to {}", f.get(2).unwrap_or(&"")),
-                )),
-                (Some("manager"), _) => {
-                    let login = f.get(2).copied().unwrap_or("USER");
-                    let uid = f.get(3).copied().unwrap_or_default();
-                    checks.push(if user {
-                        HostCheck::fail(
-                            "systemd user manager",
-                            format!("no user manager runs for {login} (no /run/user/{uid}/systemd/private)"),
-                            Some(format!("as root on the host: loginctl enable-linger {login}")),
-                        )
-                    } else {
-                        HostCheck::fail(
-                            "systemd system manager",
-                            format!("system units need a root login; {login} has uid {uid}"),
-                            Some("connect as root, or set `systemd { scope = \"user\" }` in the backend".into()),
-                        )
-                    });
-                }
-                (Some("units"), Some("ok")) => {}
-                (Some("units"), _) => checks.push(HostCheck::fail(
-                    "unit directory",
-                    format!("{} is not writable", f.get(2).unwrap_or(&"")),
-                    None,
-                )),
-                (Some("journal"), Some("ok")) => {
-                    checks.push(HostCheck::ok("journald", "journalctl reads the journal"))
-                }
-                (Some("journal"), _) => checks.push(HostCheck::fail(
-                    "journald",
-                    format!(
-                        "journalctl cannot read the journal: {}",
-                        f.get(2).unwrap_or(&"")
-                    ),
-                    Some("add the login to the systemd-journal group, or check that systemd-journald runs".into()),
-                )),
-                _ => {}
-            }
+    );
+    let out = match transport.exec(Command::new(script, timeout)).await {
+        Ok(out) => out,
+        Err(e) => {
+            return vec![HostCheck::fail("systemd", e.to_string(), None)];
         }
-        checks
+    };
+    let mut checks = Vec::new();
+    for line in out.stdout_text().lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match (f.first().copied(), f.get(1).copied()) {
+            (Some("pid1"), Some("ok")) => checks.push(HostCheck::ok(
+                "systemd",
+                format!(
+                    "systemd is PID 1 (state: {})",
+                    f.get(2).copied().filter(|s| !s.is_empty()).unwrap_or("unknown")
+                ),
+            )),
+            (Some("pid1"), _) => checks.push(HostCheck::fail(
+                "systemd",
+                format!(
+                    "systemd is not PID 1 here (PID 1 is {:?})",
+                    f.get(2).copied().unwrap_or_default()
+                ),
+                Some("use runtime = \"process\" on hosts without systemd".into()),
+            )),
+            (Some("manager"), Some("ok")) => checks.push(HostCheck::ok(
+                format!("systemd {scope} manager"),
+                format!("reachable; units go to {}", f.get(2).unwrap_or(&"")),
+            )),
+            (Some("manager"), _) => {
+                let login = f.get(2).copied().unwrap_or("USER");
+                let uid = f.get(3).copied().unwrap_or_default();
+                checks.push(if user {
+                    HostCheck::fail(
+                        "systemd user manager",
+                        format!("no user manager runs for {login} (no /run/user/{uid}/systemd/private)"),
+                        Some(format!("as root on the host: loginctl enable-linger {login}")),
+                    )
+                } else {
+                    HostCheck::fail(
+                        "systemd system manager",
+                        format!("system units need a root login; {login} has uid {uid}"),
+                        Some("connect as root, or set `systemd { scope = \"user\" }` in the backend".into()),
+                    )
+                });
+            }
+            (Some("units"), Some("ok")) => {}
+            (Some("units"), _) => checks.push(HostCheck::fail(
+                "unit directory",
+                format!("{} is not writable", f.get(2).unwrap_or(&"")),
+                None,
+            )),
+            (Some("journal"), Some("ok")) => {
+                checks.push(HostCheck::ok("journald", "journalctl reads the journal"))
+            }
+            (Some("journal"), _) => checks.push(HostCheck::fail(
+                "journald",
+                format!(
+                    "journalctl cannot read the journal: {}",
+                    f.get(2).unwrap_or(&"")
+                ),
+                Some("add the login to the systemd-journal group, or check that systemd-journald runs".into()),
+            )),
+            _ => {}
+        }
     }
-}
-
-fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
-    ProviderError::Malformed {
-        host: transport.host().to_string(),
-        what: what.to_string(),
-        message: format!("{:?}", output.trim()),
-    }
+    checks
 }
 
 #[cfg(test)]
