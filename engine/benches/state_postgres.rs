@@ -76,7 +76,7 @@ fn main() {
             let r = launch::render(&ws.config, p).unwrap();
             store
                 .put_resource(&ResourceRecord {
-                    address: r.address.to_string(),
+                    address: r.address.clone(),
                     kind: ResourceKind::Model,
                     host: r.host.clone(),
                     status: ResourceStatus::Ready,

@@ -15,8 +15,8 @@ use crate::error::{Result, StateError};
 use crate::pg_backend::Workspace;
 use crate::pg_settings::{PgUrl, block_on};
 use crate::record::{HistoryEntry, Intent, Meta, ResourceRecord, Selection};
-use crate::snapshot::Snapshot;
 use crate::sled_store::STATE_FORMAT_VERSION;
+use crate::snapshot::Snapshot;
 use crate::store::StateStore;
 
 /// One workspace's store, reached through a small pool of its own.
@@ -198,7 +198,7 @@ impl ChangeOwned {
                  DO UPDATE SET record = EXCLUDED.record, serial = EXCLUDED.serial",
                 )
                 .bind(ws)
-                .bind(&record.address)
+                .bind(record.address.as_str())
                 .bind(encode(record, "resource record")?)
                 .bind(serial as i64)
                 .execute(&mut *conn)
@@ -399,7 +399,7 @@ pub(crate) async fn import(
              VALUES ($1, $2, $3::jsonb, $4)",
         )
         .bind(ws.id)
-        .bind(&record.address)
+        .bind(record.address.as_str())
         .bind(encode(record, "resource record")?)
         .bind(target_serial as i64)
         .execute(&mut *tx)
@@ -424,7 +424,7 @@ pub(crate) async fn import(
             "INSERT INTO berth.intents (workspace_id, address, intent) VALUES ($1, $2, $3::jsonb)",
         )
         .bind(ws.id)
-        .bind(&intent.address)
+        .bind(intent.address.as_str())
         .bind(encode(intent, "intent")?)
         .execute(&mut *tx)
         .await
@@ -523,7 +523,7 @@ impl StateStore for PgStore {
         self.plain(
             "INSERT INTO berth.intents (workspace_id, address, intent) VALUES ($1, $2, $3::jsonb) \
              ON CONFLICT (workspace_id, address) DO UPDATE SET intent = EXCLUDED.intent",
-            intent.address.clone(),
+            intent.address.to_string(),
             Some(encode(intent, "intent")?),
         )
     }

@@ -61,7 +61,7 @@ fn no_wait() -> LockOptions {
 
 fn record(address: &str) -> ResourceRecord {
     ResourceRecord {
-        address: address.to_owned(),
+        address: address.parse().expect("an address"),
         kind: ResourceKind::Model,
         host: "gpu-a".to_owned(),
         status: ResourceStatus::Ready,
@@ -371,6 +371,7 @@ fn a_sled_state_imports_whole_and_another_lineage_is_refused() {
                 started_at: 1,
                 finished_at: 2,
                 changes: vec![],
+                interrupted: false,
             })
             .unwrap();
         berth_state::Snapshot::of(&*store).unwrap()

@@ -229,7 +229,7 @@ fn migrate_to_postgres(inv: &Invocation) -> Result<u8> {
         "state migrate",
         &inv.lock,
     )?;
-    let snapshot = berth_state::Snapshot::read(&*sled.store)?;
+    let snapshot = berth_state::Snapshot::of(&*sled.store)?;
     let meta = pg.import(&snapshot, &inv.lock)?;
     outln!(
         "Copied {} resource(s), {} selection(s) and {} history entr{} from the {} into the {} (lineage {}, serial {}).",
