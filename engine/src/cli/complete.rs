@@ -141,7 +141,11 @@ fn recorded() -> Vec<String> {
         return Vec::new();
     };
     match backend.snapshot() {
-        Ok(Some(snapshot)) => snapshot.resources.into_iter().map(|r| r.address.into()).collect(),
+        Ok(Some(snapshot)) => snapshot
+            .resources
+            .into_iter()
+            .map(|r| r.address.into())
+            .collect(),
         _ => Vec::new(),
     }
 }
