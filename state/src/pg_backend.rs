@@ -18,9 +18,9 @@ use crate::lock::{self, LockInfo, LockOptions};
 use crate::pg_schema::{self, LOCK_CLASS};
 use crate::pg_settings::{PgSettings, PgUrl, block_on};
 use crate::pg_store::PgStore;
-use crate::snapshot::Snapshot;
 use crate::record::Meta;
 use crate::sled_store::STATE_FORMAT_VERSION;
+use crate::snapshot::Snapshot;
 use crate::store::StateStore;
 
 const RETRY_EVERY: Duration = Duration::from_millis(100);
