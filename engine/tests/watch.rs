@@ -339,18 +339,22 @@ fn prometheus_scrapes_a_crash_and_its_heal() {
 }
 
 #[test]
-fn the_shipped_alert_rules_pass_promtool() {
-    let rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monitoring/berth-alerts.yml");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .expect("promtool (apt-get install prometheus)");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn the_shipped_alert_rules_and_prometheus_config_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monitoring");
+    for args in [
+        ["check", "rules", "berth-alerts.yml"],
+        ["check", "config", "prometheus.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (apt-get install prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
