@@ -176,7 +176,7 @@ impl Watcher {
         let ws = &snap.ws;
         let settings = ws.config.settings.watch;
         let mut errors = snap.warnings.clone();
-        let (drift, unapplied, failed) = match &snap.view {
+        let (drift, unapplied, failed, unobserved) = match &snap.view {
             Some(view) => {
                 let plan = make_plan_from(
                     ws,
@@ -208,9 +208,9 @@ impl Watcher {
                     .filter(|r| r.cause == Cause::Failed && self.heals.contains_key(&r.address))
                     .map(|r| (r.address.clone(), r.host.clone()))
                     .collect();
-                (plan.drift, unapplied, failed)
+                (plan.drift, unapplied, failed, plan.unobserved_hosts)
             }
-            None => (Vec::new(), Vec::new(), Vec::new()),
+            None => (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
         };
         let hosts = hosts_with_models(ws);
         let conns = &self.conns;
@@ -226,9 +226,12 @@ impl Watcher {
             for m in &host.models {
                 states.insert((m.model.clone(), host.host.clone()), m.state);
             }
+            // A connection that was open may have failed the refresh but still be handed out
+            // until its next command reconnects: the refresh's verdict counts too.
+            let refreshed = !unobserved.contains(&host.host);
             seen_hosts.push(HostSeen {
+                reachable: host.reachable && refreshed,
                 host: host.host,
-                reachable: host.reachable,
                 error: host.error,
                 probe,
             });
