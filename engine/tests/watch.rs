@@ -340,7 +340,7 @@ fn prometheus_scrapes_a_crash_and_its_heal() {
 
 #[test]
 fn the_shipped_alert_rules_and_prometheus_config_pass_promtool() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monitoring");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/local/monitoring");
     for args in [
         ["check", "rules", "berth-alerts.yml"],
         ["check", "config", "prometheus.yml"],
