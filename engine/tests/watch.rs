@@ -184,6 +184,39 @@ fn sigterm_during_a_heal_lets_it_finish_and_exits_zero() {
     fleet.stand_in(port);
 }
 
+#[test]
+fn sighup_re_reads_the_config_and_the_watcher_goes_on() {
+    let port = free_ports(1)[0];
+    let fleet = Fleet::new(&[Model::new("kept", port, "--load-secs 0")], 4);
+    fleet.berth(&["apply", "--auto-approve"]).expect(0);
+    let mut watch = fleet.spawn(&["watch", "--interval", "1s"]);
+    assert!(wait_until(Duration::from_secs(30), || watch
+        .stdout_so_far()
+        .contains("cycle 1:")));
+    procs::signal(watch.pid(), libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(30), || watch
+            .stdout_so_far()
+            .contains("reload: re-read the config")),
+        "{}",
+        watch.stdout_so_far()
+    );
+    let cycles_then = count(&watch.stdout_so_far(), "cycle ");
+    assert!(
+        wait_until(Duration::from_secs(30), || count(
+            &watch.stdout_so_far(),
+            "cycle "
+        ) > cycles_then),
+        "no cycle after the reload: {}",
+        watch.stdout_so_far()
+    );
+    procs::signal(watch.pid(), libc::SIGINT);
+    let run = watch.wait(Duration::from_secs(30));
+    run.expect(0);
+    assert!(run.stdout.contains("stopping on SIGINT"), "{}", run.all());
+    fleet.stand_in(port);
+}
+
 /// A Prometheus server of the test's own on a free loopback port, scraping `target` every
 /// 500 ms; killed when dropped.
 struct Prometheus {

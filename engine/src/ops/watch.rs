@@ -16,7 +16,7 @@ use super::drift::Unapplied;
 use super::health::{check_host, hosts_with_models};
 use super::plan::{make_plan, make_plan_from};
 use super::request::{Inputs, PlanScope};
-use super::snapshot::snapshot;
+use super::snapshot::{Snapshot, snapshot};
 use super::stop::{Stop, StopLevel};
 use crate::apply::Outcome;
 use crate::config::WatchSettings;
@@ -24,7 +24,8 @@ use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::output::health::State;
 use crate::plan::{Action, Cause, Drift, Operation};
-use crate::session;
+use crate::session::{self, ReadState};
+use crate::workspace::Workspace;
 
 /// A watcher: what it watches and whether it heals.
 #[derive(Debug, Clone, Default)]
@@ -172,7 +173,7 @@ impl Watcher {
     /// Runs one cycle. A stop asked for during a heal lets the running steps finish.
     pub async fn cycle(&mut self, stop: &Stop) -> Result<Cycle> {
         let started = Instant::now();
-        let snap = snapshot(&self.req.inputs, "watch")?;
+        let snap = read_state(&self.req.inputs)?;
         let ws = &snap.ws;
         let settings = ws.config.settings.watch;
         let mut errors = snap.warnings.clone();
@@ -229,10 +230,13 @@ impl Watcher {
             // A connection that was open may have failed the refresh but still be handed out
             // until its next command reconnects: the refresh's verdict counts too.
             let refreshed = !unobserved.contains(&host.host);
+            let error = host.error.or_else(|| {
+                (!refreshed).then(|| format!("host {} could not be observed", host.host))
+            });
             seen_hosts.push(HostSeen {
                 reachable: host.reachable && refreshed,
                 host: host.host,
-                error: host.error,
+                error,
                 probe,
             });
         }
@@ -492,6 +496,30 @@ impl Watcher {
         }
         outcomes
     }
+}
+
+/// The config placed against the state's last committed snapshot, read without the lock and
+/// without opening the store: a watcher reads the state every cycle, and an embedded store
+/// opened and closed that often keeps memory it never gives back. A state without a snapshot
+/// yet is read as the read-only commands read it.
+fn read_state(inputs: &Inputs) -> Result<Snapshot> {
+    let loaded = crate::config::load(&inputs.dir, &inputs.vars)
+        .map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
+    let state = loaded.config.settings.state(&loaded.config.dir);
+    let backend = session::backend(&state)?;
+    let Some(snapshot) = backend.snapshot()? else {
+        return snapshot(inputs, "watch");
+    };
+    let held_by = backend.holder().ok().flatten();
+    let read = ReadState { snapshot, held_by };
+    let view = read.view();
+    let ws = Workspace::from_loaded(loaded, &view.previous())?;
+    Ok(Snapshot {
+        ws,
+        view: Some(view),
+        holder: read.held_by,
+        warnings: Vec::new(),
+    })
 }
 
 /// A heal is approved by running `watch --heal`; nothing is shown.
