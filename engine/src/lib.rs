@@ -18,6 +18,7 @@ pub mod error;
 pub mod exit_codes;
 pub mod graph;
 pub mod launch;
+pub mod metrics;
 pub mod ops;
 pub mod output;
 pub mod paint;

@@ -79,8 +79,37 @@ pub enum Command {
     Select(SelectArgs),
     /// Probe every placed model and scan for servers the config does not place
     Health(HealthArgs),
+    /// Keep reconciling: observe every host each interval, heal drift, serve Prometheus metrics
+    Watch(WatchArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Time between the end of one cycle and the start of the next (e.g. 30s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Repair drifted resources (never config changes nobody applied)
+    #[arg(long)]
+    pub heal: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Run one cycle and exit (1 when a host could not be observed or a heal failed)
+    #[arg(long)]
+    pub once: bool,
+    /// How each cycle is logged (json: one object a line, for journald)
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// How to wait for berth's lock.

@@ -113,6 +113,7 @@ pub fn invocation(cli: &Cli) -> Invocation {
         Command::State(a) => Some(&a.lock),
         Command::Endpoints(a) => Some(&a.lock),
         Command::Select(a) => Some(&a.lock),
+        Command::Watch(a) => Some(&a.lock),
         _ => None,
     }
     .map(args::LockArgs::options)
@@ -222,6 +223,19 @@ pub fn run(cli: &Cli, inv: &Invocation) -> Result<u8> {
             (None, None) => unreachable!("force-unlock without an id or --host"),
         },
         Command::Endpoints(args) => commands::endpoints::run(inv, args.json),
+        Command::Watch(args) => commands::watch::run(
+            inv,
+            &commands::watch::WatchCommand {
+                interval: args.interval,
+                heal: args.heal,
+                metrics: args.metrics,
+                once: args.once,
+                log_format: match args.log_format {
+                    args::LogFormat::Text => commands::watch::LogFormat::Text,
+                    args::LogFormat::Json => commands::watch::LogFormat::Json,
+                },
+            },
+        ),
         Command::Select(args) => match (&args.command, &args.model) {
             (Some(args::SelectCommand::Status), _) => commands::select::status(inv, args.json),
             (None, Some(model)) => commands::select::run(

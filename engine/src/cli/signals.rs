@@ -3,9 +3,13 @@
 //! apply's executor), the first signal asks it to finish running steps and start nothing new,
 //! the second to cancel now. Outside that, the first signal releases berth's state lock and
 //! ends berth with exit code 130, so an interrupted plan, drift or confirmation prompt leaves
-//! no stale lock. SIGPIPE is ignored: a closed pipe only stops the printing.
+//! no stale lock. SIGPIPE is ignored: a closed pipe only stops the printing. A long-running
+//! command may take SIGHUP as a request to re-read its config instead ([`hup_reloads`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
 use crate::ops::Stop;
 
@@ -42,7 +46,26 @@ pub fn install(runtime: &tokio::runtime::Handle, stop: Stop) {
     }
 }
 
+/// Set while a long-running command (`watch`) takes SIGHUP as a request to re-read its config.
+static HUP_RELOADS: AtomicBool = AtomicBool::new(false);
+/// Wakes the command that takes SIGHUP as a reload.
+static RELOAD: Notify = Notify::const_new();
+
+/// From now on SIGHUP asks for a reload ([`reload_asked`]) instead of a stop.
+pub fn hup_reloads() {
+    HUP_RELOADS.store(true, Ordering::SeqCst);
+}
+
+/// Resolves once SIGHUP asked for a reload (a request made before the call is not lost).
+pub async fn reload_asked() {
+    RELOAD.notified().await;
+}
+
 fn on_signal(stop: &Stop, name: &str) {
+    if name == "SIGHUP" && HUP_RELOADS.load(Ordering::SeqCst) {
+        RELOAD.notify_one();
+        return;
+    }
     if stop.is_obeyed() {
         stop.escalate(name);
         return;

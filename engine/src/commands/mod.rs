@@ -15,6 +15,7 @@ pub mod select;
 pub mod state;
 pub mod ui;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;

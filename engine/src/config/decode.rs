@@ -772,7 +772,12 @@ impl Decoder<'_> {
     pub fn settings(&mut self, block: &Block) -> Settings {
         self.no_labels(block);
         let body = &block.body;
-        self.check_keys(body, "settings", &["state_dir", "parallelism"], &["state"]);
+        self.check_keys(
+            body,
+            "settings",
+            &["state_dir", "parallelism"],
+            &["state", "watch"],
+        );
         let mut state_dir = self.plain_string(body, "state_dir");
         let mut state_backend = StateBackendKind::default();
         let mut state_workspace = None;
@@ -821,6 +826,34 @@ impl Decoder<'_> {
             parallelism: self
                 .uint(body, "parallelism", 1, 10_000)
                 .map_or(Settings::DEFAULT_PARALLELISM, |n| n.value as usize),
+            watch: Self::block(body, "watch")
+                .map(|w| self.watch(w))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Decodes `settings { watch { ... } }`.
+    fn watch(&mut self, block: &Block) -> WatchSettings {
+        self.no_labels(block);
+        let body = &block.body;
+        self.check_keys(
+            body,
+            "the watch block",
+            &["max_heals", "heal_window_sec", "heal_backoff_sec"],
+            &[],
+        );
+        let default = WatchSettings::default();
+        let secs = std::time::Duration::from_secs;
+        WatchSettings {
+            max_heals: self
+                .uint(body, "max_heals", 1, 1000)
+                .map_or(default.max_heals, |n| n.value as u32),
+            heal_window: self
+                .uint(body, "heal_window_sec", 1, 604_800)
+                .map_or(default.heal_window, |n| secs(n.value)),
+            heal_backoff: self
+                .uint(body, "heal_backoff_sec", 0, 86_400)
+                .map_or(default.heal_backoff, |n| secs(n.value)),
         }
     }
 

@@ -92,6 +92,29 @@ pub struct Settings {
     pub state_url: Option<SecretText>,
     /// Resource operations in flight at once.
     pub parallelism: usize,
+    /// How `berth watch` heals, from `watch { ... }`.
+    pub watch: WatchSettings,
+}
+
+/// `settings { watch { ... } }`: flapping protection of `berth watch --heal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Heals of one resource within `heal_window` after which it is left failed.
+    pub max_heals: u32,
+    /// The window heals are counted in.
+    pub heal_window: std::time::Duration,
+    /// The wait before a resource's second heal; it doubles with each heal after that.
+    pub heal_backoff: std::time::Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            max_heals: 3,
+            heal_window: std::time::Duration::from_secs(600),
+            heal_backoff: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// A text that may hold credentials: never shown by `Debug`.
@@ -127,6 +150,7 @@ impl Default for Settings {
             state_workspace: None,
             state_url: None,
             parallelism: Settings::DEFAULT_PARALLELISM,
+            watch: WatchSettings::default(),
         }
     }
 }

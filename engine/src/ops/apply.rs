@@ -104,6 +104,7 @@ pub async fn apply(
         review,
         subscribers,
         stop,
+        history_name: None,
     };
     run.carry_out(plan).await
 }
@@ -136,23 +137,26 @@ pub async fn destroy(
         review,
         subscribers,
         stop,
+        history_name: None,
     };
     run.carry_out(plan).await
 }
 
 /// What carrying out a plan needs.
-struct Run<'a> {
-    p: &'a Prepared,
-    conns: &'a Connections,
-    approved: bool,
-    parallelism: Option<usize>,
-    review: &'a dyn Review,
-    subscribers: &'a [&'a dyn Subscriber],
-    stop: &'a Stop,
+pub(super) struct Run<'a> {
+    pub p: &'a Prepared,
+    pub conns: &'a Connections,
+    pub approved: bool,
+    pub parallelism: Option<usize>,
+    pub review: &'a dyn Review,
+    pub subscribers: &'a [&'a dyn Subscriber],
+    pub stop: &'a Stop,
+    /// What the history calls the change; `None`: the plan's operation.
+    pub history_name: Option<&'static str>,
 }
 
 impl Run<'_> {
-    async fn carry_out(self, plan: Plan) -> Result<Applied> {
+    pub(super) async fn carry_out(self, plan: Plan) -> Result<Applied> {
         let p = self.p;
         self.review.show(&plan);
         if !plan.resources.iter().any(|r| r.action != Action::NoOp) {
@@ -173,7 +177,8 @@ impl Run<'_> {
         let writer = StateWriter::new(p.session.store.clone());
         let history = HistoryWriter::new(
             p.session.store.clone(),
-            operation_name(plan.operation),
+            self.history_name
+                .unwrap_or_else(|| operation_name(plan.operation)),
             &info.user,
             &info.hostname,
         );

@@ -104,7 +104,7 @@ pub async fn health(req: &HealthRequest, stop: &Stop) -> Result<Report> {
 }
 
 /// The enabled hosts that have active placements, in config order.
-fn hosts_with_models(ws: &Workspace) -> Vec<String> {
+pub(super) fn hosts_with_models(ws: &Workspace) -> Vec<String> {
     let placed: BTreeSet<&str> = ws
         .placements
         .iter()
@@ -120,7 +120,7 @@ fn hosts_with_models(ws: &Workspace) -> Vec<String> {
 }
 
 /// One host: its placed models and, when `scan`, the servers on other ports.
-async fn check_host(
+pub(super) async fn check_host(
     ws: &Workspace,
     conns: &Connections,
     host: &str,

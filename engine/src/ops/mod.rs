@@ -1,4 +1,4 @@
-//! The engine as a library: async operations (plan, apply, destroy, drift, select, health) that take plain
+//! The engine as a library: async operations (plan, apply, destroy, drift, select, health, watch) that take plain
 //! request structs, an event sink and a stop token, and return typed results. They never own a
 //! runtime, call `block_on`, touch process signals or print: the CLI is one caller, a daemon or
 //! a test another.
@@ -12,6 +12,7 @@ mod saved_vars;
 mod select;
 mod snapshot;
 mod stop;
+mod watch;
 
 pub use apply::{Applied, Review, apply, destroy};
 pub use drift::{DriftReport, DriftStatus, drift};
@@ -26,3 +27,6 @@ pub use select::{
     select_status,
 };
 pub use stop::{Obeying, Stop, StopLevel};
+pub use watch::{
+    Cycle, Heal, HealResult, HostSeen, ModelSeen, SelectionSeen, WatchRequest, Watcher,
+};
