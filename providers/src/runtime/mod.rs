@@ -373,3 +373,23 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// Runs one script of a runtime on the host; a non-zero exit becomes
+/// [`crate::ProviderError::CommandFailed`] naming `what`, with the script's stderr.
+pub(crate) async fn run_script(
+    transport: &dyn Transport,
+    command: crate::Command,
+    what: String,
+) -> Result<crate::Output> {
+    let out = transport.exec(command).await?;
+    if out.success() {
+        Ok(out)
+    } else {
+        Err(crate::ProviderError::CommandFailed {
+            host: transport.host().to_string(),
+            what,
+            status: out.status,
+            stderr: out.stderr_text().trim().to_string(),
+        })
+    }
+}

@@ -255,19 +255,7 @@ impl ProcessRuntime {
         timeout: Duration,
         what: String,
     ) -> Result<Output> {
-        let out = transport
-            .exec(Command::new(script, timeout).stdin(stdin))
-            .await?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(ProviderError::CommandFailed {
-                host: transport.host().to_string(),
-                what,
-                status: out.status,
-                stderr: out.stderr_text().trim().to_string(),
-            })
-        }
+        super::run_script(transport, Command::new(script, timeout).stdin(stdin), what).await
     }
 
     /// Observes the deployment directories that `dirs` (a quoted prefix and an unquoted glob,
@@ -555,19 +543,13 @@ berth_locked "$dir" berth_claim
             qdir = quote(&dir)?,
             want = quote(&format!("{}:{}", id.pid, id.start_ticks))?,
         );
-        let out = transport
-            .exec(Command::new(script, self.timeout).stdin(meta.into_bytes()))
-            .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(ProviderError::CommandFailed {
-                host: transport.host().to_string(),
-                what: format!("claim {address}"),
-                status: out.status,
-                stderr: out.stderr_text().trim().to_string(),
-            })
-        }
+        super::run_script(
+            transport,
+            Command::new(script, self.timeout).stdin(meta.into_bytes()),
+            format!("claim {address}"),
+        )
+        .await
+        .map(drop)
     }
 
     async fn logs(

@@ -254,19 +254,7 @@ impl SystemdRuntime {
         timeout: Duration,
         what: String,
     ) -> Result<Output> {
-        let out = transport
-            .exec(Command::new(script, timeout).stdin(stdin))
-            .await?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(ProviderError::CommandFailed {
-                host: transport.host().to_string(),
-                what,
-                status: out.status,
-                stderr: out.stderr_text().trim().to_string(),
-            })
-        }
+        super::run_script(transport, Command::new(script, timeout).stdin(stdin), what).await
     }
 
     /// The berth units of `run_dir` in every scope this login reaches (only `address`'s when
