@@ -157,6 +157,21 @@ fn state_subcommands_take_lock_flags_after_the_subcommand() {
     run.expect(0);
 }
 
+/// `endpoints` never takes the lock, so it does not accept the flags that say how to wait for
+/// one: a user who passes them learns that, instead of having them silently ignored.
+#[test]
+fn endpoints_refuses_lock_flags_it_would_ignore() {
+    let ports = free_ports(1);
+    let fleet = Fleet::new(&[Model::new("m", ports[0], "--load-secs 0.2")], 2);
+    for flag in [&["--lock-timeout", "1s"][..], &["--force"][..]] {
+        let args: Vec<&str> = ["endpoints"].iter().chain(flag).copied().collect();
+        let run = fleet.berth(&args);
+        run.expect(64);
+        assert!(run.stderr.contains(flag[0]), "{}", run.stderr);
+    }
+    fleet.berth(&["endpoints"]).expect(0);
+}
+
 #[test]
 fn an_apply_killed_mid_gate_leaves_a_stale_lock_that_force_reclaims() {
     let ports = free_ports(1);

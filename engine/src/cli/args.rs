@@ -329,8 +329,6 @@ pub struct EndpointsArgs {
     /// Print as JSON
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub lock: LockArgs,
 }
 
 #[derive(Debug, Args)]

@@ -111,7 +111,6 @@ pub fn invocation(cli: &Cli) -> Invocation {
         Command::Destroy(a) => Some(&a.lock),
         Command::Drift(a) => Some(&a.lock),
         Command::State(a) => Some(&a.lock),
-        Command::Endpoints(a) => Some(&a.lock),
         Command::Select(a) => Some(&a.lock),
         Command::Watch(a) => Some(&a.lock),
         _ => None,
