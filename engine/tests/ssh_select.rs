@@ -251,14 +251,18 @@ fn a_group_on_two_hosts_switches_both_and_rolls_back_only_the_host_that_failed()
     let port = 18210;
     // `flaky` runs through a script in each host's own /srv/berth: it loads on h2 and fails to
     // load on h3.
-    for (k, extra) in [(2, ""), (3, " --fail-load")] {
+    let script = |k: usize, name: &str, extra: &str| {
         fleet.exec_ok(
             k,
             &format!(
-                "mkdir -p /srv/berth && printf '#!/bin/sh\\nexec {} \"$@\"{extra}\\n' > /srv/berth/flaky-server && chmod +x /srv/berth/flaky-server",
+                "mkdir -p /srv/berth && printf '#!/bin/sh\\nexec {} \"$@\"{extra}\\n' > /srv/berth/{name} && chmod +x /srv/berth/{name}",
                 server().display()
             ),
         );
+    };
+    for (k, extra) in [(2, ""), (3, " --fail-load")] {
+        script(k, "flaky-server", extra);
+        script(k, "gamma-server", "");
     }
     let member = |id: &str, flags: &str, default: bool| {
         ModelSpec::new(id, port, flags, &["h2", "h3"], 2).group("pair", default)
@@ -267,6 +271,7 @@ fn a_group_on_two_hosts_switches_both_and_rolls_back_only_the_host_that_failed()
         member("alpha", "--load-secs 0.5", true),
         member("beta", "--load-secs 0.5", false),
         member("flaky", "--load-secs 0.5", false).server("/srv/berth/flaky-server"),
+        member("gamma", "--load-secs 0.5", false).server("/srv/berth/gamma-server"),
     ];
     let project = Project::new(
         &[HostSpec::fleet(&fleet, 2), HostSpec::fleet(&fleet, 3)],
@@ -312,6 +317,70 @@ fn a_group_on_two_hosts_switches_both_and_rolls_back_only_the_host_that_failed()
         text.stdout
     );
     project.berth(&["plan", "--detailed-exitcode"]).expect(0);
+
+    // A rollback that fails too: gamma runs on both hosts, then stops loading on h3 (its script
+    // changed underneath it); flaky fails on h3 and gamma cannot come back there. Both failures
+    // are reported, the state says so, and `drift` names the member to bring back.
+    project.berth(&["select", "--model", "gamma"]).expect(0);
+    for k in [2, 3] {
+        assert_eq!(serves(&fleet, k, port), ["gamma"], "h{k}");
+    }
+    script(3, "gamma-server", " --fail-load");
+    let both = project.berth(&["select", "--model", "flaky", "--json"]);
+    both.expect(1);
+    let doc = both.json();
+    let h3 = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "h3")
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert_eq!(h3["outcome"], "rollback_failed", "{doc:#}");
+    assert_eq!(h3["from"], "gamma", "{doc:#}");
+    assert!(h3["failure"]["step"].is_string(), "{doc:#}");
+    assert!(h3["rollback_failure"]["step"].is_string(), "{doc:#}");
+    assert_eq!(serves(&fleet, 2, port), ["flaky"]);
+    assert!(running(&fleet, 3).is_empty(), "{:?}", running(&fleet, 3));
+    let text = project.berth(&["select", "--model", "flaky"]);
+    text.expect(1);
+    let all = text.all();
+    assert!(
+        all.contains("flaky failed, and the rollback to gamma failed too")
+            && all.contains("error: flaky on host h3")
+            && all.contains("error: gamma on host h3"),
+        "{all}"
+    );
+    let history = project.berth(&["state", "history", "--json"]).json();
+    let outcomes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["operation"] == "select")
+        .flat_map(|e| e["changes"].as_array().unwrap())
+        .filter(|c| c["address"] == "model.flaky@h3")
+        .filter_map(|c| c["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"failed; rollback to gamma failed too"),
+        "{outcomes:?}"
+    );
+    let status = project.berth(&["select", "status", "--json"]).json();
+    assert_eq!(group_row(&status, "h3")["ready"], false, "{status:#}");
+    // The failed member is what the next apply converges: once its server loads again, it
+    // runs there.
+    let drift = project.berth(&["drift"]);
+    drift.expect(3);
+    assert!(
+        drift
+            .stdout
+            .contains("model.gamma@h3: the last apply failed"),
+        "{}",
+        drift.stdout
+    );
+    script(3, "gamma-server", "");
+    project.berth(&["apply", "--auto-approve"]).expect(0);
+    assert_eq!(serves(&fleet, 3, port), ["gamma"]);
+    assert_eq!(serves(&fleet, 2, port), ["flaky"]);
     project.berth(&["destroy", "--auto-approve"]).expect(0);
 }
 
