@@ -5,17 +5,15 @@
 
 #[allow(dead_code)]
 mod common;
+#[path = "common/seed.rs"]
+mod seed;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth::config::VarInputs;
-use berth::launch;
 use berth::placement::Previous;
 use berth::workspace::Workspace;
-use berth_state::{
-    LockOptions, ResourceKind, ResourceRecord, ResourceStatus, SledBackend, StateBackend,
-};
 use common::{Fleet, median_ms};
 
 fn main() {
@@ -27,27 +25,7 @@ fn main() {
     Fleet::LARGE.write(dir);
     let ws = Workspace::open(dir, &VarInputs::default(), &Previous::default()).unwrap();
     let setup = Instant::now();
-    {
-        let guard = SledBackend::new(dir.join(".berth"))
-            .lock("bench setup", &LockOptions::default())
-            .unwrap();
-        let store = guard.store().unwrap();
-        let key = hex::decode(store.meta().unwrap().hmac_key).unwrap();
-        for p in ws.placements.iter().filter(|p| p.active) {
-            let r = launch::render(&ws.config, p).unwrap();
-            store
-                .put_resource(&ResourceRecord {
-                    address: r.address.clone(),
-                    kind: ResourceKind::Model,
-                    host: r.host.clone(),
-                    status: ResourceStatus::Ready,
-                    fingerprint: Some(r.fingerprint(&key)),
-                    attributes: r.attributes(),
-                    updated_at: 0,
-                })
-                .unwrap();
-        }
-    }
+    seed::sled_state_of_every_placement(dir, &ws);
     println!(
         "state: {} records written in {:.1} s",
         ws.placements.len(),

@@ -8,19 +8,17 @@
 
 #[allow(dead_code)]
 mod common;
+#[path = "common/seed.rs"]
+mod seed;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth::config::VarInputs;
-use berth::launch;
 use berth::placement::Previous;
 use berth::workspace::Workspace;
-use berth_state::{
-    LockOptions, PgBackend, PgSettings, PgUrl, ResourceKind, ResourceRecord, ResourceStatus,
-    SledBackend, Snapshot, StateBackend,
-};
+use berth_state::{LockOptions, PgBackend, PgSettings, PgUrl, StateBackend};
 use berth_test_support::postgres as pg;
 use common::{Fleet, median_ms};
 
@@ -66,28 +64,7 @@ fn main() {
     Fleet::LARGE.write(&pg_dir);
     set_postgres(&pg_dir, "plan");
     let ws = Workspace::open(&sled_dir, &VarInputs::default(), &Previous::default()).unwrap();
-    let snapshot = {
-        let guard = SledBackend::new(sled_dir.join(".berth"))
-            .lock("bench setup", &LockOptions::default())
-            .unwrap();
-        let store = guard.store().unwrap();
-        let key = hex::decode(store.meta().unwrap().hmac_key).unwrap();
-        for p in ws.placements.iter().filter(|p| p.active) {
-            let r = launch::render(&ws.config, p).unwrap();
-            store
-                .put_resource(&ResourceRecord {
-                    address: r.address.clone(),
-                    kind: ResourceKind::Model,
-                    host: r.host.clone(),
-                    status: ResourceStatus::Ready,
-                    fingerprint: Some(r.fingerprint(&key)),
-                    attributes: r.attributes(),
-                    updated_at: 0,
-                })
-                .unwrap();
-        }
-        Snapshot::of(&*store).unwrap()
-    };
+    let snapshot = seed::sled_state_of_every_placement(&sled_dir, &ws);
     backend("plan")
         .import(&snapshot, &LockOptions::default())
         .unwrap();

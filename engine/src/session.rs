@@ -1,16 +1,16 @@
 //! Opening berth's state for one command: the configured backend is built, its lock taken
 //! (naming the holder if it is busy), then the store opened through the lock's guard; the config
-//! is placed against what the state remembers. It also publishes the descriptor that releases
-//! the held lock if the process must end at once (a signal outside an apply): whoever handles
-//! signals reads it with [`interrupt_fd`].
+//! is placed against what the state remembers. It also publishes how to release the held lock
+//! if the process must end at once (a signal outside an apply): whoever handles signals calls
+//! [`release_for_interrupt`].
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use berth_state::{
-    LockInfo, LockOptions, PgBackend, PgSettings, PgUrl, SledBackend, Snapshot, StateBackend,
-    StateError, StateGuard, StateStore,
+    InterruptRelease, LockInfo, LockOptions, PgBackend, PgSettings, PgUrl, SledBackend, Snapshot,
+    StateBackend, StateError, StateGuard, StateStore,
 };
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -73,7 +73,7 @@ impl Session {
         if let Some(stale) = lock.took_over() {
             errln!("warning: took over the stale {stale}");
         }
-        publish_interrupt_fd(lock.interrupt_fd());
+        publish_for_interrupt(lock.interrupt_fd(), lock.interrupt_release());
         let store = lock.store()?;
         Ok(Session {
             store,
@@ -102,22 +102,41 @@ impl Drop for Session {
     fn drop(&mut self) {
         // The lock's descriptor closes with it: a later signal must not touch whatever file
         // reuses that number.
-        publish_interrupt_fd(None);
+        publish_for_interrupt(None, None);
     }
 }
 
 /// The descriptor of the held state lock (sled's lock file), or -1.
 static INTERRUPT_FD: AtomicI32 = AtomicI32::new(-1);
+/// What clears the held lock's holder record when it is not a file (postgres's row).
+static INTERRUPT_RELEASE: Mutex<Option<InterruptRelease>> = Mutex::new(None);
 
-fn publish_interrupt_fd(fd: Option<RawFd>) {
+fn publish_for_interrupt(fd: Option<RawFd>, release: Option<InterruptRelease>) {
     INTERRUPT_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
+    *INTERRUPT_RELEASE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = release;
 }
 
-/// The descriptor to empty if berth must end at once while a session holds the state lock
-/// (`StateGuard::interrupt_fd`): emptying it releases the lock without running destructors.
-/// `None` when no session holds one.
-pub fn interrupt_fd() -> Option<RawFd> {
-    Some(INTERRUPT_FD.load(Ordering::SeqCst)).filter(|fd| *fd >= 0)
+/// Releases the state lock that a session holds, for a process that must end at once without
+/// running destructors (a signal outside an apply): empties sled's lock file, or deletes the
+/// postgres holder row (the server frees the advisory lock itself when the process is gone).
+/// Does nothing when no session holds a lock. Call it from a thread, not a signal handler.
+pub fn release_for_interrupt() {
+    let fd = INTERRUPT_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: a descriptor the state session owns and keeps open while it is published.
+        unsafe {
+            libc::ftruncate(fd, 0);
+        }
+    }
+    let release = INTERRUPT_RELEASE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(release) = release {
+        release();
+    }
 }
 
 /// The state as a read-only command sees it: read under the lock when it is free, otherwise

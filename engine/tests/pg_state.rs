@@ -11,10 +11,20 @@ use std::time::{Duration, Instant};
 use berth_test_support::postgres as pg;
 use common::{Background, Run, StandIn, Workdir, all_stand_ins, free_ports, wait_until};
 
+/// Where a checkout's berth finds the database URL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UrlFrom {
+    /// `BERTH_PG_URL`.
+    Env,
+    /// `url = var.pg_url`, a sensitive variable set by `BERTH_VAR_pg_url`.
+    SensitiveVar,
+}
+
 /// One checkout of the fleet's config, with its own directory, on the shared workspace.
 struct Checkout {
     work: Workdir,
     url: String,
+    from: UrlFrom,
 }
 
 impl Checkout {
@@ -24,36 +34,68 @@ impl Checkout {
         run_dir: &std::path::Path,
         models: &[(String, u16, f64)],
     ) -> Checkout {
+        Checkout::with_url_from(UrlFrom::Env, url, workspace, run_dir, models)
+    }
+
+    fn with_url_from(
+        from: UrlFrom,
+        url: &str,
+        workspace: &str,
+        run_dir: &std::path::Path,
+        models: &[(String, u16, f64)],
+    ) -> Checkout {
         let work = Workdir::new("berth-pg-", true);
         let checkout = Checkout {
             work,
             url: url.to_owned(),
+            from,
         };
         checkout.write(workspace, run_dir, models);
         checkout
     }
 
     fn write(&self, workspace: &str, run_dir: &std::path::Path, models: &[(String, u16, f64)]) {
-        std::fs::write(
-            self.work.dir().join("main.hcl"),
-            config(
-                &format!("backend = \"postgres\"\n    workspace = \"{workspace}\""),
-                run_dir,
-                models,
+        let state = format!("backend = \"postgres\"\n    workspace = \"{workspace}\"");
+        let hcl = match self.from {
+            UrlFrom::Env => config(&state, run_dir, models),
+            UrlFrom::SensitiveVar => format!(
+                "variable \"pg_url\" {{\n  sensitive = true\n}}\n\n{}",
+                config(&format!("{state}\n    url = var.pg_url"), run_dir, models)
             ),
-        )
-        .unwrap();
+        };
+        std::fs::write(self.work.dir().join("main.hcl"), hcl).unwrap();
     }
 
     fn spawn(&self, args: &[&str]) -> Background {
         let url = self.url.clone();
-        self.work.spawn_with(args, move |cmd| {
-            cmd.env("BERTH_PG_URL", url);
+        let from = self.from;
+        self.work.spawn_with(args, move |cmd| match from {
+            UrlFrom::Env => {
+                cmd.env("BERTH_PG_URL", url);
+            }
+            UrlFrom::SensitiveVar => {
+                cmd.env("BERTH_VAR_pg_url", url);
+            }
         })
     }
 
     fn berth(&self, args: &[&str]) -> Run {
         self.spawn(args).wait(common::COMMAND_DEADLINE)
+    }
+
+    /// Runs berth with `env` as the only source of the URL (or of its variable).
+    fn berth_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.work
+            .spawn_with(args, move |cmd| {
+                cmd.env_remove("BERTH_PG_URL")
+                    .env_remove("BERTH_VAR_pg_url");
+                cmd.envs(env);
+            })
+            .wait(common::COMMAND_DEADLINE)
     }
 }
 
@@ -458,24 +500,51 @@ fn a_sled_state_moved_to_postgres_keeps_records_and_history_and_plans_no_change(
 
 #[test]
 fn the_password_of_the_url_appears_nowhere() {
+    assert_the_password_appears_nowhere(UrlFrom::Env, "secret");
+}
+
+#[test]
+fn the_password_of_a_url_from_a_sensitive_variable_appears_nowhere() {
+    assert_the_password_appears_nowhere(UrlFrom::SensitiveVar, "secret_var");
+}
+
+/// Runs many commands with a URL whose password is the database user's, then looks for the
+/// password in their outputs, the saved plan, every table, the run and config directories, the
+/// server's log and the model servers' environments and command lines.
+fn assert_the_password_appears_nowhere(from: UrlFrom, name: &str) {
     let server = pg::server();
-    let db = server.fresh_database("secret");
+    let db = server.fresh_database(name);
     let password = "Pa55-zebra-quartz";
+    let role = format!("berth_{name}");
     server.psql(
         "postgres",
-        &format!("CREATE ROLE berth_app LOGIN PASSWORD '{password}'; ALTER DATABASE {db} OWNER TO berth_app"),
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}'; ALTER DATABASE {db} OWNER TO {role}"
+        ),
     );
-    let url = server.url_as("berth_app", password, &db);
+    let url = server.url_as(&role, password, &db);
     let ports = Ports(free_ports(2));
     let (tmp, run) = run_dir("berth-pg-secret-");
-    let checkout = Checkout::new(&url, "prod", &run, &models(&ports.0, 0.2));
+    let checkout = Checkout::with_url_from(from, &url, "prod", &run, &models(&ports.0, 0.2));
     let plan_file = tmp.path().join("saved.plan");
     let plan_arg = plan_file.to_str().unwrap();
 
     let mut runs = vec![
         checkout.berth(&["state", "init"]),
         checkout.berth(&["plan", "--out", plan_arg]),
-        checkout.berth(&["apply", plan_arg]),
+    ];
+    if from == UrlFrom::SensitiveVar {
+        // The saved plan keeps no value of the variable: applying it without one is refused
+        // before anything is read, naming what is missing.
+        let refused = checkout.berth_with(&["apply", plan_arg], &[]);
+        assert_ne!(refused.code, Some(0), "{}", refused.all());
+        assert!(refused.stderr.contains("pg_url"), "{}", refused.all());
+        runs.push(refused);
+    }
+    let applied = checkout.berth(&["apply", plan_arg]);
+    applied.expect(0);
+    runs.push(applied);
+    runs.extend([
         checkout.berth(&["plan", "--format", "json"]),
         checkout.berth(&["plan", "--format", "markdown"]),
         checkout.berth(&["state", "list", "--json"]),
@@ -485,11 +554,53 @@ fn the_password_of_the_url_appears_nowhere() {
         checkout.berth(&["endpoints", "--json"]),
         checkout.berth(&["validate", "--json"]),
         checkout.berth(&["force-unlock", "0badc0de"]),
-    ];
+    ]);
+    if from == UrlFrom::SensitiveVar {
+        // The other ways to set a variable: a var file, and --var.
+        let var_file = tmp.path().join("secret.hcl");
+        std::fs::write(&var_file, format!("pg_url = \"{url}\"\n")).unwrap();
+        let by_file = checkout.berth_with(
+            &[
+                "plan",
+                "--detailed-exitcode",
+                "--var-file",
+                var_file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(by_file.code, Some(0), "{}", by_file.all());
+        runs.push(by_file);
+        let by_flag = checkout.berth_with(
+            &[
+                "plan",
+                "--detailed-exitcode",
+                "--var",
+                &format!("pg_url={url}"),
+            ],
+            &[],
+        );
+        assert_eq!(by_flag.code, Some(0), "{}", by_flag.all());
+        runs.push(by_flag);
+        std::fs::remove_file(&var_file).unwrap();
+        // BERTH_PG_URL wins over the variable.
+        let wrong = url.replace(password, "Pa55-wrong");
+        let env_wins = checkout.berth_with(
+            &["plan", "--detailed-exitcode"],
+            &[("BERTH_PG_URL", &url), ("BERTH_VAR_pg_url", &wrong)],
+        );
+        assert_eq!(env_wins.code, Some(0), "{}", env_wins.all());
+        runs.push(env_wins);
+    }
     // Failures print the server's name too: a missing workspace, a wrong password.
-    let missing = Checkout::new(&url, "nope", &run, &[]);
+    let missing = Checkout::with_url_from(from, &url, "nope", &run, &[]);
     runs.push(missing.berth(&["plan"]));
-    let wrong = Checkout::new(&url.replace(password, "Pa55-wrong"), "prod", &run, &[]);
+    let wrong = Checkout::with_url_from(
+        from,
+        &url.replace(password, "Pa55-wrong"),
+        "prod",
+        &run,
+        &[],
+    );
     runs.push(wrong.berth(&["plan"]));
     // The diagnostic may wrap anywhere (its width follows the URL's length): read it as words.
     let words: Vec<&str> = runs[runs.len() - 1]
@@ -516,6 +627,9 @@ fn the_password_of_the_url_appears_nowhere() {
         "SELECT row_to_json(t)::text FROM (SELECT * FROM berth.workspaces) t UNION ALL \
          SELECT row_to_json(t)::text FROM (SELECT * FROM berth.versions) t UNION ALL \
          SELECT row_to_json(t)::text FROM (SELECT * FROM berth.resources) t UNION ALL \
+         SELECT row_to_json(t)::text FROM (SELECT * FROM berth.selections) t UNION ALL \
+         SELECT row_to_json(t)::text FROM (SELECT * FROM berth.intents) t UNION ALL \
+         SELECT row_to_json(t)::text FROM (SELECT * FROM berth.locks) t UNION ALL \
          SELECT row_to_json(t)::text FROM (SELECT * FROM berth.history) t",
     );
     assert!(
@@ -538,6 +652,70 @@ fn the_password_of_the_url_appears_nowhere() {
             "written item {i} holds the password"
         );
     }
+}
+
+#[test]
+fn a_plan_ended_by_a_signal_during_its_refresh_leaves_no_lock_row() {
+    let server = pg::server();
+    let db = server.fresh_database("signalled");
+    let url = server.url(&db);
+    // A host whose SSH server never answers: the plan's refresh waits on it, holding the lock.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_ed25519");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let known_hosts = keys.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let checkout = Checkout::new(&url, "prod", &keys.path().join("run"), &[]);
+    let hcl = format!(
+        "settings {{\n  state {{\n    backend = \"postgres\"\n    workspace = \"prod\"\n  }}\n}}\n\n\
+         host \"silent\" {{\n  connection {{\n    host = \"127.0.0.1\"\n    port = {port}\n    user = \"berth\"\n    key_path = \"{}\"\n    known_hosts = \"{}\"\n    connect_timeout_sec = 120\n  }}\n  capabilities {{\n    backends = [\"cpu\"]\n  }}\n}}\n\n\
+         backend \"cpu\" {{\n  runtime = \"process\"\n}}\n\n\
+         model \"m\" {{\n  source   = \"/srv/models/m.gguf\"\n  size_gib = 0.1\n  runtime_defaults {{\n    port = 18999\n  }}\n  launch {{\n    start_cmd  = \"berth-model-server --port {{port}} --model {{model}}\"\n    probe_http = \"/v1/models\"\n  }}\n}}\n",
+        key.display(),
+        known_hosts.display()
+    );
+    std::fs::write(checkout.work.dir().join("main.hcl"), hcl).unwrap();
+    checkout.berth(&["state", "init"]).expect(0);
+    let locks = || {
+        server
+            .psql(&db, "SELECT count(*) FROM berth.locks")
+            .trim()
+            .to_owned()
+    };
+
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut planning = checkout.spawn(&["plan"]);
+        assert!(
+            wait_until(Duration::from_secs(20), || locks() == "1"),
+            "{name}: the plan never took the lock: {}",
+            planning.stdout_so_far()
+        );
+        // Into the refresh, which waits on the silent host.
+        std::thread::sleep(Duration::from_millis(500));
+        berth_test_support::procs::signal(planning.pid(), signal);
+        let ended = planning.wait(Duration::from_secs(20));
+        assert_eq!(ended.code, Some(130), "{name}: {}", ended.all());
+        assert_eq!(
+            locks(),
+            "0",
+            "{name}: the holder row of the ended plan is gone"
+        );
+        let next = checkout.berth(&["plan", "--refresh=false"]);
+        next.expect(0);
+        assert!(
+            !next.stderr.contains("stale"),
+            "{name}: the next plan found a stale lock: {}",
+            next.stderr
+        );
+    }
+    drop(silent);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

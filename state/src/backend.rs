@@ -49,7 +49,17 @@ pub(crate) trait HeldLock: Send + Sync {
     /// A descriptor whose truncation clears the holder record, for a signal handler that cannot
     /// run destructors.
     fn interrupt_fd(&self) -> Option<RawFd>;
+
+    /// What clears the holder record when the backend cannot do it through a descriptor.
+    fn interrupt_release(&self) -> Option<InterruptRelease> {
+        None
+    }
 }
+
+/// Clears a held lock's holder record from a signal handler that is about to end the process
+/// without running destructors: it blocks for at most a few seconds, and does nothing when the
+/// lock was released already. Safe to run from any thread, inside a tokio runtime or not.
+pub type InterruptRelease = Arc<dyn Fn() + Send + Sync>;
 
 /// The held lock of one state: names its holder, opens the store, releases on drop or
 /// [`release`](StateGuard::release).
@@ -103,6 +113,12 @@ impl StateGuard {
     /// dies; `None` when the backend clears it by other means.
     pub fn interrupt_fd(&self) -> Option<RawFd> {
         self.held.interrupt_fd()
+    }
+
+    /// What a signal handler runs to clear the holder record before the process dies, for a
+    /// backend whose record is not a descriptor (a database row); `None` when not needed.
+    pub fn interrupt_release(&self) -> Option<InterruptRelease> {
+        self.held.interrupt_release()
     }
 
     /// Closes the store and releases the lock, reporting a failure to clear the holder record

@@ -21,7 +21,7 @@ mod snapshot;
 mod store;
 
 pub use address::{Address, AddressError, MAX_ID_LEN, Target, is_valid_id};
-pub use backend::{StateBackend, StateGuard};
+pub use backend::{InterruptRelease, StateBackend, StateGuard};
 pub use error::{Access, Result, StateError};
 pub use lock::{CiRun, LockInfo, LockOptions};
 pub use pg_backend::PgBackend;

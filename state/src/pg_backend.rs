@@ -11,7 +11,7 @@ use sqlx::Connection;
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
 
-use crate::backend::{HeldLock, StateBackend, StateGuard};
+use crate::backend::{HeldLock, InterruptRelease, StateBackend, StateGuard};
 use crate::error::{Result, StateError};
 use crate::ids::{now_unix, random_hex};
 use crate::lock::{self, LockInfo, LockOptions};
@@ -24,6 +24,9 @@ use crate::snapshot::Snapshot;
 use crate::store::StateStore;
 
 const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a berth ending on a signal waits to delete its holder row.
+const INTERRUPT_RELEASE_WITHIN: Duration = Duration::from_secs(3);
 
 /// How long a holder on this machine whose process is gone may keep its advisory lock: the
 /// server frees it as soon as it sees the connection closed, a moment after the process died.
@@ -145,28 +148,34 @@ impl StateBackend for PgBackend {
         })
     }
 
-    /// The workspace as it stands, read without the lock: every write commits a whole
-    /// version, so what a reader sees is always some committed state.
+    /// The workspace as it stands, read without the lock: one connection and one read-only
+    /// `REPEATABLE READ` transaction, so meta, records, selections, intents and history all
+    /// belong to the same committed version even while a writer commits between the reads.
     fn snapshot(&self) -> Result<Option<Snapshot>> {
         let settings = Arc::clone(&self.settings);
-        let found = block_on(async move {
+        block_on(async move {
             let url = &settings.url;
             let mut conn = url.connect().await?;
             let result = async {
-                if pg_schema::current_version(&mut conn, url).await? == 0 {
+                let mut tx = conn.begin().await.map_err(|e| url.error(e))?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| url.error(e))?;
+                if pg_schema::current_version(&mut tx, url).await? == 0 {
                     return Ok(None);
                 }
-                find_workspace(&mut conn, &settings.workspace, url).await
+                let Some(ws) = find_workspace(&mut tx, &settings.workspace, url).await? else {
+                    return Ok(None);
+                };
+                let snapshot = crate::pg_store::read_snapshot(&mut tx, &ws, url).await?;
+                tx.commit().await.map_err(|e| url.error(e))?;
+                Ok(Some(snapshot))
             }
             .await;
             let _ = conn.close().await;
             result
-        })?;
-        let Some(ws) = found else {
-            return Ok(None);
-        };
-        let store = PgStore::open(self.settings.url.clone(), ws, String::new())?;
-        Ok(Some(Snapshot::of(&store)?))
+        })
     }
 
     fn describe(&self) -> String {
@@ -221,6 +230,38 @@ impl HeldLock for PgLock {
     fn interrupt_fd(&self) -> Option<RawFd> {
         // The server releases the advisory lock when the process dies and its socket closes.
         None
+    }
+
+    /// The holder row stays when the process dies, and would make the next berth report a stale
+    /// lock: it is deleted through a connection of its own, since the lock's connection belongs
+    /// to a thread the signal interrupts. Only this lock's row (its id) can match, so a run
+    /// after a normal release deletes nothing.
+    fn interrupt_release(&self) -> Option<InterruptRelease> {
+        self.conn.as_ref()?;
+        let url = self.settings.url.clone();
+        let ws = self.workspace.id;
+        let lock_id = self.lock_id.clone();
+        Some(Arc::new(move || {
+            let (url, lock_id) = (url.clone(), lock_id.clone());
+            block_on(async move {
+                let delete = async {
+                    let mut conn = url.connect().await?;
+                    let deleted = sqlx::query(
+                        "DELETE FROM berth.locks WHERE workspace_id = $1 AND lock_id = $2",
+                    )
+                    .bind(ws)
+                    .bind(&lock_id)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| url.error(e));
+                    let _ = conn.close().await;
+                    deleted.map(|_| ())
+                };
+                // A server that does not answer in time keeps the row: the next berth then
+                // names the holder as gone, and `--force` takes it over.
+                let _ = tokio::time::timeout(INTERRUPT_RELEASE_WITHIN, delete).await;
+            });
+        }))
     }
 }
 

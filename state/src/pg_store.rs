@@ -131,24 +131,10 @@ impl PgStore {
         Ok(changed)
     }
 
-    fn list<T: DeserializeOwned + Send + 'static>(
-        &self,
-        sql: &'static str,
-        table: &'static str,
-    ) -> Result<Vec<T>> {
+    fn list<T: DeserializeOwned + Send + 'static>(&self, table: Table) -> Result<Vec<T>> {
         self.run(move |pool, url, ws| async move {
-            let rows = sqlx::query(sql)
-                .bind(ws)
-                .fetch_all(&pool)
-                .await
-                .map_err(|e| url.error(e))?;
-            rows.iter()
-                .map(|row| {
-                    let key: String = row.try_get(0).map_err(|e| url.error(e))?;
-                    let value: String = row.try_get(1).map_err(|e| url.error(e))?;
-                    serde_json::from_str(&value).map_err(|e| StateError::corrupt(table, key, e))
-                })
-                .collect()
+            let mut conn = pool.acquire().await.map_err(|e| url.error(e))?;
+            read_table(&mut conn, table, ws, &url).await
         })
     }
 
@@ -292,6 +278,85 @@ async fn why_refused(
             .and_then(|h| serde_json::from_str(&h).ok())
             .map(Box::new),
     }
+}
+
+/// A table of records read whole, each row a (key, JSON) pair in a stable order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Table {
+    Resources,
+    Intents,
+    Selections,
+    History,
+}
+
+impl Table {
+    fn sql(self) -> &'static str {
+        match self {
+            Table::Resources => {
+                "SELECT address, record::text FROM berth.resources WHERE workspace_id = $1 \
+                 ORDER BY address COLLATE \"C\""
+            }
+            Table::Intents => {
+                "SELECT address, intent::text FROM berth.intents WHERE workspace_id = $1 \
+                 ORDER BY address COLLATE \"C\""
+            }
+            Table::Selections => {
+                "SELECT grp || '@' || host, selection::text FROM berth.selections \
+                 WHERE workspace_id = $1 ORDER BY grp COLLATE \"C\", host COLLATE \"C\""
+            }
+            Table::History => {
+                "SELECT seq::text AS key, entry::text FROM berth.history WHERE workspace_id = $1 \
+                 ORDER BY history.seq"
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Resources => "resources",
+            Table::Intents => "intents",
+            Table::Selections => "selections",
+            Table::History => "history",
+        }
+    }
+}
+
+/// Every row of `table` in workspace `ws`, decoded.
+pub(crate) async fn read_table<T: DeserializeOwned>(
+    conn: &mut PgConnection,
+    table: Table,
+    ws: i32,
+    url: &PgUrl,
+) -> Result<Vec<T>> {
+    let rows = sqlx::query(table.sql())
+        .bind(ws)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| url.error(e))?;
+    rows.iter()
+        .map(|row| {
+            let key: String = row.try_get(0).map_err(|e| url.error(e))?;
+            let value: String = row.try_get(1).map_err(|e| url.error(e))?;
+            serde_json::from_str(&value).map_err(|e| StateError::corrupt(table.name(), key, e))
+        })
+        .collect()
+}
+
+/// The whole of workspace `ws` as one committed version: the caller runs this inside one
+/// `REPEATABLE READ` transaction, so every table is read as of the same moment.
+pub(crate) async fn read_snapshot(
+    conn: &mut PgConnection,
+    ws: &Workspace,
+    url: &PgUrl,
+) -> Result<Snapshot> {
+    Ok(Snapshot {
+        meta: read_meta(conn, ws.id, &ws.name, url).await?,
+        resources: read_table(conn, Table::Resources, ws.id, url).await?,
+        intents: read_table(conn, Table::Intents, ws.id, url).await?,
+        selections: read_table(conn, Table::Selections, ws.id, url).await?,
+        history: read_table(conn, Table::History, ws.id, url).await?,
+        taken_at: crate::ids::now_unix(),
+    })
 }
 
 /// The meta of workspace `ws`, refusing a state written by a newer berth.
@@ -485,11 +550,7 @@ impl StateStore for PgStore {
     }
 
     fn resources(&self) -> Result<Vec<ResourceRecord>> {
-        self.list(
-            "SELECT address, record::text FROM berth.resources WHERE workspace_id = $1 \
-             ORDER BY address COLLATE \"C\"",
-            "resources",
-        )
+        self.list(Table::Resources)
     }
 
     fn resource(&self, address: &str) -> Result<Option<ResourceRecord>> {
@@ -537,19 +598,11 @@ impl StateStore for PgStore {
     }
 
     fn intents(&self) -> Result<Vec<Intent>> {
-        self.list(
-            "SELECT address, intent::text FROM berth.intents WHERE workspace_id = $1 \
-             ORDER BY address COLLATE \"C\"",
-            "intents",
-        )
+        self.list(Table::Intents)
     }
 
     fn selections(&self) -> Result<Vec<Selection>> {
-        self.list(
-            "SELECT grp || '@' || host, selection::text FROM berth.selections \
-             WHERE workspace_id = $1 ORDER BY grp COLLATE \"C\", host COLLATE \"C\"",
-            "selections",
-        )
+        self.list(Table::Selections)
     }
 
     fn put_selection(&self, selection: &Selection) -> Result<()> {
@@ -565,10 +618,7 @@ impl StateStore for PgStore {
     }
 
     fn history(&self) -> Result<Vec<HistoryEntry>> {
-        self.list(
-            "SELECT seq::text AS key, entry::text FROM berth.history WHERE workspace_id = $1 ORDER BY history.seq",
-            "history",
-        )
+        self.list(Table::History)
     }
 
     fn append_history(&self, entry: &HistoryEntry) -> Result<()> {

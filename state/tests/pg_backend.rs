@@ -415,3 +415,89 @@ fn a_sled_state_imports_whole_and_another_lineage_is_refused() {
         snapshot.resources
     );
 }
+
+#[test]
+fn a_snapshot_taken_while_another_berth_writes_has_as_many_records_as_its_serial() {
+    const WRITES: usize = 300;
+    let db = pg::server().fresh_database("snapshot_burst");
+    let writer = backend_in(&db, "prod", true);
+    let guard = writer.lock("apply", &no_wait()).unwrap();
+    let store = guard.store().unwrap();
+    let writing = std::thread::spawn(move || {
+        // Each write adds one record and claims one serial: serial n holds exactly n records.
+        for i in 0..WRITES {
+            store
+                .put_resource(&record(&format!("model.m{i:04}@gpu-a")))
+                .unwrap();
+        }
+    });
+    let reader = backend_in(&db, "prod", false);
+    let mut mid_write = 0;
+    while !writing.is_finished() {
+        let snapshot = reader.snapshot().unwrap().expect("the workspace exists");
+        let serial = snapshot.meta.serial;
+        assert_eq!(
+            snapshot.resources.len() as u64,
+            serial,
+            "the records and the serial of one snapshot come from one version"
+        );
+        let expected: Vec<String> = (0..serial)
+            .map(|i| format!("model.m{i:04}@gpu-a"))
+            .collect();
+        let found: Vec<String> = snapshot
+            .resources
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        assert_eq!(found, expected);
+        if serial > 0 && serial < WRITES as u64 {
+            mid_write += 1;
+        }
+    }
+    writing.join().unwrap();
+    assert!(
+        mid_write >= 3,
+        "the reader saw the writer mid-way only {mid_write} times: the test proved nothing"
+    );
+    let last = reader.snapshot().unwrap().unwrap();
+    assert_eq!(last.meta.serial, WRITES as u64);
+    assert_eq!(last.resources.len(), WRITES);
+    drop(guard);
+}
+
+#[test]
+fn the_release_for_an_interrupt_deletes_the_holder_row_and_only_it() {
+    let db = pg::server().fresh_database("interrupt_release");
+    let backend = backend_in(&db, "prod", true);
+    let guard = backend.lock("plan", &no_wait()).unwrap();
+    let release = guard
+        .interrupt_release()
+        .expect("a postgres lock names how to clear its row");
+    assert_eq!(
+        pg::server()
+            .psql(&db, "SELECT count(*) FROM berth.locks")
+            .trim(),
+        "1"
+    );
+    release();
+    assert_eq!(
+        pg::server()
+            .psql(&db, "SELECT count(*) FROM berth.locks")
+            .trim(),
+        "0",
+        "the holder row is gone while the process still runs"
+    );
+    // The normal release afterwards finds nothing to delete and does not fail.
+    guard.release().unwrap();
+
+    // A release left over from an earlier lock does not touch the next holder's row.
+    let next = backend.lock("apply", &no_wait()).unwrap();
+    release();
+    assert_eq!(
+        pg::server()
+            .psql(&db, "SELECT lock_id FROM berth.locks")
+            .trim(),
+        next.info().id
+    );
+    drop(next);
+}

@@ -70,14 +70,9 @@ fn on_signal(stop: &Stop, name: &str) {
         stop.escalate(name);
         return;
     }
-    // Nothing would obey a request: end now. Emptying the lock file releases the lock without
-    // the destructors a normal exit would need the main thread for.
-    if let Some(fd) = crate::session::interrupt_fd() {
-        // SAFETY: a descriptor the state session owns and keeps open while it is published.
-        unsafe {
-            libc::ftruncate(fd, 0);
-        }
-    }
+    // Nothing would obey a request: end now, releasing the state lock first without the
+    // destructors a normal exit would need the main thread for.
+    crate::session::release_for_interrupt();
     // SAFETY: ends the process without unwinding other threads.
     unsafe { libc::_exit(INTERRUPTED) }
 }

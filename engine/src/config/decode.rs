@@ -781,12 +781,10 @@ impl Decoder<'_> {
         let mut state_dir = self.plain_string(body, "state_dir");
         let mut state_backend = StateBackendKind::default();
         let mut state_workspace = None;
-        let mut state_url = None;
         if let Some(state) = Self::block(body, "state") {
             let (backend, dir) = self.state(state);
             state_backend = backend.unwrap_or_default();
             state_workspace = self.plain_string(&state.body, "workspace");
-            state_url = self.state_url(&state.body);
             if state_backend == StateBackendKind::Postgres
                 && state_workspace.is_none()
                 && let Some(attr) = state.body.get_attribute("backend")
@@ -822,7 +820,8 @@ impl Decoder<'_> {
                 .into(),
             state_backend,
             state_workspace,
-            state_url,
+            // Decoded after the variables: it may use them.
+            state_url: None,
             parallelism: self
                 .uint(body, "parallelism", 1, 10_000)
                 .map_or(Settings::DEFAULT_PARALLELISM, |n| n.value as usize),
@@ -858,9 +857,14 @@ impl Decoder<'_> {
     }
 
     /// `state { url }`: a password in it must come from a sensitive variable, never from the
-    /// file itself, which is kept in git.
-    fn state_url(&mut self, body: &Body) -> Option<SecretText> {
+    /// file itself, which is kept in git, nor from a variable that is not sensitive (its value
+    /// would be shown).
+    pub fn state_url(&mut self, body: &Body) -> Option<SecretText> {
         let (url, sensitive) = self.string(body, "url")?;
+        // An empty URL (a variable left at `default = ""` where BERTH_PG_URL gives it) is none.
+        if url.value.is_empty() {
+            return None;
+        }
         let has_password = url
             .value
             .split_once("://")
@@ -868,16 +872,28 @@ impl Decoder<'_> {
             .and_then(|authority| authority.rsplit_once('@'))
             .is_some_and(|(userinfo, _)| userinfo.contains(':'));
         if has_password && !sensitive {
+            let from_file = body
+                .get_attribute("url")
+                .is_some_and(|a| literal(&a.value).is_some());
+            let (message, help) = if from_file {
+                (
+                    "the state URL holds a password in plain text",
+                    "leave the password out of the file, which is kept in git: give the whole URL in BERTH_PG_URL, or in a variable declared `sensitive = true`",
+                )
+            } else {
+                (
+                    "the state URL holds a password from a variable that is not sensitive",
+                    "declare the variable with `sensitive = true`, so that its value is never shown or saved, or give the whole URL in BERTH_PG_URL",
+                )
+            };
             self.push(
                 Finding::error(
                     Code::InvalidValue,
                     url.span,
                     "password in the config",
-                    "the state URL holds a password in plain text",
+                    message,
                 )
-                .with_help(
-                    "leave the password out of the file, which is kept in git: give the whole URL in BERTH_PG_URL instead",
-                ),
+                .with_help(help),
             );
             return None;
         }

@@ -424,6 +424,7 @@ fn decode_all(
 
     // Pass 1: settings and variable blocks, which every other block depends on.
     let mut settings: Option<(Settings, Span)> = None;
+    let mut settings_block: Option<(FileId, &hcl_edit::structure::Block)> = None;
     let mut variables: Defined<Variable> = Defined::default();
     for (file, body) in bodies {
         let text = sources.get(*file).text.clone();
@@ -454,7 +455,10 @@ fn decode_all(
                             .with_secondary(*first, "first defined here")
                             .with_help("merge the two settings blocks"),
                         ),
-                        None => settings = Some((decoded, span)),
+                        None => {
+                            settings = Some((decoded, span));
+                            settings_block = Some((*file, block));
+                        }
                     }
                 }
                 "variable" => {
@@ -466,7 +470,7 @@ fn decode_all(
             }
         }
     }
-    let settings = settings.map(|(s, _)| s).unwrap_or_default();
+    let mut settings = settings.map(|(s, _)| s).unwrap_or_default();
     let resolved = resolve_variables(variables.items, inputs, sources, findings, &base_ctx);
 
     let mut ctx = hcl::eval::Context::new();
@@ -479,6 +483,26 @@ fn decode_all(
     }
     ctx.declare_var("var", hcl::Value::Object(var_obj));
     ctx.declare_var("path", hcl::Value::Object(path));
+
+    // The state URL alone may come from a variable (a sensitive one may hold the password), so
+    // it is decoded once the variables are known.
+    if let Some((file, block)) = settings_block
+        && let Some(state) = block.body.get_blocks("state").next()
+    {
+        let text = sources.get(file).text.clone();
+        let mut d = Decoder {
+            file,
+            text: &text,
+            findings,
+            ctx: &ctx,
+            variables: &resolved.names,
+            sensitive: &resolved.sensitive,
+            unset: &resolved.unset,
+            local_run_dir: &no_run_dir,
+            no_vars_here: None,
+        };
+        settings.state_url = d.state_url(&state.body);
+    }
     let state_dir = base_dir.join(&settings.state_dir);
     // Beside the state directory, never inside it: deleting a damaged state must not delete the
     // markers that let berth re-adopt and stop what runs (`.berth` -> `.berth-run/HOST`).
