@@ -18,7 +18,8 @@ UNITS=${UNITS:-20}
 LOAD_SECS=${LOAD_SECS:-0}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BERTH=${BERTH:-$TARGET/release/berth}
-SERVER=${SERVER:-$TARGET/release/berth-model-server}
+SERVER=$(realpath "${SERVER:-$TARGET/release/berth-model-server}")
+BERTH=$(realpath "$BERTH")
 export NO_COLOR=1
 
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root" >&2; exit 1; }
