@@ -1,7 +1,8 @@
 //! Refresh: observe what runs on every host that the config or the state involves, in one
-//! batched round trip per host and runtime plus one probe per running instance, all hosts at
-//! once. On each host it asks every runtime that the backends placed there or the state's
-//! records there name. It reads hosts and never changes them or the state.
+//! batched round trip per host and runtime (what runs there and what the wanted launches need
+//! there) plus one probe per running instance, all hosts at once. On each host it asks every
+//! runtime that the backends placed there or the state's records there name. It reads hosts
+//! and never changes them or the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -135,36 +136,32 @@ async fn observe_host(
     };
     // A runtime this berth lacks cannot have started anything here (and plan refuses the
     // backends that name one), so there is nothing of it to observe.
+    // One round trip per runtime: what runs there and what the wanted launches need.
     let surveys = join_all(
         runtimes
             .iter()
-            .filter_map(|name| conns.runtime(name).ok())
-            .map(|runtime| {
+            .filter_map(|name| Some((name, conns.runtime(name).ok()?)))
+            .map(|(name, runtime)| {
                 let (transport, run_dir) = (transport.clone(), &run_dir);
-                async move { runtime.survey(transport.as_ref(), run_dir).await }
+                let specs = launches
+                    .get(&(host.to_string(), name.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                async move {
+                    runtime
+                        .survey_with_prerequisites(transport.as_ref(), run_dir, specs)
+                        .await
+                }
             }),
     )
     .await;
-    let needs = join_all(runtimes.iter().filter_map(|name| {
-        let runtime = conns.runtime(name).ok()?;
-        let specs = launches.get(&(host.to_string(), name.clone()))?;
-        let transport = transport.clone();
-        Some(async move { runtime.prerequisites(transport.as_ref(), specs).await })
-    }))
-    .await;
-    let mut prerequisites = Vec::new();
-    for n in needs {
-        match n {
-            Ok(n) => prerequisites.extend(n),
-            Err(e) => return unreachable(crate::connections::error_text(&e)),
-        }
-    }
     let mut survey = Survey::default();
+    let mut prerequisites = Vec::new();
     for s in surveys {
         match s {
-            Ok(s) => {
+            Ok((s, needs)) => {
                 survey.found.extend(s.found);
                 survey.problems.extend(s.problems);
+                prerequisites.extend(needs);
             }
             Err(e) => return unreachable(crate::connections::error_text(&e)),
         }
@@ -187,6 +184,7 @@ async fn observe_host(
                     port: o.instance.port,
                     probe,
                     pinned: o.instance.pinned,
+                    state: o.state,
                 },
             )
         }

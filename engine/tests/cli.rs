@@ -398,3 +398,72 @@ fn a_postgres_state_without_a_url_says_where_to_give_one() {
     }
     assert!(!dir.path().join(".berth").exists(), "no state was made");
 }
+
+#[test]
+fn backends_show_lists_the_container_and_systemd_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.hcl"),
+        r#"
+host "local" {
+  connection {
+    transport = "local"
+  }
+  capabilities {
+    backends = ["ctr", "units"]
+  }
+}
+backend "ctr" {
+  runtime = "docker"
+  container {
+    image      = "stand-in:1"
+    network    = "models-net"
+    ports      = ["127.0.0.1:18080:8080"]
+    extra_args = ["--shm-size", "1g"]
+    volumes    = ["/srv/models:/models:ro"]
+  }
+}
+backend "units" {
+  runtime = "systemd"
+  systemd {
+    scope   = "user"
+    options = { LimitNOFILE = "4096" }
+  }
+}
+"#,
+    )
+    .unwrap();
+    let text = berth(dir.path(), &["backends", "show", "ctr"]).success();
+    let text = String::from_utf8_lossy(&text.get_output().stdout).to_string();
+    for line in [
+        "image         stand-in:1",
+        "volume        /srv/models:/models:ro",
+        "network       models-net",
+        "port          127.0.0.1:18080:8080",
+        "extra_args    --shm-size 1g",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let json = stdout_json(&berth(dir.path(), &["backends", "show", "ctr", "--json"]).success());
+    assert_eq!(json["container"]["network"], "models-net");
+    assert_eq!(
+        json["container"]["ports"],
+        serde_json::json!(["127.0.0.1:18080:8080"])
+    );
+    assert_eq!(
+        json["container"]["extra_args"],
+        serde_json::json!(["--shm-size", "1g"])
+    );
+    assert_eq!(json["systemd"], Value::Null);
+
+    let text = berth(dir.path(), &["backends", "show", "units"]).success();
+    let text = String::from_utf8_lossy(&text.get_output().stdout).to_string();
+    assert!(text.contains("scope         user"), "{text}");
+    assert!(text.contains("option        LimitNOFILE=4096"), "{text}");
+    let json = stdout_json(&berth(dir.path(), &["backends", "show", "units", "--json"]).success());
+    assert_eq!(
+        json["systemd"],
+        serde_json::json!({"options": {"LimitNOFILE": "4096"}, "scope": "user"})
+    );
+    assert_eq!(json["container"], Value::Null);
+}

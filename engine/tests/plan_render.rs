@@ -170,6 +170,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8002,
                 probe: Some(ProbeOutcome::Ready),
                 pinned: None,
+                state: None,
             },
         ),
         (
@@ -181,6 +182,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8004,
                 probe: Some(ProbeOutcome::Ready),
                 pinned: None,
+                state: None,
             },
         ),
         (
@@ -192,6 +194,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8005,
                 probe: None,
                 pinned: None,
+                state: None,
             },
         ),
         (
@@ -203,6 +206,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8006,
                 probe: Some(ProbeOutcome::Loading("503".into())),
                 pinned: None,
+                state: None,
             },
         ),
         (
@@ -214,6 +218,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8009,
                 probe: None,
                 pinned: None,
+                state: None,
             },
         ),
         (
@@ -225,6 +230,7 @@ fn the_plan() -> berth::plan::Plan {
                 port: 8010,
                 probe: None,
                 pinned: None,
+                state: None,
             },
         ),
     ]);

@@ -345,6 +345,7 @@ fn observed_instance(
             ProbeSpec::Down(s) => ProbeOutcome::Down(s),
         }),
         pinned: spec.pinned,
+        state: None,
     }
 }
 

@@ -216,6 +216,13 @@ fn units_apply_drift_heal_adopt_and_destroy_over_ssh() {
     drift.expect(2);
     assert!(drift.all().contains("model.beta@sd"), "{}", drift.all());
     assert!(!drift.all().contains("model.alpha@sd"), "{}", drift.all());
+    // It says what systemd says of the unit, not what a process runtime would.
+    let stopped = format!(
+        "unit {} stopped (ActiveState=inactive, SubState=dead)",
+        units[1]
+    );
+    assert!(drift.all().contains(&stopped), "{}", drift.all());
+    assert!(!drift.all().contains("process exited"), "{}", drift.all());
     work.berth(&["apply", "--auto-approve"]).expect(0);
     assert!(
         host.root_sh(&format!("systemctl is-active {}", units[1]))

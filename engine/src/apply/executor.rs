@@ -676,8 +676,9 @@ async fn start_and_gate<'c>(
         }
     }
     // What the launch needs on the host (an image) is there, or is brought there, before
-    // anything is stopped: a launch that cannot start must not cost the running one.
-    if instance.is_none() {
+    // anything is stopped: a launch that cannot start must not cost the running one. With
+    // nothing to stop, the start brings it itself, one round trip fewer.
+    if instance.is_none() && change.action == Action::Replace {
         runtime
             .prepare(transport, spec)
             .await

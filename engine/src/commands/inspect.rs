@@ -261,6 +261,33 @@ pub fn backend(inv: &Invocation, id: &str, json: bool, ui: &Ui) -> Result<u8> {
     }
     if let Some(c) = &b.container {
         outln!("  image         {}", c.image.as_deref().unwrap_or("-"));
+        if let Some(archive) = &c.image_archive {
+            outln!("  image_archive {archive}");
+        }
+        if let Some(gpus) = &c.gpus {
+            outln!("  gpus          {gpus}");
+        }
+        for v in &c.volumes {
+            outln!("  volume        {v}");
+        }
+        let network = match (&c.network, c.ports.is_empty()) {
+            (Some(n), _) => n.clone(),
+            (None, true) => "host (the host's own network)".into(),
+            (None, false) => "the engine's default bridge".into(),
+        };
+        outln!("  network       {network}");
+        for p in &c.ports {
+            outln!("  port          {p}");
+        }
+        if !c.extra_args.is_empty() {
+            outln!("  extra_args    {}", c.extra_args.join(" "));
+        }
+    }
+    if let Some(s) = &b.systemd {
+        outln!("  scope         {}", s.scope);
+        for (k, v) in &s.options {
+            outln!("  option        {k}={v}");
+        }
     }
     let rows: Vec<Vec<String>> = b
         .placed

@@ -22,6 +22,8 @@ pub struct Backend {
     pub placements: Vec<String>,
     /// `process`, `systemd`, `docker` or `podman`.
     pub runtime: String,
+    /// A systemd backend's `systemd` block.
+    pub systemd: Option<Systemd>,
     pub verify_cmd: Option<String>,
     /// The same deployments with their host, model and port, for the text view.
     #[serde(skip)]
@@ -31,10 +33,25 @@ pub struct Backend {
 /// A container backend's settings.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Container {
+    /// Arguments added to `run` as written.
+    pub extra_args: Vec<String>,
     pub gpus: Option<String>,
     pub image: Option<String>,
     pub image_archive: Option<String>,
+    /// The `--network` value (`null`: the host's network, unless `ports` are published).
+    pub network: Option<String>,
+    /// The `--publish` values.
+    pub ports: Vec<String>,
     pub volumes: Vec<String>,
+}
+
+/// A systemd backend's unit settings.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Systemd {
+    /// Extra `[Service]` options, by key.
+    pub options: BTreeMap<String, String>,
+    /// `system` or `user`.
+    pub scope: String,
 }
 
 /// A deployment on a backend.
@@ -52,9 +69,12 @@ impl Backend {
         Backend {
             args: b.args.iter().map(|a| a.display().to_string()).collect(),
             container: b.container.as_ref().map(|c| Container {
+                extra_args: c.extra_args.clone(),
                 gpus: c.gpus.clone(),
                 image: c.image.clone(),
                 image_archive: c.image_archive.clone(),
+                network: c.network.clone(),
+                ports: c.ports.clone(),
                 volumes: c.volumes.clone(),
             }),
             env: b
@@ -69,6 +89,10 @@ impl Backend {
             id: b.id.value.clone(),
             placements: placements().map(|p| p.address().to_string()).collect(),
             runtime: b.runtime.as_str().to_string(),
+            systemd: b.systemd.as_ref().map(|s| Systemd {
+                options: s.options.clone(),
+                scope: if s.user { "user" } else { "system" }.to_string(),
+            }),
             verify_cmd: b.verify_cmd.as_ref().map(|c| c.display().to_string()),
             placed: placements()
                 .map(|p| Placed {

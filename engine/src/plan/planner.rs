@@ -90,6 +90,8 @@ pub struct ObservedInstance {
     pub probe: Option<ProbeOutcome>,
     /// The digest of what it runs (a container's image id), for runtimes that pin one.
     pub pinned: Option<String>,
+    /// How its runtime says a stopped instance stands, when it says more than "exited".
+    pub state: Option<String>,
 }
 
 /// How the plan was asked for.
@@ -620,7 +622,10 @@ fn drift_of(
         Some(found) => found,
     };
     match found.liveness {
-        Liveness::Exited => return Some(("process exited".into(), Action::Replace)),
+        Liveness::Exited => {
+            let why = found.state.as_deref().unwrap_or("process exited");
+            return Some((why.to_string(), Action::Replace));
+        }
         Liveness::Replaced => {
             return Some((
                 "process is gone (its pid belongs to another process now)".into(),

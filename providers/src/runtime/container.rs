@@ -31,7 +31,7 @@ use serde_json::Value;
 use crate::runtime::process::fnv1a;
 use crate::runtime::{
     CheckStatus, ContainerSpec, Handle, HostCheck, HostTools, Instance, LaunchSpec, Liveness,
-    Observed, Prerequisite, Runtime, RuntimeSpec,
+    Observed, Prerequisite, Runtime, RuntimeSpec, Survey,
 };
 use crate::transport::{Command, Output, Transport, quote};
 use crate::{ProviderError, Result};
@@ -152,32 +152,31 @@ impl ContainerRuntime {
         cmd: Command,
         what: impl Into<String>,
     ) -> Result<Output> {
-        let out = transport.exec(cmd).await?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(self.failure(transport, what.into(), &out))
-        }
+        super::run_script(transport, cmd, what.into())
+            .await
+            .map_err(|e| self.explain(e))
     }
 
-    fn failure(&self, transport: &dyn Transport, what: String, out: &Output) -> ProviderError {
-        let stderr = out.stderr_text().trim().to_string();
-        if stderr.contains("permission denied") && stderr.contains(".sock") {
-            return ProviderError::CommandFailed {
-                host: transport.host().to_string(),
+    /// A script's failure, with the fix when the SSH user may not use the daemon's socket.
+    fn explain(&self, e: ProviderError) -> ProviderError {
+        match e {
+            ProviderError::CommandFailed {
+                host,
                 what,
-                status: out.status,
-                stderr: format!(
-                    "{stderr} (the SSH user may not use the {} daemon: add it to the `{}` group, or connect as root)",
-                    self.cli, self.cli
-                ),
-            };
-        }
-        ProviderError::CommandFailed {
-            host: transport.host().to_string(),
-            what,
-            status: out.status,
-            stderr,
+                status,
+                stderr,
+            } if stderr.contains("permission denied") && stderr.contains(".sock") => {
+                ProviderError::CommandFailed {
+                    host,
+                    what,
+                    status,
+                    stderr: format!(
+                        "{stderr} (the SSH user may not use the {cli} daemon: add it to the `{cli}` group, or connect as root)",
+                        cli = self.cli
+                    ),
+                }
+            }
+            e => e,
         }
     }
 
@@ -258,53 +257,178 @@ berth_remove() {{
         ]
     }
 
-    /// Observes every berth container under `run_dir` (or only `address`'s) in one script.
+    /// Observes every berth container under `run_dir` (or only `address`'s; nothing without
+    /// a run_dir) and resolves the images of `specs`, in one script.
     async fn inspect(
         &self,
         transport: &dyn Transport,
-        run_dir: &str,
+        run_dir: Option<&str>,
         address: Option<&str>,
-    ) -> Result<Vec<Observed>> {
+        specs: &[LaunchSpec],
+    ) -> Result<(Vec<Observed>, Vec<Prerequisite>)> {
         let cli = self.cli;
-        let run_dir = run_dir.trim_end_matches('/');
-        let mut filters = format!(
-            "--filter {}",
-            quote(&format!("label={LABEL_RUN_DIR}={run_dir}"))?
+        let images = self.images(specs);
+        // Images to resolve need the CLI; otherwise without it no container of berth's can
+        // exist here.
+        let absent = if images.is_empty() { 0 } else { 3 };
+        let mut script = format!(
+            "# berth: {cli} observe\ncommand -v {cli} >/dev/null 2>&1 || {{ echo '{cli} is not installed' >&2; exit {absent}; }}\n"
         );
-        if let Some(address) = address {
-            let _ = write!(
-                filters,
-                " --filter {}",
-                quote(&format!("label={LABEL_ADDRESS}={address}"))?
+        let run_dir = run_dir.map(|d| d.trim_end_matches('/'));
+        if let Some(run_dir) = run_dir {
+            let mut filters = format!(
+                "--filter {}",
+                quote(&format!("label={LABEL_RUN_DIR}={run_dir}"))?
             );
-        }
-        let script = format!(
-            r#"# berth: {cli} observe
-# Without the CLI no container of berth's can exist here.
-command -v {cli} >/dev/null 2>&1 || exit 0
-ids=$({cli} ps -aq --no-trunc {filters}) || exit 3
+            if let Some(address) = address {
+                let _ = write!(
+                    filters,
+                    " --filter {}",
+                    quote(&format!("label={LABEL_ADDRESS}={address}"))?
+                );
+            }
+            let _ = write!(
+                script,
+                r#"ids=$({cli} ps -aq --no-trunc {filters}) || exit 3
 for f in {dir}/containers/*/owner; do
   [ -f "$f" ] || continue
   printf 'O\t'; cat -- "$f"; echo
 done
-[ -z "$ids" ] && exit 0
-{cli} container inspect --format {format} $ids 2>/dev/null
-exit 0
+[ -z "$ids" ] || {cli} container inspect --format {format} $ids 2>/dev/null
 "#,
-            dir = quote(run_dir)?,
-            format = quote(INSPECT_FORMAT)?,
-        );
-        let what = match address {
-            Some(a) => format!("observe {a}"),
-            None => format!("observe {cli} containers of {run_dir}"),
+                dir = quote(run_dir)?,
+                format = quote(INSPECT_FORMAT)?,
+            );
+        }
+        if run_dir.is_none() && !images.is_empty() {
+            // A daemon that does not answer is not an image that is missing.
+            let _ = writeln!(script, "{cli} version >/dev/null || exit 3");
+        }
+        // A missing image prints an empty id.
+        for image in &images {
+            let q = quote(image)?;
+            let _ = writeln!(
+                script,
+                "printf 'I\\t%s\\t%s\\n' {q} \"$({cli} image inspect --format '{{{{.Id}}}}' {q} 2>/dev/null)\""
+            );
+        }
+        script.push_str("exit 0\n");
+        let what = match (address, run_dir) {
+            (Some(a), _) => format!("observe {a}"),
+            (None, Some(run_dir)) => format!("observe {cli} containers of {run_dir}"),
+            (None, None) => format!("resolve {cli} images"),
         };
         let out = self
             .run(transport, Command::new(script, self.timeout), what)
             .await?;
-        let mut found = parse_inspect(&out.stdout_text(), run_dir);
+        let text = out.stdout_text();
+        let mut found = parse_inspect(&text, run_dir.unwrap_or_default());
         found.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
-        Ok(found)
+        Ok((found, prerequisites_of(self, &text, specs)))
     }
+
+    /// Shell lines that set `img` to the id of `c`'s image, loading it from its archive when
+    /// it is missing; exit 4, saying why, when it cannot be had.
+    fn ensure_image(&self, c: &ContainerSpec) -> Result<String> {
+        let cli = self.cli;
+        let image = quote(&c.image)?;
+        let load = match &c.image_archive {
+            Some(archive) => {
+                let archive = quote(archive)?;
+                format!(
+                    r#"  [ -f {archive} ] || {{ echo "image "{image}" is not on this host, and its image_archive "{archive}" does not exist there" >&2; exit 4; }}
+  {cli} load -i {archive} >&2 || {{ echo "loading image_archive "{archive}" failed" >&2; exit 4; }}
+  img=$({cli} image inspect --format '{{{{.Id}}}}' {image} 2>/dev/null) || {{ echo "image_archive "{archive}" was loaded but holds no image "{image} >&2; exit 4; }}"#
+                )
+            }
+            None => format!(
+                r#"  echo "image "{image}" is not on this host and the backend sets no image_archive" >&2; exit 4"#
+            ),
+        };
+        Ok(format!(
+            "if ! img=$({cli} image inspect --format '{{{{.Id}}}}' {image} 2>/dev/null); then\n{load}\nfi"
+        ))
+    }
+
+    /// The error of a start or prepare script: a missing image (exit 4) is its own error.
+    fn start_failure(
+        &self,
+        transport: &dyn Transport,
+        spec: &LaunchSpec,
+        c: &ContainerSpec,
+        step: &str,
+        out: &Output,
+    ) -> ProviderError {
+        let cli = self.cli;
+        if out.status != Some(4) {
+            return self.explain(super::command_failed(
+                transport,
+                format!("{step} {}", spec.address),
+                out,
+            ));
+        }
+        ProviderError::MissingPrerequisite {
+            host: transport.host().to_string(),
+            address: spec.address.clone(),
+            message: out
+                .stderr_text()
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string(),
+            help: match &c.image_archive {
+                Some(archive) => format!(
+                    "copy the archive to {archive} on {} (made with `{cli} save -o FILE {}`), or load the image there by hand",
+                    transport.host(),
+                    c.image
+                ),
+                None => format!(
+                    "load it on {} (`{cli} load -i FILE` or `{cli} pull {}`), or set image_archive in the backend's container block",
+                    transport.host(),
+                    c.image
+                ),
+            },
+        }
+    }
+
+    /// The distinct images of `specs`, sorted.
+    fn images<'a>(&self, specs: &'a [LaunchSpec]) -> Vec<&'a str> {
+        let mut images: Vec<&str> = specs
+            .iter()
+            .filter_map(|s| self.spec(s).ok())
+            .map(|c| c.image.as_str())
+            .collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+}
+
+/// What each of `specs` needs, from the `I` lines of an observe script.
+fn prerequisites_of(
+    rt: &ContainerRuntime,
+    stdout: &str,
+    specs: &[LaunchSpec],
+) -> Vec<Prerequisite> {
+    let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let mut parts = line.splitn(3, '\t');
+        if let (Some("I"), Some(image), Some(id)) = (parts.next(), parts.next(), parts.next()) {
+            let id = id.trim();
+            digests.insert(image.to_string(), (!id.is_empty()).then(|| id.to_string()));
+        }
+    }
+    specs
+        .iter()
+        .filter_map(|s| Some((s, rt.spec(s).ok()?)))
+        .map(|(s, c)| Prerequisite {
+            address: s.address.clone(),
+            what: format!("image {}", c.image),
+            digest: digests.get(&c.image).cloned().flatten(),
+            source: c.image_archive.clone(),
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -363,102 +487,25 @@ impl Runtime for ContainerRuntime {
         transport: &dyn Transport,
         specs: &[LaunchSpec],
     ) -> Result<Vec<Prerequisite>> {
-        let mut images: Vec<&str> = specs
-            .iter()
-            .filter_map(|s| self.spec(s).ok())
-            .map(|c| c.image.as_str())
-            .collect();
-        images.sort();
-        images.dedup();
-        if images.is_empty() {
+        if self.images(specs).is_empty() {
             return Ok(Vec::new());
         }
-        let cli = self.cli;
-        let mut script = format!("# berth: {cli} images\n{cli} version >/dev/null || exit 3\n");
-        for image in &images {
-            let q = quote(image)?;
-            let _ = writeln!(
-                script,
-                "printf 'I\\t%s\\t%s\\n' {q} \"$({cli} image inspect --format '{{{{.Id}}}}' {q} 2>/dev/null)\""
-            );
-        }
-        let out = self
-            .run(
-                transport,
-                Command::new(script, self.timeout),
-                format!("resolve {cli} images"),
-            )
-            .await?;
-        let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for line in out.stdout_text().lines() {
-            let mut parts = line.splitn(3, '\t');
-            if let (Some("I"), Some(image), Some(id)) = (parts.next(), parts.next(), parts.next()) {
-                let id = id.trim();
-                digests.insert(image.to_string(), (!id.is_empty()).then(|| id.to_string()));
-            }
-        }
-        Ok(specs
-            .iter()
-            .filter_map(|s| Some((s, self.spec(s).ok()?)))
-            .map(|(s, c)| Prerequisite {
-                address: s.address.clone(),
-                what: format!("image {}", c.image),
-                digest: digests.get(&c.image).cloned().flatten(),
-                source: c.image_archive.clone(),
-            })
-            .collect())
+        let (_, needs) = self.inspect(transport, None, None, specs).await?;
+        Ok(needs)
     }
 
     async fn prepare(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<()> {
         let c = self.spec(spec)?;
-        let cli = self.cli;
-        let image = quote(&c.image)?;
-        let load = match &c.image_archive {
-            Some(archive) => {
-                let archive = quote(archive)?;
-                format!(
-                    r#"[ -f {archive} ] || {{ echo "image "{image}" is not on this host, and its image_archive "{archive}" does not exist there" >&2; exit 4; }}
-{cli} load -i {archive} >&2 || {{ echo "loading image_archive "{archive}" failed" >&2; exit 4; }}
-{cli} image inspect {image} >/dev/null 2>&1 || {{ echo "image_archive "{archive}" was loaded but holds no image "{image} >&2; exit 4; }}"#
-                )
-            }
-            None => format!(
-                r#"echo "image "{image}" is not on this host and the backend sets no image_archive" >&2; exit 4"#
-            ),
-        };
         let script = format!(
-            "# berth: {cli} prepare\n{cli} image inspect {image} >/dev/null 2>&1 && exit 0\n{load}\n"
+            "# berth: {cli} prepare\n{ensure}\n",
+            cli = self.cli,
+            ensure = self.ensure_image(c)?
         );
         let out = transport.exec(Command::new(script, LOAD_TIMEOUT)).await?;
         if out.success() {
             return Ok(());
         }
-        if out.status == Some(4) {
-            return Err(ProviderError::MissingPrerequisite {
-                host: transport.host().to_string(),
-                address: spec.address.clone(),
-                message: out
-                    .stderr_text()
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .to_string(),
-                help: match &c.image_archive {
-                    Some(archive) => format!(
-                        "copy the archive to {archive} on {} (made with `{cli} save -o FILE {}`), or load the image there by hand",
-                        transport.host(),
-                        c.image
-                    ),
-                    None => format!(
-                        "load it on {} (`{cli} load -i FILE` or `{cli} pull {}`), or set image_archive in the backend's container block",
-                        transport.host(),
-                        c.image
-                    ),
-                },
-            });
-        }
-        Err(self.failure(transport, format!("prepare {}", spec.address), &out))
+        Err(self.start_failure(transport, spec, c, "prepare", &out))
     }
 
     async fn diagnose(&self, transport: &dyn Transport, specs: &[LaunchSpec]) -> Vec<HostCheck> {
@@ -594,43 +641,56 @@ impl Runtime for ContainerRuntime {
             run.push(' ');
             run.push_str(&quote(&arg)?);
         }
+        // One script: the image (loaded from its archive when missing), the env file, the
+        // run. A container left under the name (a restart, a crash) goes only when the run
+        // finds the name taken, so a first start costs no extra engine call.
         let script = format!(
             r#"# berth: {cli} start
 {functions}
 dir={qdir}
-# Whatever runs under this address goes first.
-berth_remove {qname} {qaddress} {qrun_dir} {grace} || exit $?
+{ensure}
 umask 077
 mkdir -p -- "$dir" || exit 5
 rm -f -- "$dir/owner"
 # Env values arrive on stdin into a file created mode 0600, never in an argv.
 cat > "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
-id=$({run}) || exit 6
-printf '%s\n' "$id"
-{cli} container inspect --format '{{{{.Image}}}}' "$id"
+if ! id=$({run} 2>"$dir/run.err"); then
+  grep -q 'already in use' "$dir/run.err" || {{ cat "$dir/run.err" >&2; exit 6; }}
+  berth_remove {qname} {qaddress} {qrun_dir} {grace} || exit $?
+  id=$({run}) || exit 6
+fi
+rm -f -- "$dir/run.err"
+printf '%s\n%s\n' "$id" "$img"
 "#,
             functions = self.functions(),
+            ensure = self.ensure_image(c)?,
             qdir = quote(&dir)?,
             qname = quote(&name)?,
             qaddress = quote(&spec.address)?,
             qrun_dir = quote(spec.run_dir.trim_end_matches('/'))?,
             grace = RESTART_GRACE.as_secs(),
         );
-        let out = self
-            .run(
-                transport,
-                Command::new(script, self.timeout + RESTART_GRACE).stdin(text.into_bytes()),
-                format!("start {}", spec.address),
-            )
+        let timeout = self.timeout
+            + RESTART_GRACE
+            + if c.image_archive.is_some() {
+                LOAD_TIMEOUT
+            } else {
+                Duration::ZERO
+            };
+        let out = transport
+            .exec(Command::new(script, timeout).stdin(text.into_bytes()))
             .await?;
+        if !out.success() {
+            return Err(self.start_failure(transport, spec, c, "start", &out));
+        }
         let text = out.stdout_text();
         let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
         let (Some(id), image) = (lines.next(), lines.next()) else {
-            return Err(ProviderError::Malformed {
-                host: transport.host().to_string(),
-                what: format!("start {}", spec.address),
-                message: format!("{:?}", text.trim()),
-            });
+            return Err(super::malformed(
+                transport,
+                &format!("start {}", spec.address),
+                &text,
+            ));
         };
         Ok(Instance {
             address: spec.address.clone(),
@@ -647,7 +707,23 @@ printf '%s\n' "$id"
     }
 
     async fn observe_all(&self, transport: &dyn Transport, run_dir: &str) -> Result<Vec<Observed>> {
-        self.inspect(transport, run_dir, None).await
+        Ok(self.inspect(transport, Some(run_dir), None, &[]).await?.0)
+    }
+
+    async fn survey_with_prerequisites(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        specs: &[LaunchSpec],
+    ) -> Result<(Survey, Vec<Prerequisite>)> {
+        let (found, needs) = self.inspect(transport, Some(run_dir), None, specs).await?;
+        Ok((
+            Survey {
+                found,
+                problems: Vec::new(),
+            },
+            needs,
+        ))
     }
 
     async fn observe(
@@ -657,10 +733,40 @@ printf '%s\n' "$id"
         address: &str,
     ) -> Result<Option<Observed>> {
         Ok(self
-            .inspect(transport, run_dir, Some(address))
+            .inspect(transport, Some(run_dir), Some(address), &[])
             .await?
+            .0
             .into_iter()
             .find(|o| o.instance.address == address))
+    }
+
+    async fn still_mine(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        started: &Instance,
+    ) -> Result<bool> {
+        let Some(handle) = ContainerHandle::of(&started.handle) else {
+            return Ok(false);
+        };
+        // The gate asks this between probes: one engine call on the container's name. The id
+        // is the container berth started, so its labels need no second look.
+        let cli = self.cli;
+        let script = format!(
+            "# berth: {cli} still mine\n{cli} container inspect --format '{{{{.Id}}}} {{{{.State.Status}}}}' {} 2>/dev/null\nexit 0\n",
+            quote(&Self::container_name(run_dir, &started.address))?
+        );
+        let out = self
+            .run(
+                transport,
+                Command::new(script, self.timeout),
+                format!("observe {}", started.address),
+            )
+            .await?;
+        let text = out.stdout_text();
+        let mut words = text.split_whitespace();
+        Ok(words.next() == Some(handle.container_id.as_str())
+            && matches!(words.next(), Some("running" | "restarting")))
     }
 
     async fn stop_with(
@@ -773,17 +879,7 @@ have=$({cli} container inspect --format '{{{{index .Config.Labels "{LABEL_ADDRES
 fn env_file(spec: &LaunchSpec) -> Result<String> {
     let mut text = String::new();
     for (key, value) in &spec.env {
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key {
-            return Err(ProviderError::InvalidSpec {
-                address: spec.address.clone(),
-                message: format!("env key {key:?} is not a shell variable name"),
-            });
-        }
+        super::check_env_key(spec, key)?;
         if value.contains(['\n', '\r', '\0']) {
             return Err(ProviderError::InvalidSpec {
                 address: spec.address.clone(),
@@ -815,7 +911,7 @@ fn parse_inspect(stdout: &str, run_dir: &str) -> Vec<Observed> {
             continue;
         }
         let parts: Vec<&str> = line.splitn(7, '\t').collect();
-        let [_c, id, status, _exit, _restarts, image, labels] = parts[..] else {
+        let [_c, id, status, exit, _restarts, image, labels] = parts[..] else {
             continue;
         };
         let Ok(Labels(labels)) =
@@ -848,6 +944,8 @@ fn parse_inspect(stdout: &str, run_dir: &str) -> Vec<Observed> {
                     pinned: (!image.is_empty()).then(|| image.to_string()),
                 },
                 liveness,
+                state: (liveness != Liveness::Running)
+                    .then(|| format!("container {status} (exit code {exit})")),
             },
         ));
     }

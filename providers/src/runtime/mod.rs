@@ -209,6 +209,10 @@ pub enum Liveness {
 pub struct Observed {
     pub instance: Instance,
     pub liveness: Liveness,
+    /// How the runtime itself says a stopped instance stands ("unit berth-m.service stopped
+    /// (ActiveState=inactive, SubState=dead)"), for runtimes that say more than "exited".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A deployment on the host whose marker berth cannot use: it cannot tell what runs there.
@@ -267,7 +271,8 @@ pub trait Runtime: Send + Sync {
 
     /// Makes sure what `spec` needs is on the host (loads a missing image from its archive),
     /// or fails saying what is missing. Called before an old instance is stopped, so a launch
-    /// that cannot start stops nothing.
+    /// that cannot start stops nothing; [`Runtime::start`] does the same itself, so a start
+    /// with nothing to replace needs no call of this.
     async fn prepare(&self, _transport: &dyn Transport, _spec: &LaunchSpec) -> Result<()> {
         Ok(())
     }
@@ -278,7 +283,8 @@ pub trait Runtime: Send + Sync {
         Vec::new()
     }
 
-    /// Starts the service detached from berth and records it on the host.
+    /// Starts the service detached from berth and records it on the host, bringing what it
+    /// needs there first as [`Runtime::prepare`] does.
     async fn start(&self, transport: &dyn Transport, spec: &LaunchSpec) -> Result<Instance>;
 
     /// Every instance recorded under `run_dir`, in one round trip.
@@ -291,6 +297,24 @@ pub trait Runtime: Send + Sync {
             found: self.observe_all(transport, run_dir).await?,
             problems: Vec::new(),
         })
+    }
+
+    /// [`Runtime::survey`] of `run_dir` and [`Runtime::prerequisites`] of `specs` together:
+    /// what a refresh asks of each host. Runtimes that can answer both in one round trip
+    /// override it.
+    async fn survey_with_prerequisites(
+        &self,
+        transport: &dyn Transport,
+        run_dir: &str,
+        specs: &[LaunchSpec],
+    ) -> Result<(Survey, Vec<Prerequisite>)> {
+        let survey = self.survey(transport, run_dir).await?;
+        let needs = if specs.is_empty() {
+            Vec::new()
+        } else {
+            self.prerequisites(transport, specs).await?
+        };
+        Ok((survey, needs))
     }
 
     /// The instance recorded for `address`, if any, in one round trip. Runtimes override it
@@ -385,11 +409,51 @@ pub(crate) async fn run_script(
     if out.success() {
         Ok(out)
     } else {
-        Err(crate::ProviderError::CommandFailed {
-            host: transport.host().to_string(),
-            what,
-            status: out.status,
-            stderr: out.stderr_text().trim().to_string(),
+        Err(command_failed(transport, what, &out))
+    }
+}
+
+/// The error of a runtime script that exited non-zero: what it was for and its stderr.
+pub(crate) fn command_failed(
+    transport: &dyn Transport,
+    what: String,
+    out: &crate::Output,
+) -> crate::ProviderError {
+    crate::ProviderError::CommandFailed {
+        host: transport.host().to_string(),
+        what,
+        status: out.status,
+        stderr: out.stderr_text().trim().to_string(),
+    }
+}
+
+/// The error of a runtime script whose output cannot be read.
+pub(crate) fn malformed(
+    transport: &dyn Transport,
+    what: &str,
+    output: &str,
+) -> crate::ProviderError {
+    crate::ProviderError::Malformed {
+        host: transport.host().to_string(),
+        what: what.to_string(),
+        message: format!("{:?}", output.trim()),
+    }
+}
+
+/// Refuses an env key that is not a shell variable name; the error names the key of `spec`,
+/// never a value.
+pub(crate) fn check_env_key(spec: &LaunchSpec, key: &str) -> Result<()> {
+    let valid = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::ProviderError::InvalidSpec {
+            address: spec.address.clone(),
+            message: format!("env key {key:?} is not a shell variable name"),
         })
     }
 }

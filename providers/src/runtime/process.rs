@@ -408,11 +408,11 @@ printf '%s %s %s\n' "$pid" "$ticks" "$now"
             .split_whitespace()
             .map(str::parse)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| malformed(transport, &what, &text))?;
+            .map_err(|_| super::malformed(transport, &what, &text))?;
         let [pid, start_ticks, started_at] = fields[..] else {
-            return Err(malformed(transport, &what, &text));
+            return Err(super::malformed(transport, &what, &text));
         };
-        let pid = u32::try_from(pid).map_err(|_| malformed(transport, &what, &text))?;
+        let pid = u32::try_from(pid).map_err(|_| super::malformed(transport, &what, &text))?;
         Ok(Instance {
             address: spec.address.clone(),
             fingerprint: spec.fingerprint.clone(),
@@ -576,17 +576,7 @@ berth_locked "$dir" berth_claim
 fn env_file(spec: &LaunchSpec) -> Result<String> {
     let mut text = String::from("# berth: environment of one service, sourced by its launcher\n");
     for (key, value) in &spec.env {
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key {
-            return Err(ProviderError::InvalidSpec {
-                address: spec.address.clone(),
-                message: format!("env key {key:?} is not a shell variable name"),
-            });
-        }
+        super::check_env_key(spec, key)?;
         let quoted = quote(value).map_err(|_| ProviderError::InvalidSpec {
             address: spec.address.clone(),
             message: format!("the value of env {key} holds a NUL byte"),
@@ -643,20 +633,7 @@ fn stop_failure(
             detail: stderr.lines().last().unwrap_or("unreadable").to_string(),
         };
     }
-    ProviderError::CommandFailed {
-        host: transport.host().to_string(),
-        what,
-        status: out.status,
-        stderr,
-    }
-}
-
-fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
-    ProviderError::Malformed {
-        host: transport.host().to_string(),
-        what: what.to_string(),
-        message: format!("{:?}", output.trim()),
-    }
+    super::command_failed(transport, what, out)
 }
 
 /// Parses the observe script's lines. A record that cannot be read becomes a problem to report
@@ -710,7 +687,11 @@ fn parse_observed(run_dir: &str, stdout: &str) -> Survey {
                         Ok(_) => Liveness::Replaced,
                     },
                 };
-                found.push(Observed { instance, liveness });
+                found.push(Observed {
+                    instance,
+                    liveness,
+                    state: None,
+                });
             }
             _ => {}
         }

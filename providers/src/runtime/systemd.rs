@@ -363,17 +363,7 @@ fn exec_quote(text: &str) -> String {
 fn env_file(spec: &LaunchSpec) -> Result<String> {
     let mut text = String::from("# berth: environment of one unit, read by systemd\n");
     for (key, value) in &spec.env {
-        let valid_key = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key {
-            return Err(ProviderError::InvalidSpec {
-                address: spec.address.clone(),
-                message: format!("env key {key:?} is not a shell variable name"),
-            });
-        }
+        super::check_env_key(spec, key)?;
         if value.contains('\0') {
             return Err(ProviderError::InvalidSpec {
                 address: spec.address.clone(),
@@ -460,6 +450,7 @@ fn parse_observed(stdout: &str) -> Vec<Observed> {
                     _ => false,
                 };
             let mut instance = k.instance;
+            let unit = k.unit.clone();
             instance.handle = Handle::new([
                 (UNIT.to_string(), Value::from(k.unit)),
                 (
@@ -467,6 +458,13 @@ fn parse_observed(stdout: &str) -> Vec<Observed> {
                     Value::from(prop("InvocationID").unwrap_or_default()),
                 ),
             ]);
+            let state = (!running).then(|| {
+                format!(
+                    "unit {unit} stopped (ActiveState={}, SubState={})",
+                    prop("ActiveState").unwrap_or("unknown"),
+                    prop("SubState").unwrap_or("unknown"),
+                )
+            });
             Observed {
                 instance,
                 liveness: if running {
@@ -474,6 +472,7 @@ fn parse_observed(stdout: &str) -> Vec<Observed> {
                 } else {
                     Liveness::Exited
                 },
+                state,
             }
         })
         .collect();
@@ -604,7 +603,7 @@ $sc show -p InvocationID --value -- "$name"
         let name = lines
             .next()
             .and_then(|l| l.strip_prefix("U\t"))
-            .ok_or_else(|| malformed(transport, &what, &text))?;
+            .ok_or_else(|| super::malformed(transport, &what, &text))?;
         let invocation = lines.next().unwrap_or_default().trim();
         Ok(Instance {
             address: spec.address.clone(),
@@ -787,14 +786,6 @@ fi
             }
         }
         checks
-    }
-}
-
-fn malformed(transport: &dyn Transport, what: &str, output: &str) -> ProviderError {
-    ProviderError::Malformed {
-        host: transport.host().to_string(),
-        what: what.to_string(),
-        message: format!("{:?}", output.trim()),
     }
 }
 
