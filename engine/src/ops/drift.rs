@@ -80,7 +80,13 @@ pub async fn drift(req: &DriftRequest, stop: &Stop) -> Result<DriftReport> {
         let conns = Connections::new(&ws.config);
         make_plan_from(&ws, &view, &conns, Operation::Apply, &scope, stop).await?
     } else {
-        let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "drift", &req.inputs.lock)?;
+        let p = session::prepare(
+            &req.inputs.dir,
+            &req.inputs.vars,
+            "drift",
+            &req.inputs.lock,
+            &req.inputs.notices,
+        )?;
         let conns = Connections::new(&p.ws.config);
         make_plan(&p, &conns, Operation::Apply, &scope, stop).await?
     };
@@ -91,7 +97,9 @@ pub async fn drift(req: &DriftRequest, stop: &Stop) -> Result<DriftReport> {
         .partition(|w| w.contains("could not be observed"));
     let unapplied: Vec<Unapplied> = plan
         .changes()
-        .filter(|r| !matches!(r.cause, Cause::Drift))
+        .filter(|r| {
+            !matches!(r.cause, Cause::Drift) && !plan.drift.iter().any(|d| d.address == r.address)
+        })
         .map(|r| Unapplied {
             address: r.address.clone(),
             action: r.action,

@@ -196,6 +196,14 @@ impl Plan {
     pub fn changes(&self) -> impl Iterator<Item = &ResourceChange> {
         self.resources.iter().filter(|r| r.action.is_change())
     }
+
+    /// The instances found on the hosts that another berth state runs, which berth leaves
+    /// alone.
+    pub fn left_to_others(&self) -> impl Iterator<Item = &ResourceChange> {
+        self.resources
+            .iter()
+            .filter(|r| r.action == Action::NoOp && r.cause == Cause::Found)
+    }
 }
 
 impl std::fmt::Display for Summary {

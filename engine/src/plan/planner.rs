@@ -331,6 +331,54 @@ pub fn plan(
         }
     }
 
+    // Instances of another berth state that this config does not place at their address: left
+    // alone, and said so, naming what this plan would start on the port one of them holds.
+    let mut held = Vec::new();
+    for (address, (host, owner)) in &foreign {
+        if resources.contains_key(address.as_str()) || state.records.contains_key(address.as_str())
+        {
+            continue;
+        }
+        let Some(Some(found)) = instance(host, address) else {
+            continue;
+        };
+        let clash = resources.values().find(|r| {
+            r.host == *host
+                && matches!(r.action, Action::Create | Action::Replace)
+                && desired
+                    .get(&r.address)
+                    .is_some_and(|d| d.port == found.port)
+        });
+        match clash {
+            Some(r) if found.liveness == Liveness::Running => warnings.push(format!(
+                "port {} on {host} is held by {address}, which another berth state (lineage {owner}) started; berth leaves it alone, so {} cannot start there: give it another port, or stop {address} from its own state",
+                found.port, r.address
+            )),
+            _ => warnings.push(format!(
+                "{address} on {host} (port {}, {}) belongs to another berth state (lineage {owner}); berth leaves it alone",
+                found.port,
+                liveness_text(found.liveness)
+            )),
+        }
+        let Ok(parsed) = address.parse::<Address>() else {
+            continue;
+        };
+        held.push(ResourceChange {
+            address: parsed,
+            kind: Kind::Model,
+            host: host.clone(),
+            action: Action::NoOp,
+            cause: Cause::Found,
+            reason: format!("runs under another berth state (lineage {owner}) on this host; berth leaves it alone"),
+            changes: Vec::new(),
+            fingerprint: None,
+            depends_on: Vec::new(),
+        });
+    }
+    for r in held {
+        resources.insert(r.address.clone(), r);
+    }
+
     // Recorded models that are no longer wanted.
     for rec in state.records.values() {
         if desired.contains_key(rec.address.as_str())
@@ -363,6 +411,20 @@ pub fn plan(
                 )
             }
             ResourceKind::Host => (Kind::Host, "no longer managed".into()),
+        };
+        // Berth reaches a host only through its `host` block: without it the stop cannot run.
+        let unreachable = rec.kind == ResourceKind::Model && ws.config.host(&rec.host).is_none();
+        let reason = if unreachable {
+            warnings.push(format!(
+                "{address} is recorded on host {host}, which is no longer in the config: berth cannot connect there to stop it, so apply fails for it. Put the `host \"{host}\"` block back and apply (the model stops, then the block can go), or forget it with `berth state rm {address}` (what runs there keeps running), or leave it out of this apply with --target",
+                host = rec.host
+            ));
+            format!(
+                "{reason}; host {} cannot be reached without its host block",
+                rec.host
+            )
+        } else {
+            reason
         };
         if rec.kind == ResourceKind::Model
             && let Some(Some(found)) = instance(&rec.host, &rec.address)
@@ -439,6 +501,15 @@ pub fn plan(
                     }
                 };
                 let running = inst.liveness == Liveness::Running;
+                drift.push(Drift {
+                    address: address.clone(),
+                    host: host.clone(),
+                    what: if running {
+                        format!("runs on the host (port {}) with this state's marks, but neither the config nor the state has it", inst.port)
+                    } else {
+                        format!("a record of an {} instance is on the host, but neither the config nor the state has it", liveness_text(inst.liveness))
+                    },
+                });
                 resources.insert(
                     address.clone(),
                     ResourceChange {
@@ -448,9 +519,9 @@ pub fn plan(
                         action: Action::Destroy,
                         cause: Cause::Found,
                         reason: if running {
-                            "runs on the host with berth's marks but is in neither the config nor the state (left by an interrupted apply?)".into()
+                            "runs on the host with this state's marks but is in neither the config nor the state (left by an interrupted apply?); it runs no launch the config wants, so berth stops it".into()
                         } else {
-                            "a stale record of an exited instance is on the host".into()
+                            "a stale record of an exited instance is on the host; berth removes it".into()
                         },
                         changes: Vec::new(),
                         fingerprint: None,

@@ -152,6 +152,12 @@ pub fn text(plan: &Plan, paint: Paint) -> String {
         ));
         return out;
     }
+    if changes.is_empty() && plan.left_to_others().next().is_some() {
+        out.push_str(
+            "No changes. Another berth state runs instances on these hosts, which berth leaves alone (see the warnings above).\n",
+        );
+        return out;
+    }
     if changes.is_empty() {
         out.push_str(&if plan.refreshed {
             "No changes. The hosts match the config.\n".to_string()
