@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{self, StateBackendKind, StateSettings, VarInputs};
 use crate::error::{Error, Result};
+use crate::ops::{Notice, Notices};
 use crate::plan::StateView;
 use crate::workspace::Workspace;
 
@@ -60,6 +61,9 @@ pub struct Session {
     // Dropped after the store (fields drop in declaration order), so the lock outlives it.
     pub lock: StateGuard,
     pub backend: Box<dyn StateBackend>,
+    /// The holder of the stale lock that this session took over (`--force`), for the caller
+    /// to tell the user.
+    pub took_over: Option<String>,
 }
 
 impl Session {
@@ -70,15 +74,14 @@ impl Session {
         lock: &LockOptions,
     ) -> Result<Session> {
         let lock = backend.lock(operation, lock)?;
-        if let Some(stale) = lock.took_over() {
-            errln!("warning: took over the stale {stale}");
-        }
+        let took_over = lock.took_over().map(ToString::to_string);
         publish_for_interrupt(lock.interrupt_fd(), lock.interrupt_release());
         let store = lock.store()?;
         Ok(Session {
             store,
             lock,
             backend,
+            took_over,
         })
     }
 
@@ -211,17 +214,24 @@ pub struct Prepared {
     pub view: StateView,
 }
 
-/// Loads the config in `dir`, opens its state under the lock and places the models.
+/// Loads the config in `dir`, opens its state under the lock (telling `notices` when it took
+/// over a stale one) and places the models.
 pub fn prepare(
     dir: &std::path::Path,
     vars: &VarInputs,
     operation: &str,
     lock: &LockOptions,
+    notices: &Notices,
 ) -> Result<Prepared> {
     let loaded =
         config::load(dir, vars).map_err(|invalid| Error::InvalidConfig(Box::new(invalid)))?;
     let state = loaded.config.settings.state(&loaded.config.dir);
     let session = Session::open(backend(&state)?, operation, lock)?;
+    if let Some(previous) = &session.took_over {
+        notices.send(Notice::StaleStateLockTakenOver {
+            previous: previous.clone(),
+        });
+    }
     let view = session.view()?;
     let ws = Workspace::from_loaded(loaded, &view.previous())?;
     Ok(Prepared { ws, session, view })

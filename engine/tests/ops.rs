@@ -57,6 +57,7 @@ fn inputs(fleet: &Fleet) -> Inputs {
         dir: fleet.dir(),
         vars: VarInputs::default(),
         lock: Default::default(),
+        notices: Default::default(),
     }
 }
 

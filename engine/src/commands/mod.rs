@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use berth_state::LockOptions;
 
 use crate::config::VarInputs;
-use crate::ops::{Inputs, Stop};
+use crate::ops::{Inputs, Notices, Stop};
 use ui::Ui;
 
 /// What every command of one berth run shares, built once from the command line: where the
@@ -99,6 +99,9 @@ impl Invocation {
             dir: self.dir.clone(),
             vars: self.vars.clone(),
             lock: self.lock,
+            notices: Notices::to(|n| {
+                errln!("warning: {n}");
+            }),
         }
     }
 }

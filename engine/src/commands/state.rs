@@ -147,7 +147,7 @@ pub fn run(inv: &Invocation, command: &StateCommand, json: bool, ui: &Ui) -> Res
 
 /// `berth state rm ADDRESS...`: under the lock, since it changes the state.
 fn remove(inv: &Invocation, address: &[String]) -> Result<u8> {
-    let session = Session::open(backend(inv)?, "state rm", &inv.lock)?;
+    let session = open_session(backend(inv)?, "state rm", &inv.lock)?;
     let store = session.store.clone();
     for a in address {
         if store.remove_resource(a)? {
@@ -193,7 +193,7 @@ fn init(inv: &Invocation, print_sql: bool) -> Result<u8> {
             );
         }
         crate::config::StateBackendKind::Sled => {
-            let session = Session::open(crate::session::backend(&state)?, "state init", &inv.lock)?;
+            let session = open_session(crate::session::backend(&state)?, "state init", &inv.lock)?;
             let meta = session.store.meta()?;
             outln!(
                 "The {} is ready (lineage {}, serial {}).",
@@ -224,7 +224,7 @@ fn migrate_to_postgres(inv: &Invocation) -> Result<u8> {
         });
     }
     let pg = crate::session::pg_backend(&state, true)?;
-    let sled = Session::open(
+    let sled = open_session(
         Box::new(berth_state::SledBackend::new(&state.dir)),
         "state migrate",
         &inv.lock,
@@ -287,4 +287,22 @@ pub fn force_unlock_host(inv: &Invocation, host: &str) -> Result<u8> {
         None => outln!("Host {host} has no host lock to remove ({run_dir}/.lock names no one)."),
     }
     Ok(exit_codes::SUCCESS)
+}
+
+/// Opens the state under its lock, saying when a stale lock was taken over.
+fn open_session(
+    backend: Box<dyn berth_state::StateBackend>,
+    operation: &str,
+    lock: &berth_state::LockOptions,
+) -> Result<Session> {
+    let session = Session::open(backend, operation, lock)?;
+    if let Some(previous) = &session.took_over {
+        errln!(
+            "warning: {}",
+            crate::ops::Notice::StaleStateLockTakenOver {
+                previous: previous.clone()
+            }
+        );
+    }
+    Ok(session)
 }

@@ -68,7 +68,13 @@ pub async fn apply(
         Some(file) => saved_vars::inputs(file, &req.inputs.vars),
         None => req.inputs.vars.clone(),
     };
-    let p = session::prepare(&req.inputs.dir, &vars, "apply", &req.inputs.lock)?;
+    let p = session::prepare(
+        &req.inputs.dir,
+        &vars,
+        "apply",
+        &req.inputs.lock,
+        &req.inputs.notices,
+    )?;
     let conns = Connections::new(&p.ws.config);
     let (plan, saved) = match &req.source {
         PlanSource::Saved(path) => {
@@ -121,6 +127,7 @@ pub async fn destroy(
         &req.inputs.vars,
         "destroy",
         &req.inputs.lock,
+        &req.inputs.notices,
     )?;
     let conns = Connections::new(&p.ws.config);
     let scope = PlanScope {

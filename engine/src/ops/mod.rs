@@ -19,7 +19,8 @@ pub use drift::{DriftReport, DriftStatus, drift};
 pub use health::{EndpointsRequest, HealthRequest, MAX_SCAN_PORTS, endpoints, health, parse_ports};
 pub use plan::{load_saved, plan};
 pub use request::{
-    ApplyRequest, DestroyRequest, DriftRequest, Inputs, PlanRequest, PlanScope, PlanSource,
+    ApplyRequest, DestroyRequest, DriftRequest, Inputs, Notice, Notices, PlanRequest, PlanScope,
+    PlanSource,
 };
 pub use saved_vars::{missing_secrets, secrets_needed};
 pub use select::{

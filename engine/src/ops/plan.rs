@@ -20,7 +20,13 @@ pub async fn plan(req: &PlanRequest, stop: &Stop) -> Result<Plan> {
     if let Some(path) = &req.out {
         check_out_dir(path)?;
     }
-    let p = session::prepare(&req.inputs.dir, &req.inputs.vars, "plan", &req.inputs.lock)?;
+    let p = session::prepare(
+        &req.inputs.dir,
+        &req.inputs.vars,
+        "plan",
+        &req.inputs.lock,
+        &req.inputs.notices,
+    )?;
     let conns = Connections::new(&p.ws.config);
     let plan = make_plan(&p, &conns, Operation::Apply, &req.scope, stop).await?;
     if let Some(path) = &req.out {

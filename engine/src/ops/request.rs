@@ -2,7 +2,9 @@
 //! any other caller directly.
 
 use berth_state::Target;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_state::LockOptions;
 
@@ -17,6 +19,55 @@ pub struct Inputs {
     pub vars: VarInputs,
     /// How to wait for the state lock.
     pub lock: LockOptions,
+    /// Where the operation tells what the user should hear besides its result.
+    pub notices: Notices,
+}
+
+/// Something an operation tells its caller on the way, that is neither its result nor an
+/// error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The state lock was held by a berth that is gone, and was taken over (`--force`); holds
+    /// that lock's holder.
+    StaleStateLockTakenOver { previous: String },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::StaleStateLockTakenOver { previous } => {
+                write!(f, "took over the stale {previous}")
+            }
+        }
+    }
+}
+
+/// The receiver of an operation's [`Notice`]s; the default drops them.
+#[derive(Clone, Default)]
+pub struct Notices(Option<Arc<dyn Fn(Notice) + Send + Sync>>);
+
+impl Notices {
+    /// Notices handed to `receive`.
+    pub fn to(receive: impl Fn(Notice) + Send + Sync + 'static) -> Self {
+        Notices(Some(Arc::new(receive)))
+    }
+
+    /// Tells the receiver, if there is one.
+    pub fn send(&self, notice: Notice) {
+        if let Some(receive) = &self.0 {
+            receive(notice);
+        }
+    }
+}
+
+impl fmt::Debug for Notices {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Notices(receiver)"
+        } else {
+            "Notices(none)"
+        })
+    }
 }
 
 /// What a plan covers.

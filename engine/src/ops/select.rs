@@ -132,6 +132,7 @@ pub async fn select(
         &req.inputs.vars,
         "select",
         &req.inputs.lock,
+        &req.inputs.notices,
     )?;
     let group = group_of(&p.ws, &req.model)?;
     let members = members(&p.ws, &group);

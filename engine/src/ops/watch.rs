@@ -372,7 +372,7 @@ impl Watcher {
             timeout: inputs.lock.timeout,
             force: false,
         };
-        let p = match session::prepare(&inputs.dir, &inputs.vars, "heal", &lock) {
+        let p = match session::prepare(&inputs.dir, &inputs.vars, "heal", &lock, &inputs.notices) {
             Ok(p) => p,
             Err(e) => {
                 let (result, detail) = match &e {
