@@ -150,6 +150,9 @@ fn probe_tunnels_of_many_cycles_leave_the_watchers_memory_and_connections_flat()
         "the watcher grew from {rss0} KiB to {rss1} KiB over {MEASURED} cycles of {MODELS} probes"
     );
     assert_eq!(fds1, fds0, "open file descriptors of the watcher");
-    assert_eq!(logins1, logins0, "SSH logins on the host while the watcher ran");
+    assert_eq!(
+        logins1, logins0,
+        "SSH logins on the host while the watcher ran"
+    );
     project.berth(&["destroy", "--auto-approve"]).expect(0);
 }
