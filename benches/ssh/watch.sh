@@ -4,8 +4,9 @@
 # HOSTS hosts x MODELS running stand-ins are applied, then `berth watch --interval 1s --metrics`
 # runs for SOAK_SECS. Measured: each cycle's duration (from the JSON log), the time of a scrape
 # of /metrics (SCRAPES of them, spread over the soak), the watcher's resident memory and open
-# file descriptors after its first 10 cycles and at the end, and the SSH logins each host's
-# sshd accepted during the soak (goal: one connection per host, kept).
+# file descriptors and established SSH connections after its first 10 cycles and at the end,
+# and the SSH logins each host's sshd accepted during the soak (goal: one connection per host,
+# kept).
 # Goals: cycle < 1.5 s at 50 x 20; scrape < 50 ms; RSS growth < 5 MB over a 10-minute soak; no
 # fd growth.
 #
@@ -130,8 +131,10 @@ cycles() { grep -c '"event":"cycle"' "$WORK/watch.jsonl" || true; }
 until [ "$(cycles)" -ge 10 ]; do sleep 0.5; done
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$WATCH_PID/status"; }
 fds() { ls "/proc/$WATCH_PID/fd" | wc -l; }
+conns() { ss -tnpH state established '( dport = :22 )' | grep -c "pid=$WATCH_PID," || true; }
 rss0=$(rss)
 fds0=$(fds)
+conns0=$(conns)
 start=$(date +%s)
 every=$((SOAK_SECS / SCRAPES))
 [ "$every" -ge 1 ] || every=1
@@ -142,6 +145,7 @@ while [ $(($(date +%s) - start)) -lt "$SOAK_SECS" ]; do
 done
 rss1=$(rss)
 fds1=$(fds)
+conns1=$(conns)
 kill -TERM "$WATCH_PID"
 wait "$WATCH_PID" || true
 WATCH_PID=
@@ -156,5 +160,6 @@ durations=$(sed -n 's/.*"duration_seconds":\([0-9.e-]*\).*/\1/p' "$WORK/watch.js
 	echo "scrape of /metrics: median $(printf '%s\n' "${scrapes[@]}" | median)s, max $(printf '%s\n' "${scrapes[@]}" | maximum)s over ${#scrapes[@]} scrapes (goal < 0.05s)"
 	echo "resident memory after 10 cycles ${rss0} kB, at the end ${rss1} kB: growth $((rss1 - rss0)) kB (goal < 5120 kB)"
 	echo "open file descriptors after 10 cycles $fds0, at the end $fds1"
+	echo "established SSH connections after 10 cycles $conns0, at the end $conns1 (goal: $HOSTS)"
 	echo "SSH logins per host during the soak: max $max_logins (goal: 1)"
 } | tee -a "$RESULTS"

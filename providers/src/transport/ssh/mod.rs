@@ -10,6 +10,7 @@ mod host_lock;
 mod remote_process;
 mod socket;
 mod ssh_transport;
+mod tunnel;
 
 pub use config::SshConfig;
 pub use host_lock::{HostLock, LEASE_RENEW_EVERY, LEASE_TTL};

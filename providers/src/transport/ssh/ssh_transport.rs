@@ -5,15 +5,12 @@
 
 use std::fmt;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::client::{self, Handle, Msg};
-use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf, Disconnect};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Disconnect};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
@@ -27,6 +24,7 @@ use super::host_lock::{
 };
 use super::remote_process::{AbandonGuard, Collected, drive, remote_command, stop};
 use super::socket::QuickAckStream;
+use super::tunnel::TunnelStream;
 use crate::human_duration as secs;
 use crate::transport::{BoxStream, Command, Output, Transport};
 use crate::{ProviderError, Result};
@@ -470,11 +468,7 @@ impl SshTransport {
                 });
             }
         };
-        Ok(Box::new(TunnelStream {
-            inner: channel.into_stream(),
-            _permit: permit,
-            _handle: handle,
-        }))
+        Ok(Box::new(TunnelStream::new(channel, permit, handle)))
     }
 }
 
@@ -763,41 +757,6 @@ async fn keep_lock(
         state.send(Some(lost.unwrap_or_else(|| {
             format!("the host lock on {} was released", loss.host)
         })));
-}
-
-/// A `direct-tcpip` channel as a byte stream; it holds a channel slot and the connection.
-struct TunnelStream {
-    inner: ChannelStream<Msg>,
-    _permit: OwnedSemaphorePermit,
-    _handle: Arc<SshHandle>,
-}
-
-impl AsyncRead for TunnelStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TunnelStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 fn ceil_secs(d: Duration) -> u64 {
