@@ -302,5 +302,14 @@ fn every_action_appears_once_where_expected() {
     assert_eq!(action("model.stray@gpu-a"), "destroy");
     assert_eq!(action("backend.cuda@gpu-a"), "verify");
     let drifted: Vec<&str> = plan.drift.iter().map(|d| d.address.as_str()).collect();
-    assert_eq!(drifted, ["model.crashed@gpu-a", "model.loading@gpu-a"]);
+    // The stray instance is drift too: it runs on the host with this state's marks and is
+    // destroyed, and `drift` must say so.
+    assert_eq!(
+        drifted,
+        [
+            "model.crashed@gpu-a",
+            "model.loading@gpu-a",
+            "model.stray@gpu-a"
+        ]
+    );
 }
