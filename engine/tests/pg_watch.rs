@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use berth_test_support::postgres as pg;
 use berth_test_support::procs;
-use common::{Background, Run, StandIn, Workdir, all_stand_ins, free_ports, wait_until};
+use common::{
+    Background, Run, StandIn, Workdir, all_stand_ins, free_ports, heals_logged, wait_until,
+};
 use serde_json::Value;
 
 /// One checkout of the config, with its own directory, on the shared workspace.
@@ -88,12 +90,7 @@ impl Drop for Port {
 fn healed(watchers: &[Background]) -> Vec<usize> {
     watchers
         .iter()
-        .map(|w| {
-            w.stdout_so_far()
-                .lines()
-                .filter(|l| l.ends_with(": healed"))
-                .count()
-        })
+        .map(|w| heals_logged(&w.stdout_so_far()))
         .collect()
 }
 

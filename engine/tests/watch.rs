@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_test_support::procs;
-use common::{Fleet, Model, addr, free_ports, wait_until};
+use common::{Fleet, Model, addr, free_ports, heals_logged, wait_until};
 use serde_json::Value;
 
 /// Sets `settings { watch { ... } }` in the fleet's main.hcl.
@@ -39,11 +39,6 @@ fn heals_in_history(fleet: &Fleet) -> Vec<Value> {
 
 fn count(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
-}
-
-/// Heals logged as done.
-fn healed(text: &str) -> usize {
-    text.lines().filter(|l| l.ends_with(": healed")).count()
 }
 
 #[test]
@@ -135,7 +130,7 @@ fn a_server_that_keeps_dying_is_healed_at_most_max_heals_times_then_left_failed(
     let run = watch.wait(Duration::from_secs(30));
     assert!(flapped, "{}", run.all());
     run.expect(0);
-    assert_eq!(healed(&run.stdout), 2, "{}", run.all());
+    assert_eq!(heals_logged(&run.stdout), 2, "{}", run.all());
     assert!(count(&run.stdout, ": flapping:") >= 2, "{}", run.all());
     assert_eq!(heals_in_history(&fleet).len(), 2);
 }
@@ -153,7 +148,7 @@ fn two_watchers_on_one_state_heal_a_drift_once() {
         first.wait(Duration::from_secs(60)),
         second.wait(Duration::from_secs(60)),
     ];
-    let healed: usize = runs.iter().map(|r| healed(&r.stdout)).sum();
+    let healed: usize = runs.iter().map(|r| heals_logged(&r.stdout)).sum();
     assert_eq!(healed, 1, "{}\n---\n{}", runs[0].all(), runs[1].all());
     assert_eq!(fleet.stand_ins().len(), 1, "one server runs");
     assert_eq!(heals_in_history(&fleet).len(), 1);

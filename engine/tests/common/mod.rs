@@ -567,3 +567,8 @@ impl Drop for Fleet {
         }
     }
 }
+
+/// Heals that a `berth watch` log (text format) reports as done.
+pub fn heals_logged(log: &str) -> usize {
+    log.lines().filter(|l| l.ends_with(": healed")).count()
+}
