@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use berth_state::StateBackend;
 use common::{Background, Fleet, Model, addr, free_ports, get_models, wait_until};
 use serde_json::Value;
 
@@ -340,5 +341,56 @@ fn force_unlock_with_a_wrong_id_does_not_print_the_right_one() {
         "a wrong id removed the lock"
     );
     fleet.berth(&["force-unlock", &id]).expect(0);
+    fleet.berth(&["destroy", "--auto-approve"]).expect(0);
+}
+
+/// An apply killed between recording a finished resource and clearing its intent leaves an
+/// intent that no later change clears: the next apply's refresh finds the resource as the config
+/// wants it, settles the intent, and later plans no longer warn. The kill lands in a window of
+/// one state write, too narrow to hit on purpose, so the test writes the intent such an apply
+/// leaves straight into the store.
+#[test]
+fn an_intent_left_on_a_resource_in_sync_is_settled_by_the_next_apply() {
+    let ports = free_ports(1);
+    let fleet = Fleet::new(
+        &[Model::new("m", ports[0], "--load-secs 0.1").probe_interval(100)],
+        2,
+    );
+    fleet.berth(&["apply", "--auto-approve"]).expect(0);
+    {
+        let guard = berth_state::SledBackend::new(fleet.state_dir())
+            .lock("test", &berth_state::LockOptions::default())
+            .expect("lock the state");
+        let store = guard.store().expect("open the state");
+        store
+            .put_intent(&berth_state::Intent {
+                address: addr("m").parse().unwrap(),
+                action: "replace".into(),
+                pid: 1,
+                started_at: 0,
+            })
+            .unwrap();
+        store.flush().unwrap();
+    }
+
+    let warned = fleet.berth(&["plan"]);
+    warned.expect(0);
+    assert!(
+        warned
+            .stdout
+            .contains(&format!("interrupted while changing {}", addr("m"))),
+        "{}",
+        warned.stdout
+    );
+    // `plan` only reads: the warning stays until an apply has checked the host.
+    assert!(fleet.berth(&["plan"]).stdout.contains("interrupted"));
+
+    let apply = fleet.berth(&["apply", "--auto-approve"]);
+    apply.expect(0);
+    assert!(apply.stdout.contains("No changes"), "{}", apply.stdout);
+    let plan = fleet.berth(&["plan"]);
+    plan.expect(0);
+    assert!(!plan.stdout.contains("interrupted"), "{}", plan.stdout);
+
     fleet.berth(&["destroy", "--auto-approve"]).expect(0);
 }

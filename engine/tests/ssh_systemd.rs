@@ -402,3 +402,151 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
     assert!(left.trim().is_empty(), "left on the host: {left}");
     assert!(!answers(&host, 8311) && !answers(&host, 8312));
 }
+
+/// One host running a model in each kind of runtime at once, as a GPU box often does: a plain
+/// process, a systemd unit and a Docker container (the host's engine, the container in the
+/// host's network namespace). One apply starts all three, each answers on the host, drift is
+/// clean, and destroy removes all three.
+#[test]
+fn one_host_runs_a_process_a_unit_and_a_container_and_destroy_removes_all_three() {
+    if !berth_test_support::docker::available() {
+        eprintln!("skipped: no docker engine answers");
+        return;
+    }
+    let image = berth_test_support::docker::stand_in_image("a");
+    let host = SystemdHost::start_with_docker("mixed");
+    let run_dir = format!("/var/lib/berth-mixed-{}", std::process::id());
+    let _containers = berth_test_support::docker::ContainerGuard {
+        engine: berth_test_support::docker::Engine::local(),
+        run_dir: run_dir.clone(),
+    };
+    host.root_ok(&format!(
+        "mkdir -p {run_dir} && for m in p u c; do head -c 4096 /dev/zero > {run_dir}/$m.gguf; done"
+    ));
+    let model = |id: &str, port: u16, backend: &str, server: &str| {
+        format!(
+            r#"
+model "{id}" {{
+  source   = "{run_dir}/{id}.gguf"
+  size_gib = 0.1
+  backend_policy {{
+    prefer = ["{backend}"]
+  }}
+  runtime_defaults {{
+    port = {port}
+  }}
+  launch {{
+    start_cmd         = "{server} --port {{port}} --model {{model}} --load-secs 0.3"
+    probe_http        = "/v1/models"
+    probe_interval_ms = 100
+    probe_timeout_sec = 60
+  }}
+}}
+"#
+        )
+    };
+    let server = format!("{BIN_DIR}/berth-model-server");
+    let text = format!(
+        r#"settings {{
+  state_dir   = ".berth"
+  parallelism = 4
+}}
+
+host "sd" {{
+  connection {{
+    host                = "127.0.0.1"
+    port                = {port}
+    user                = "root"
+    key_path            = "{key}"
+    host_key            = "{host_key}"
+    connect_timeout_sec = 5
+  }}
+  capabilities {{
+    backends = ["plain", "units", "boxes"]
+  }}
+  run_dir = "{run_dir}"
+}}
+
+backend "plain" {{
+  runtime = "process"
+}}
+
+backend "units" {{
+  runtime = "systemd"
+}}
+
+backend "boxes" {{
+  runtime = "docker"
+  container {{
+    image   = "{image}"
+    network = "container:{name}"
+  }}
+}}
+{p}{u}{c}"#,
+        port = host.ssh_port,
+        key = host.key().display(),
+        host_key = host.host_key(),
+        name = host.name,
+        p = model("p", 8311, "plain", &server),
+        u = model("u", 8312, "units", &server),
+        c = model("c", 8313, "boxes", "berth-model-server"),
+    );
+    let work = project(&text);
+    work.berth(&["validate"]).expect(0);
+    let apply = work.berth(&["apply", "--auto-approve"]);
+    apply.expect(0);
+
+    for port in [8311, 8312, 8313] {
+        assert!(
+            answers(&host, port),
+            "nothing answers on {port}:\n{}",
+            apply.all()
+        );
+    }
+    // Each model runs under the runtime its backend names.
+    assert!(
+        host.root_sh("systemctl is-active berth-u.service")
+            .success()
+    );
+    let engine = berth_test_support::docker::Engine::local();
+    let containers = engine.containers(&run_dir);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(
+        engine.inspect(&containers[0], "{{index .Config.Labels \"berth.address\"}}"),
+        "model.c@sd"
+    );
+    let servers = host.root_ok("ps -eo comm,args | grep '^berth-model-ser' || true");
+    assert_eq!(
+        servers
+            .lines()
+            .filter(|l| l.contains("--port 8311"))
+            .count(),
+        1,
+        "the process model runs once:\n{servers}"
+    );
+    // The state records each model's runtime, which later stops and refreshes use.
+    for (address, runtime) in [
+        ("model.p@sd", "process"),
+        ("model.u@sd", "systemd"),
+        ("model.c@sd", "docker"),
+    ] {
+        let shown = work.state_show(address);
+        assert_eq!(
+            shown["attributes"]["runtime"], runtime,
+            "{address}: {shown:#}"
+        );
+    }
+    work.berth(&["drift"]).expect(0);
+    work.berth(&["plan", "--detailed-exitcode"]).expect(0);
+
+    // Destroy stops each through its own runtime.
+    work.berth(&["destroy", "--auto-approve"]).expect(0);
+    for port in [8311, 8312, 8313] {
+        assert!(!answers(&host, port), "{port} still answers after destroy");
+    }
+    assert!(engine.containers(&run_dir).is_empty());
+    let units = host.root_ok("ls /etc/systemd/system/ | grep '^berth-' || true");
+    assert!(units.trim().is_empty(), "unit files left: {units}");
+    let left = host.root_ok("ps -eo comm,args | grep '^berth-model-ser' || true");
+    assert!(left.trim().is_empty(), "left running: {left}");
+}

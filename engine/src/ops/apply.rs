@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_state::PlanFile;
+use berth_state::{Address, Intent, PlanFile};
 
 use super::plan::{load_saved, make_plan};
 use super::request::{ApplyRequest, DestroyRequest, PlanScope, PlanSource};
@@ -166,11 +166,15 @@ impl Run<'_> {
     pub(super) async fn carry_out(self, plan: Plan) -> Result<Applied> {
         let p = self.p;
         self.review.show(&plan);
-        if !plan.resources.iter().any(|r| r.action != Action::NoOp) {
-            return Ok(Applied { plan, report: None });
-        }
-        if !self.approved {
+        let changes = plan.resources.iter().any(|r| r.action != Action::NoOp);
+        if changes && !self.approved {
             self.review.confirm(plan.operation, &plan)?;
+        }
+        for address in settled_intents(&plan, &p.view.intents) {
+            p.session.store.clear_intent(address.as_str())?;
+        }
+        if !changes {
+            return Ok(Applied { plan, report: None });
         }
         let options = ApplyOptions {
             parallelism: self.parallelism.unwrap_or(p.ws.config.settings.parallelism),
@@ -211,6 +215,26 @@ impl Run<'_> {
             report: Some(report),
         })
     }
+}
+
+/// What an interrupted apply left unfinished that this plan's refresh found as the config
+/// wants it: a resource with nothing to do on a host that answered. (Killed between recording a
+/// resource and clearing its intent, an apply leaves an intent no later change would clear.)
+fn settled_intents<'i>(plan: &Plan, intents: &'i [Intent]) -> Vec<&'i Address> {
+    if !plan.refreshed {
+        return Vec::new();
+    }
+    intents
+        .iter()
+        .filter(|intent| {
+            plan.resources.iter().any(|r| {
+                r.address == intent.address
+                    && r.action == Action::NoOp
+                    && !plan.unobserved_hosts.contains(&r.host)
+            })
+        })
+        .map(|intent| &intent.address)
+        .collect()
 }
 
 /// The operation's name, as the lock, the history and messages say it.

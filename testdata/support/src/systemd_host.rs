@@ -75,6 +75,13 @@ fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The full path of program `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+}
+
 /// Removes the systemd hosts of test processes that are gone.
 fn prune() {
     let listed = docker(&[
@@ -103,6 +110,29 @@ impl SystemdHost {
     /// is up and sshd takes the host's key for `root` and for `berth` (uid 1000, whose user
     /// manager runs from boot).
     pub fn start(tag: &str) -> SystemdHost {
+        SystemdHost::boot(tag, &[])
+    }
+
+    /// Starts host `tag` as [`SystemdHost::start`] does, with a Docker engine as well: this
+    /// machine's engine, through its socket and the `docker` client (a static binary) mounted
+    /// into the host. Containers that join the host's network namespace
+    /// (`--network container:NAME`) serve on the host's own loopback, as on a machine that runs
+    /// Docker beside systemd.
+    pub fn start_with_docker(tag: &str) -> SystemdHost {
+        let client = which("docker").expect("the docker client");
+        let client = format!("{}:/usr/local/bin/docker:ro", client.display());
+        SystemdHost::boot(
+            tag,
+            &[
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-v",
+                &client,
+            ],
+        )
+    }
+
+    fn boot(tag: &str, extra: &[&str]) -> SystemdHost {
         let image = image();
         prune();
         let pid = std::process::id();
@@ -110,7 +140,9 @@ impl SystemdHost {
         let _ = docker(&["rm", "-f", "-v", &name]);
         let bin = crate::model_server();
         let bin_dir = bin.parent().expect("the stand-in's directory");
-        docker_ok(&[
+        let owner = format!("{OWNER_LABEL}={pid}");
+        let bin_mount = format!("{}:{BIN_DIR}:ro", bin_dir.display());
+        let mut args = vec![
             "run",
             "-d",
             "--name",
@@ -118,7 +150,7 @@ impl SystemdHost {
             "--hostname",
             tag,
             "--label",
-            &format!("{OWNER_LABEL}={pid}"),
+            &owner,
             "--cap-add",
             "SYS_ADMIN",
             "--cgroupns=host",
@@ -131,12 +163,13 @@ impl SystemdHost {
             "-e",
             "container=docker",
             "-v",
-            &format!("{}:{BIN_DIR}:ro", bin_dir.display()),
+            &bin_mount,
             "-p",
             "127.0.0.1::22",
-            &image,
-            "/lib/systemd/systemd",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        args.extend([image.as_str(), "/lib/systemd/systemd"]);
+        docker_ok(&args);
         let dir = tempfile::Builder::new()
             .prefix("berth-systemd-host-")
             .tempdir()

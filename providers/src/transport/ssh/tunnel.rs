@@ -35,8 +35,8 @@ pub(crate) struct TunnelStream {
 }
 
 impl TunnelStream {
-    /// Starts the pump for `channel`; it holds the channel slot and the connection until the
-    /// channel is closed.
+    /// Starts the pump for `channel`; it holds the channel slot until the caller is done with
+    /// the tunnel (or the host closed it), and the connection until the channel is closed.
     pub(crate) fn new(
         channel: Channel<Msg>,
         permit: OwnedSemaphorePermit,
@@ -44,8 +44,7 @@ impl TunnelStream {
     ) -> TunnelStream {
         let (pipe, far) = tokio::io::duplex(PIPE_BYTES);
         tokio::spawn(async move {
-            pump(channel, far).await;
-            drop(permit);
+            pump(channel, far, permit).await;
             drop(handle);
         });
         TunnelStream { pipe }
@@ -53,8 +52,10 @@ impl TunnelStream {
 }
 
 /// Copies between the pipe and the channel until the host closes the channel (or, once the
-/// caller is done, until [`CLOSE_WAIT`] has passed).
-async fn pump(channel: Channel<Msg>, pipe: DuplexStream) {
+/// caller is done, until [`CLOSE_WAIT`] has passed). The slot goes back as soon as the caller
+/// is done: waiting for the host's close costs the next probe nothing.
+async fn pump(channel: Channel<Msg>, pipe: DuplexStream, permit: OwnedSemaphorePermit) {
+    let mut permit = Some(permit);
     let (mut rx, tx) = channel.split();
     let (mut from_caller, mut to_caller) = tokio::io::split(pipe);
     let mut buf = vec![0u8; 16 * 1024];
@@ -66,6 +67,7 @@ async fn pump(channel: Channel<Msg>, pipe: DuplexStream) {
             read = from_caller.read(&mut buf), if done_at.is_none() => match read {
                 Ok(0) | Err(_) => {
                     done_at = Some(Instant::now());
+                    drop(permit.take());
                     let _ = tx.eof().await;
                 }
                 Ok(n) => {
