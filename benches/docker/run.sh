@@ -9,8 +9,10 @@
 #     `uri` until 200; forks = HOSTS, pipelining, ControlPersist), every container removed
 #     between runs.
 #     Each run is set against the critical path measured in the same run: one container started
-#     by plain `docker run` on one host, until its /v1/models answers 200.
-#  2. `berth drift` on HOSTS hosts x DRIFT_MODELS containers.
+#     by plain `docker run` on one host, until its /v1/models answers 200; and against the whole
+#     job by hand: every container started at once by plain `docker run`, polled until all answer.
+#  2. `berth drift` on HOSTS hosts x DRIFT_MODELS containers, beside the engine calls its refresh
+#     makes, run by hand as one SSH command per host.
 #
 # Needs root, docker, fuse-overlayfs, python3 venv and PyPI (ansible + the docker SDK, into
 # target/bench-ansible-docker-venv). Environment: REPS (5), HOSTS (10), MODELS (2), LOAD_SECS (2),
@@ -200,6 +202,43 @@ for rep in $(seq 1 "$REPS"); do
 	echo "critical path run $rep: ${t}s" | tee -a "$RESULTS" >&2
 done
 
+# The whole job by hand, with no tool: every container of the job started at once by plain
+# `docker run` (all hosts and all models in parallel), each polled every PROBE_MS on its host
+# until /v1/models answers 200, timed until the last one does. This is what the engines and the
+# load cost when the job's containers start together on this machine; what a tool adds is what
+# it takes beyond this.
+by_hand() {
+	local t0 k i pids=()
+	t0=$(now)
+	for k in $(seq 1 "$HOSTS"); do
+		for i in $(seq 1 "$MODELS"); do
+			(
+				port=$((8079 + i))
+				dk "$k" run -d --pull=never --name "bench-hand-$i" --network=host --entrypoint /bin/sh "$IMAGE" \
+					-c "berth-model-server --port $port --model m$i --load-secs $LOAD_SECS" >/dev/null
+				for _ in $(seq 1 3000); do
+					code=$(nsenter --net="/run/netns/$BERTH_FLEET_PREFIX-h$k" curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port/v1/models" || true)
+					[ "$code" = 200 ] && exit 0
+					sleep "$(awk -v ms="$PROBE_MS" 'BEGIN { print ms / 1000 }')"
+				done
+				exit 1
+			) &
+			pids+=($!)
+		done
+	done
+	for p in "${pids[@]}"; do wait "$p" || { echo "a container of the by-hand job never answered 200" >&2; exit 1; }; done
+	elapsed "$t0" "$(now)"
+}
+
+log "by hand: all $((HOSTS * MODELS)) containers started at once with plain docker run, $REPS runs"
+hand_times=()
+for rep in $(seq 1 "$REPS"); do
+	remove_containers
+	t=$(by_hand)
+	hand_times+=("$t")
+	echo "by hand run $rep: ${t}s" | tee -a "$RESULTS" >&2
+done
+
 log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
 berth_times=()
 for rep in $(seq 1 "$REPS"); do
@@ -262,6 +301,7 @@ EOF
 fi
 
 drift_times=()
+drift_hand_times=()
 if [ "${SKIP_DRIFT:-}" != 1 ]; then
 	DRIFT_CFG=$WORK/drift
 	for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%s %s --load-secs 0\n' "$i" $((8099 + i)); done | write_config "$DRIFT_CFG"
@@ -274,6 +314,23 @@ if [ "${SKIP_DRIFT:-}" != 1 ]; then
 		drift_times+=("$t")
 		echo "berth drift run $rep: ${t}s" | tee -a "$RESULTS" >&2
 	done
+	# The engine calls berth's refresh makes on each host (list berth's containers, inspect them,
+	# resolve the image), as one hand-written SSH command per host, all hosts at once: what the
+	# engines and the SSH logins alone cost, without berth's probes.
+	log "by hand: the same engine calls over ssh, all hosts at once"
+	for rep in $(seq 1 "$DRIFT_REPS"); do
+		t0=$(now)
+		pids=()
+		for k in $(seq 1 "$HOSTS"); do
+			ssh -q -i "$KEY" -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$(ip_of "$k")" \
+				"ids=\$(docker ps -aq --no-trunc --filter label=berth.address) && docker container inspect --format '{{.State.Status}} {{.Image}}' \$ids >/dev/null && docker image inspect --format '{{.Id}}' '$IMAGE' >/dev/null" &
+			pids+=($!)
+		done
+		for p in "${pids[@]}"; do wait "$p" || { echo "the by-hand observe failed" >&2; exit 1; }; done
+		t=$(elapsed "$t0" "$(now)")
+		drift_hand_times+=("$t")
+		echo "by hand observe run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
 fi
 
 beyond() { awk -v a="$1" -v c="$2" 'BEGIN { printf "%.3fs beyond it, %.2fx", a - c, a / c }'; }
@@ -281,10 +338,13 @@ CRITICAL=$(printf '%s\n' "${critical_times[@]}" | median)
 BERTH_MEDIAN=$(printf '%s\n' "${berth_times[@]}" | median)
 {
 	echo "median critical path (docker run + ${LOAD_SECS}s load, one container): ${CRITICAL}s"
-	echo "median berth apply: ${BERTH_MEDIAN}s ($(beyond "$BERTH_MEDIAN" "$CRITICAL"))"
+	HAND=$(printf '%s\n' "${hand_times[@]}" | median)
+	echo "median by hand, every container started at once: ${HAND}s ($(beyond "$HAND" "$CRITICAL"))"
+	echo "median berth apply: ${BERTH_MEDIAN}s ($(beyond "$BERTH_MEDIAN" "$CRITICAL"); $(beyond "$BERTH_MEDIAN" "$HAND" | sed 's/beyond it/beyond by hand/'))"
 	if [ ${#ansible_times[@]} != 0 ]; then
 		ANSIBLE_MEDIAN=$(printf '%s\n' "${ansible_times[@]}" | median)
 		echo "median ansible-playbook: ${ANSIBLE_MEDIAN}s ($(beyond "$ANSIBLE_MEDIAN" "$CRITICAL"))"
 	fi
 	[ ${#drift_times[@]} = 0 ] || echo "median berth drift ($HOSTS x $DRIFT_MODELS): $(printf '%s\n' "${drift_times[@]}" | median)s"
+	[ ${#drift_hand_times[@]} = 0 ] || echo "median by-hand engine calls over ssh ($HOSTS hosts): $(printf '%s\n' "${drift_hand_times[@]}" | median)s"
 } | tee -a "$RESULTS"
