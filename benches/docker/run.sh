@@ -193,14 +193,22 @@ critical_path() {
 	dk 1 rm -f bench-critical >/dev/null 2>&1
 }
 
+# `timed ARRAY LABEL FUNCTION`: REPS runs of FUNCTION (which prints its seconds), each from no
+# container at all; the times go into ARRAY and the results file.
+timed() {
+	local -n times=$1
+	local rep t
+	for rep in $(seq 1 "$REPS"); do
+		remove_containers
+		t=$($3)
+		times+=("$t")
+		echo "$2 run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
+}
+
 log "critical path: plain docker run + ${LOAD_SECS}s load on h1, $REPS runs"
 critical_times=()
-for rep in $(seq 1 "$REPS"); do
-	remove_containers
-	t=$(critical_path)
-	critical_times+=("$t")
-	echo "critical path run $rep: ${t}s" | tee -a "$RESULTS" >&2
-done
+timed critical_times "critical path" critical_path
 
 # The whole job by hand, with no tool: every container of the job started at once by plain
 # `docker run` (all hosts and all models in parallel), each polled every PROBE_MS on its host
@@ -232,12 +240,7 @@ by_hand() {
 
 log "by hand: all $((HOSTS * MODELS)) containers started at once with plain docker run, $REPS runs"
 hand_times=()
-for rep in $(seq 1 "$REPS"); do
-	remove_containers
-	t=$(by_hand)
-	hand_times+=("$t")
-	echo "by hand run $rep: ${t}s" | tee -a "$RESULTS" >&2
-done
+timed hand_times "by hand" by_hand
 
 log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
 berth_times=()
@@ -302,6 +305,7 @@ fi
 
 drift_times=()
 drift_hand_times=()
+drift_engine_times=()
 if [ "${SKIP_DRIFT:-}" != 1 ]; then
 	DRIFT_CFG=$WORK/drift
 	for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%s %s --load-secs 0\n' "$i" $((8099 + i)); done | write_config "$DRIFT_CFG"
@@ -331,6 +335,24 @@ if [ "${SKIP_DRIFT:-}" != 1 ]; then
 		drift_hand_times+=("$t")
 		echo "by hand observe run $rep: ${t}s" | tee -a "$RESULTS" >&2
 	done
+	# The same engine calls straight to each engine's socket, without SSH: the engines' own share.
+	log "by hand: the same engine calls, no SSH, all engines at once"
+	for rep in $(seq 1 "$DRIFT_REPS"); do
+		t0=$(now)
+		pids=()
+		for k in $(seq 1 "$HOSTS"); do
+			(
+				ids=$(dk "$k" ps -aq --no-trunc --filter label=berth.address) &&
+					dk "$k" container inspect --format '{{.State.Status}} {{.Image}}' $ids >/dev/null &&
+					dk "$k" image inspect --format '{{.Id}}' "$IMAGE" >/dev/null
+			) &
+			pids+=($!)
+		done
+		for p in "${pids[@]}"; do wait "$p" || { echo "the by-hand engine calls failed" >&2; exit 1; }; done
+		t=$(elapsed "$t0" "$(now)")
+		drift_engine_times+=("$t")
+		echo "by hand engine calls run $rep: ${t}s" | tee -a "$RESULTS" >&2
+	done
 fi
 
 beyond() { awk -v a="$1" -v c="$2" 'BEGIN { printf "%.3fs beyond it, %.2fx", a - c, a / c }'; }
@@ -347,4 +369,5 @@ BERTH_MEDIAN=$(printf '%s\n' "${berth_times[@]}" | median)
 	fi
 	[ ${#drift_times[@]} = 0 ] || echo "median berth drift ($HOSTS x $DRIFT_MODELS): $(printf '%s\n' "${drift_times[@]}" | median)s"
 	[ ${#drift_hand_times[@]} = 0 ] || echo "median by-hand engine calls over ssh ($HOSTS hosts): $(printf '%s\n' "${drift_hand_times[@]}" | median)s"
+	[ ${#drift_engine_times[@]} = 0 ] || echo "median by-hand engine calls without ssh ($HOSTS engines): $(printf '%s\n' "${drift_engine_times[@]}" | median)s"
 } | tee -a "$RESULTS"

@@ -72,8 +72,36 @@ backend "plain" {{
         },
     );
     for m in models {
-        text.push_str(&format!(
-            r#"
+        let server = format!("{BIN_DIR}/berth-model-server");
+        let env = if m.secret_env {
+            "  env = { API_KEY = var.api_key, MODE = \"plain\" }\n"
+        } else {
+            ""
+        };
+        text.push_str(&model_hcl(
+            m.id,
+            m.port,
+            m.backend,
+            run_dir,
+            (&server, m.flags),
+            env,
+        ));
+    }
+    text
+}
+
+/// A model block: the stand-in `server` with `--port`, `--model`, a 0.3 s load and `flags`;
+/// `env` is an `env = {...}` line or nothing.
+fn model_hcl(
+    id: &str,
+    port: u16,
+    backend: &str,
+    run_dir: &str,
+    (server, flags): (&str, &str),
+    env: &str,
+) -> String {
+    format!(
+        r#"
 model "{id}" {{
   source   = "{run_dir}/{id}.gguf"
   size_gib = 0.1
@@ -84,25 +112,14 @@ model "{id}" {{
     port = {port}
   }}
   launch {{
-    start_cmd         = "{BIN_DIR}/berth-model-server --port {{port}} --model {{model}} --load-secs 0.3{flags}"
+    start_cmd         = "{server} --port {{port}} --model {{model}} --load-secs 0.3{flags}"
     probe_http        = "/v1/models"
     probe_interval_ms = 100
     probe_timeout_sec = 60
   }}
 {env}}}
-"#,
-            id = m.id,
-            port = m.port,
-            backend = m.backend,
-            flags = m.flags,
-            env = if m.secret_env {
-                "  env = { API_KEY = var.api_key, MODE = \"plain\" }\n"
-            } else {
-                ""
-            },
-        ));
-    }
-    text
+"#
+    )
 }
 
 fn project(text: &str) -> Workdir {
@@ -424,26 +441,7 @@ fn one_host_runs_a_process_a_unit_and_a_container_and_destroy_removes_all_three(
         "mkdir -p {run_dir} && for m in p u c; do head -c 4096 /dev/zero > {run_dir}/$m.gguf; done"
     ));
     let model = |id: &str, port: u16, backend: &str, server: &str| {
-        format!(
-            r#"
-model "{id}" {{
-  source   = "{run_dir}/{id}.gguf"
-  size_gib = 0.1
-  backend_policy {{
-    prefer = ["{backend}"]
-  }}
-  runtime_defaults {{
-    port = {port}
-  }}
-  launch {{
-    start_cmd         = "{server} --port {{port}} --model {{model}} --load-secs 0.3"
-    probe_http        = "/v1/models"
-    probe_interval_ms = 100
-    probe_timeout_sec = 60
-  }}
-}}
-"#
-        )
+        model_hcl(id, port, backend, &run_dir, (server, ""), "")
     };
     let server = format!("{BIN_DIR}/berth-model-server");
     let text = format!(
