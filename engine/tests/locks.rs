@@ -44,8 +44,10 @@ fn apply_in_its_gate(fleet: &Fleet) -> (Background, String, u64) {
 #[test]
 fn a_second_command_fails_fast_naming_the_holder_or_waits_for_it() {
     let ports = free_ports(1);
+    // Loading long enough that the apply still holds the lock after every check below, on a
+    // machine busy with other tests too.
     let fleet = Fleet::new(
-        &[Model::new("m", ports[0], "--load-secs 3").probe_interval(200)],
+        &[Model::new("m", ports[0], "--load-secs 8").probe_interval(200)],
         2,
     );
     let mut first = fleet.spawn(&["apply", "--auto-approve"]);
@@ -108,7 +110,11 @@ fn a_second_command_fails_fast_naming_the_holder_or_waits_for_it() {
 
     // With --lock-timeout a plan waits for the apply, then runs against its result; a
     // read-only `state list` never waits (it reads the last committed state).
-    let mut plan = fleet.spawn(&["plan", "--refresh=false", "--lock-timeout", "10s"]);
+    let mut plan = fleet.spawn(&["plan", "--refresh=false", "--lock-timeout", "30s"]);
+    assert!(
+        !first.finished(),
+        "the first apply ended before `state list`"
+    );
     let early = fleet.berth(&["state", "--lock-timeout", "10s", "list", "--json"]);
     early.expect(0);
     assert!(
