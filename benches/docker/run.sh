@@ -193,22 +193,27 @@ critical_path() {
 	dk 1 rm -f bench-critical >/dev/null 2>&1
 }
 
-# `timed ARRAY LABEL FUNCTION`: REPS runs of FUNCTION (which prints its seconds), each from no
-# container at all; the times go into ARRAY and the results file.
-timed() {
+# `runs ARRAY LABEL N COMMAND...`: N runs of COMMAND, which prints its seconds; the times go
+# into ARRAY and the results file.
+runs() {
 	local -n times=$1
-	local rep t
-	for rep in $(seq 1 "$REPS"); do
-		remove_containers
-		t=$($3)
+	local label=$2 n=$3 rep t
+	shift 3
+	for rep in $(seq 1 "$n"); do
+		t=$("$@")
 		times+=("$t")
-		echo "$2 run $rep: ${t}s" | tee -a "$RESULTS" >&2
+		echo "$label run $rep: ${t}s" | tee -a "$RESULTS" >&2
 	done
+}
+# `from_empty FUNCTION`: FUNCTION, run after every container is removed.
+from_empty() {
+	remove_containers
+	"$1"
 }
 
 log "critical path: plain docker run + ${LOAD_SECS}s load on h1, $REPS runs"
 critical_times=()
-timed critical_times "critical path" critical_path
+runs critical_times "critical path" "$REPS" from_empty critical_path
 
 # The whole job by hand, with no tool: every container of the job started at once by plain
 # `docker run` (all hosts and all models in parallel), each polled every PROBE_MS on its host
@@ -240,7 +245,7 @@ by_hand() {
 
 log "by hand: all $((HOSTS * MODELS)) containers started at once with plain docker run, $REPS runs"
 hand_times=()
-timed hand_times "by hand" by_hand
+runs hand_times "by hand" "$REPS" from_empty by_hand
 
 log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
 berth_times=()
@@ -303,6 +308,37 @@ EOF
 	remove_containers
 fi
 
+# One `berth drift` of the drift fleet, in seconds; differences are an error.
+berth_drift() {
+	local t0
+	t0=$(now)
+	"$BERTH" -C "$DRIFT_CFG" drift >"$WORK/drift.log" 2>&1 || { echo "drift found differences; see $WORK/drift.log" >&2; exit 1; }
+	elapsed "$t0" "$(now)"
+}
+# The engine calls berth's refresh makes on a host (list berth's containers, inspect them,
+# resolve the image), done by hand: as one SSH command to host K (what the engines and the SSH
+# logins cost, without berth's probes), or straight to host K's engine socket (the engines'
+# own share).
+ENGINE_CALLS="ids=\$(docker ps -aq --no-trunc --filter label=berth.address) && docker container inspect --format '{{.State.Status}} {{.Image}}' \$ids >/dev/null && docker image inspect --format '{{.Id}}' '$IMAGE' >/dev/null"
+calls_over_ssh() {
+	ssh -q -i "$KEY" -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$(ip_of "$1")" "$ENGINE_CALLS"
+}
+calls_direct() {
+	DOCKER_HOST="unix://$(sock_of "$1")" sh -c "$ENGINE_CALLS"
+}
+# `on_every_host FUNCTION`: FUNCTION K for every host K at once; prints the seconds until the last
+# one is done.
+on_every_host() {
+	local t0 k p pids=()
+	t0=$(now)
+	for k in $(seq 1 "$HOSTS"); do
+		"$1" "$k" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || { echo "$1 failed" >&2; exit 1; }; done
+	elapsed "$t0" "$(now)"
+}
+
 drift_times=()
 drift_hand_times=()
 drift_engine_times=()
@@ -311,48 +347,11 @@ if [ "${SKIP_DRIFT:-}" != 1 ]; then
 	for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%s %s --load-secs 0\n' "$i" $((8099 + i)); done | write_config "$DRIFT_CFG"
 	log "berth drift: $HOSTS hosts x $DRIFT_MODELS containers"
 	"$BERTH" -C "$DRIFT_CFG" apply --auto-approve >"$WORK/drift-apply.log" 2>&1 || { echo "apply for drift failed; see $WORK/drift-apply.log" >&2; exit 1; }
-	for rep in $(seq 1 "$DRIFT_REPS"); do
-		t0=$(now)
-		"$BERTH" -C "$DRIFT_CFG" drift >"$WORK/drift-$rep.log" 2>&1 || { echo "drift found differences; see $WORK/drift-$rep.log" >&2; exit 1; }
-		t=$(elapsed "$t0" "$(now)")
-		drift_times+=("$t")
-		echo "berth drift run $rep: ${t}s" | tee -a "$RESULTS" >&2
-	done
-	# The engine calls berth's refresh makes on each host (list berth's containers, inspect them,
-	# resolve the image), as one hand-written SSH command per host, all hosts at once: what the
-	# engines and the SSH logins alone cost, without berth's probes.
+	runs drift_times "berth drift" "$DRIFT_REPS" berth_drift
 	log "by hand: the same engine calls over ssh, all hosts at once"
-	for rep in $(seq 1 "$DRIFT_REPS"); do
-		t0=$(now)
-		pids=()
-		for k in $(seq 1 "$HOSTS"); do
-			ssh -q -i "$KEY" -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$(ip_of "$k")" \
-				"ids=\$(docker ps -aq --no-trunc --filter label=berth.address) && docker container inspect --format '{{.State.Status}} {{.Image}}' \$ids >/dev/null && docker image inspect --format '{{.Id}}' '$IMAGE' >/dev/null" &
-			pids+=($!)
-		done
-		for p in "${pids[@]}"; do wait "$p" || { echo "the by-hand observe failed" >&2; exit 1; }; done
-		t=$(elapsed "$t0" "$(now)")
-		drift_hand_times+=("$t")
-		echo "by hand observe run $rep: ${t}s" | tee -a "$RESULTS" >&2
-	done
-	# The same engine calls straight to each engine's socket, without SSH: the engines' own share.
+	runs drift_hand_times "by hand observe" "$DRIFT_REPS" on_every_host calls_over_ssh
 	log "by hand: the same engine calls, no SSH, all engines at once"
-	for rep in $(seq 1 "$DRIFT_REPS"); do
-		t0=$(now)
-		pids=()
-		for k in $(seq 1 "$HOSTS"); do
-			(
-				ids=$(dk "$k" ps -aq --no-trunc --filter label=berth.address) &&
-					dk "$k" container inspect --format '{{.State.Status}} {{.Image}}' $ids >/dev/null &&
-					dk "$k" image inspect --format '{{.Id}}' "$IMAGE" >/dev/null
-			) &
-			pids+=($!)
-		done
-		for p in "${pids[@]}"; do wait "$p" || { echo "the by-hand engine calls failed" >&2; exit 1; }; done
-		t=$(elapsed "$t0" "$(now)")
-		drift_engine_times+=("$t")
-		echo "by hand engine calls run $rep: ${t}s" | tee -a "$RESULTS" >&2
-	done
+	runs drift_engine_times "by hand engine calls" "$DRIFT_REPS" on_every_host calls_direct
 fi
 
 beyond() { awk -v a="$1" -v c="$2" 'BEGIN { printf "%.3fs beyond it, %.2fx", a - c, a / c }'; }

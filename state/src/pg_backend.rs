@@ -214,16 +214,10 @@ impl HeldLock for PgLock {
         let lock_id = self.lock_id.clone();
         block_on(async move {
             // The row goes first, while the advisory lock still keeps everyone else out.
-            let deleted =
-                sqlx::query("DELETE FROM berth.locks WHERE workspace_id = $1 AND lock_id = $2")
-                    .bind(ws)
-                    .bind(&lock_id)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| url.error(e));
+            let deleted = delete_holder_row(&mut conn, &url, ws, &lock_id).await;
             // Ending the session releases its advisory lock.
             let _ = conn.close().await;
-            deleted.map(|_| ())
+            deleted
         })
     }
 
@@ -246,16 +240,9 @@ impl HeldLock for PgLock {
             block_on(async move {
                 let delete = async {
                     let mut conn = url.connect().await?;
-                    let deleted = sqlx::query(
-                        "DELETE FROM berth.locks WHERE workspace_id = $1 AND lock_id = $2",
-                    )
-                    .bind(ws)
-                    .bind(&lock_id)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| url.error(e));
+                    let deleted = delete_holder_row(&mut conn, &url, ws, &lock_id).await;
                     let _ = conn.close().await;
-                    deleted.map(|_| ())
+                    deleted
                 };
                 // A server that does not answer in time keeps the row: the next berth then
                 // names the holder as gone, and `--force` takes it over.
@@ -263,6 +250,22 @@ impl HeldLock for PgLock {
             });
         }))
     }
+}
+
+/// Deletes the holder row of lock `lock_id` in workspace `ws` (no other row can match).
+async fn delete_holder_row(
+    conn: &mut PgConnection,
+    url: &PgUrl,
+    ws: i32,
+    lock_id: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM berth.locks WHERE workspace_id = $1 AND lock_id = $2")
+        .bind(ws)
+        .bind(lock_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| url.error(e))
 }
 
 async fn acquire(settings: Arc<PgSettings>, info: LockInfo, opts: LockOptions) -> Result<PgLock> {

@@ -402,6 +402,30 @@ struct Resolved {
     unset: HashSet<String>,
 }
 
+impl Resolved {
+    /// A decoder of `file` that knows these variables.
+    fn decoder<'a>(
+        &'a self,
+        file: FileId,
+        text: &'a str,
+        findings: &'a mut Findings,
+        ctx: &'a hcl::eval::Context<'a>,
+        local_run_dir: &'a dyn Fn(&str) -> String,
+    ) -> Decoder<'a> {
+        Decoder {
+            file,
+            text,
+            findings,
+            ctx,
+            variables: &self.names,
+            sensitive: &self.sensitive,
+            unset: &self.unset,
+            local_run_dir,
+            no_vars_here: None,
+        }
+    }
+}
+
 fn decode_all(
     dir: &Path,
     inputs: &VarInputs,
@@ -490,17 +514,7 @@ fn decode_all(
         && let Some(state) = block.body.get_blocks("state").next()
     {
         let text = sources.get(file).text.clone();
-        let mut d = Decoder {
-            file,
-            text: &text,
-            findings,
-            ctx: &ctx,
-            variables: &resolved.names,
-            sensitive: &resolved.sensitive,
-            unset: &resolved.unset,
-            local_run_dir: &no_run_dir,
-            no_vars_here: None,
-        };
+        let mut d = resolved.decoder(file, &text, findings, &ctx, &no_run_dir);
         settings.state_url = d.state_url(&state.body);
     }
     let state_dir = base_dir.join(&settings.state_dir);
@@ -520,17 +534,7 @@ fn decode_all(
         Default::default();
     for (file, body) in bodies {
         let text = sources.get(*file).text.clone();
-        let mut d = Decoder {
-            file: *file,
-            text: &text,
-            findings,
-            ctx: &ctx,
-            variables: &resolved.names,
-            sensitive: &resolved.sensitive,
-            unset: &resolved.unset,
-            local_run_dir: &local_run_dir,
-            no_vars_here: None,
-        };
+        let mut d = resolved.decoder(*file, &text, findings, &ctx, &local_run_dir);
         for structure in body.iter() {
             let block = match structure {
                 Structure::Block(block) => block,
