@@ -51,7 +51,7 @@ export NO_COLOR=1
 	exit 1
 }
 
-log() { printf '\n== %s\n' "$*" >&2; }
+. "$ROOT/benches/lib.sh"
 
 # CPU accounting (cgroup v1 cpuacct, or v2's cpu.stat): everything this script starts from here
 # on, the fleet's sshds and the servers they start included, is counted in one cgroup.
@@ -73,10 +73,6 @@ cpu_now() {
 		awk '$1 == "usage_usec" { printf "%.3f", $2 / 1e6 }' "$CG/cpu.stat"
 	fi
 }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-# Median of the numbers on stdin.
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 WORK=$(mktemp -d /tmp/berth-bench-ssh.XXXXXX)
 RESULTS=$WORK/results.txt

@@ -35,10 +35,7 @@ export NO_COLOR=1
 	exit 1
 }
 
-log() { printf '\n== %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. "$ROOT/benches/lib.sh"
 
 WORK=$(mktemp -d /tmp/berth-bench-select.XXXXXX)
 RESULTS=$WORK/results.txt

@@ -34,8 +34,8 @@ export NO_COLOR=1
 	exit 1
 }
 
-log() { printf '\n== %s\n' "$*" >&2; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. "$ROOT/benches/lib.sh"
+
 maximum() { sort -g | tail -n 1; }
 
 WORK=$(mktemp -d /tmp/berth-bench-watch.XXXXXX)
