@@ -705,8 +705,15 @@ exit 0
             });
         }
         let run_dir = run_dir.trim_end_matches('/');
-        // The owner line is rewritten only while the unit file still records the instance that
-        // was observed (same fingerprint and start): a restart in between keeps its own.
+        // The owner line is rewritten only while the host still runs the instance that was
+        // observed: the unit file records the same fingerprint and start, and the unit the same
+        // invocation (a start within the same second writes the same keys, but systemd gives
+        // every start its own InvocationID). A restart in between keeps its own record.
+        let invocation = instance
+            .handle
+            .get(INVOCATION)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let script = format!(
             r#"# berth: systemd claim
 {SH_FUNCTIONS}
@@ -714,7 +721,8 @@ berth_find {qaddress} {qrun} || {{ echo "its unit is gone since it was observed;
 berth_scope "$scope"
 f=$unit_dir/$name
 berth_keys "$f"
-if [ "$k_fingerprint:$k_started" != {want} ]; then
+if [ "$k_fingerprint:$k_started" != {want} ] ||
+  {{ [ -n {qinvocation} ] && [ "$($sc show -p InvocationID --value -- "$name" 2>/dev/null)" != {qinvocation} ]; }}; then
   echo "its unit $f changed since it was observed (another berth restarted it?); plan again" >&2
   exit 9
 fi
@@ -730,6 +738,7 @@ $sc daemon-reload
             qrun = quote(run_dir)?,
             want = quote(&format!("{}:{}", instance.fingerprint, instance.started_at))?,
             qowner = quote(owner)?,
+            qinvocation = quote(invocation)?,
         );
         self.run(
             transport,
