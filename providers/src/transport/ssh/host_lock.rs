@@ -138,13 +138,18 @@ impl Drop for HostLock {
 }
 
 /// Shell functions both scripts use: `lock` takes the short flock on fd 9 (the lease file),
-/// `read_lease` sets `h0` (holder line), `owner` (pid of the holding script) and `until`
-/// (expiry, host epoch seconds), and `alive PID` tells whether a holding script still runs.
+/// `unlock` lets it go by reopening fd 9 (the flock belongs to the open file), `read_lease`
+/// sets `h0` (holder line), `owner` (pid of the holding script) and `until` (expiry, host
+/// epoch seconds), and `alive PID` tells whether a holding script still runs. Taking a free
+/// lock forks only `flock` and `date`: every other step is a shell builtin, since the first
+/// start on each host waits for it.
 fn lease_functions() -> String {
     format!(
         r#"lock() {{ flock -w {MUTEX_WAIT_SECS} 9; }}
+unlock() {{ exec 9>&- 9>>"$p"; }}
 read_lease() {{
-  h0=$(sed -n 1p -- "$p" 2>/dev/null); l0=$(sed -n 2p -- "$p" 2>/dev/null)
+  h0= l0=
+  {{ {{ IFS= read -r h0; IFS= read -r l0; }} <"$p"; }} 2>/dev/null
   owner=; until=0
   set -- $l0
   if [ "$1" = lease ]; then owner=$2; until=$3; fi
@@ -179,7 +184,7 @@ pub(crate) fn lock_script(path: &str, holder: &str) -> Result<String> {
 p={p}
 h={holder}
 command -v flock >/dev/null 2>&1 || {{ echo "flock(1) is not installed on this host (it is in util-linux)" >&2; exit 127; }}
-mkdir -p -- "$(dirname -- "$p")" || exit 1
+[ -d "${{p%/*}}" ] || mkdir -p -- "${{p%/*}}" || exit 1
 exec 9>>"$p" || exit 1
 {functions}
 if ! lock; then
@@ -199,7 +204,7 @@ if [ -n "$h0" ] && [ -n "$owner" ] && [ "$owner" != "$$" ] && alive "$owner"; th
   printf '{TOOK_OVER} %s %s\n' "$((now - until))" "$h0"
 fi
 printf '%s\nlease %s %s\n' "$h" "$$" "$((now + {ttl}))" >"$p"
-flock -u 9
+unlock
 echo {READY}
 while IFS= read -r line; do
   [ "$line" = renew ] || break
@@ -210,7 +215,7 @@ while IFS= read -r line; do
     exit 0
   fi
   printf '%s\nlease %s %s\n' "$h" "$$" "$(($(date +%s) + {ttl}))" >"$p"
-  flock -u 9
+  unlock
   echo {RENEWED}
 done
 if lock; then

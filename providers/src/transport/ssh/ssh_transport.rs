@@ -122,7 +122,8 @@ impl SshTransport {
             what: what.clone(),
             secs: LOCK_TIMEOUT.as_secs(),
         };
-        let deadline = Instant::now() + LOCK_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + LOCK_TIMEOUT;
         // Until the lock is handed over, giving up (timeout, or this future dropped) must end
         // the script, or it would hold the lock until the connection closes: the guard does.
         let Running {
@@ -152,6 +153,11 @@ impl SshTransport {
         match waited {
             Ok(true) => {
                 guard.disarm();
+                tracing::debug!(
+                    host = %self.config.host_id,
+                    ms = started.elapsed().as_millis(),
+                    "took the host lock {path}"
+                );
                 let taken_over = took_over(&String::from_utf8_lossy(&state.stdout));
                 if let Some(previous) = &taken_over {
                     tracing::warn!(host = %self.config.host_id, "took over the expired host lease of {previous}");
