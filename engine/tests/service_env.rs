@@ -77,11 +77,17 @@ fn a_local_service_gets_a_login_environment_and_its_deployment_dir() {
         "environment of a local model: {:?}",
         env.keys().collect::<Vec<_>>()
     );
+    // Nor do the variables of the start script that launched it (it sources the env file in a
+    // subshell of that script).
     for leaked in [
         "BERTH_VAR_tok",
         "TOK",
         "SSH_AUTH_SOCK",
         "AWS_SECRET_ACCESS_KEY",
+        "dir",
+        "pid",
+        "berth_l",
+        "berth_script",
     ] {
         assert!(
             !env.contains_key(leaked),

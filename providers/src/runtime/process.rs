@@ -365,13 +365,14 @@ umask 077
 berth_create() {{ mkdir -p -- "$dir" && echo "$$" > "$dir/starting"; }}
 berth_locked "$dir" berth_create || exit 5
 # Env values arrive on stdin into a file created mode 0600 (the directory is new), never in
-# an argv.
-cat > "$dir/env" || exit 5
-# The service becomes the leader of a new session and process group (so berth, the SSH
-# channel and this script can all go away), sources its env file and replaces itself with the
-# command: the pid recorded below stays the group leader, and env values never reach an argv.
-# It runs in its deployment directory, wherever berth or the login started.
-setsid sh -c '. "$1" && cd -- "$3" && exec sh -c "$2"' berth-service "$dir/env" {qcmd} "$dir" >>"$dir/log" 2>&1 </dev/null &
+# an argv; copied line by line with builtins (the file always ends with a line break).
+while IFS= read -r berth_l || [ -n "$berth_l" ]; do printf '%s\n' "$berth_l"; done > "$dir/env" || exit 5
+# The service: a subshell sources its env file (the exported values reach the command, this
+# script's variables do not), moves to its deployment directory, and becomes through setsid
+# the leader of a new session and process group (so berth, the SSH channel and this script
+# can all go away), then the command. Every step is an exec in the same process, so the pid
+# recorded below stays the group leader; env values never reach an argv.
+( . "$dir/env" && cd -- "$dir" && exec setsid sh -c {qcmd} berth-service ) >>"$dir/log" 2>&1 </dev/null &
 pid=$!
 # The start time in clock ticks is fixed at the fork: the record is written while setsid runs.
 ticks=0
@@ -380,16 +381,16 @@ now={started_at}
 printf '%s,"pid":%s,"start_ticks":%s,"started_at":%s}}\n' {qprefix} "$pid" "$ticks" "$now" >"$dir/meta.json.tmp" &&
   mv -f -- "$dir/meta.json.tmp" "$dir/meta.json" || exit 6
 # Then wait until the service leads its own group, so that stop can signal the group and this
-# script's group (which may be killed when it ends) no longer holds it: a few reads of /proc
-# first (setsid takes a moment), then naps. A service that already died is recorded anyway;
-# the probe gate notices.
+# script's group (which may be killed when it ends) no longer holds it. setsid has mostly run
+# by now; when not, short naps (no spinning: on a busy host the service needs that CPU to get
+# there). A service that already died is recorded anyway; the probe gate notices.
 n=0
 while berth_stat "$pid"; do
   case $st_state in Z|X|x) break;; esac
   [ "$st_pgrp" = "$pid" ] && break
   n=$((n + 1))
-  [ "$n" -ge 300 ] && break
-  [ "$n" -gt 50 ] && berth_nap 0.02
+  [ "$n" -ge 500 ] && break
+  berth_nap 0.01
 done
 printf '%s %s %s\n' "$pid" "$ticks" "$now"
 "#,

@@ -2,10 +2,11 @@
 
 use std::sync::Mutex;
 
-/// A TCP port that was free a moment ago (bound to port 0, then released).
+/// A TCP port that was free a moment ago (bound to port 0, then released), never handed out
+/// before in this test process: tests run side by side, and a server binds its port only a
+/// moment after its start returns.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    free_ports(1)[0]
 }
 
 /// Ports handed out by [`free_ports`] in this test process, so that two tests never get the
