@@ -188,7 +188,8 @@ command -v flock >/dev/null 2>&1 || {{ echo "flock(1) is not installed on this h
 exec 9>>"$p" || exit 1
 {functions}
 if ! lock; then
-  printf '{BUSY} %s\n' "$(sed -n 1p -- "$p" 2>/dev/null)"
+  read_lease
+  printf '{BUSY} %s\n' "$h0"
   exit {BUSY_STATUS}
 fi
 read_lease
