@@ -312,11 +312,11 @@ berth_drift() {
 	"$BERTH" -C "$DRIFT_CFG" drift >"$WORK/drift.log" 2>&1 || { echo "drift found differences; see $WORK/drift.log" >&2; exit 1; }
 	elapsed "$t0" "$(now)"
 }
-# The engine calls berth's refresh makes on a host (list berth's containers, inspect them,
-# resolve the image), done by hand: as one SSH command to host K (what the engines and the SSH
-# logins cost, without berth's probes), or straight to host K's engine socket (the engines'
-# own share).
-ENGINE_CALLS="ids=\$(docker ps -aq --no-trunc --filter label=berth.address) && docker container inspect --format '{{.State.Status}} {{.Image}}' \$ids >/dev/null && docker image inspect --format '{{.Id}}' '$IMAGE' >/dev/null"
+# The engine call berth's refresh makes on a host whose containers run the image their name
+# resolves to (one `ps` of berth's containers with their state, image and labels), done by
+# hand: as one SSH command to host K (what the engines and the SSH logins cost, without
+# berth's probes), or straight to host K's engine socket (the engines' own share).
+ENGINE_CALLS="docker ps -a --no-trunc --filter label=berth.address --format '{{.ID}} {{.State}} {{.Status}} {{.Image}} {{.Labels}}' >/dev/null"
 calls_over_ssh() {
 	ssh -q -i "$KEY" -o UserKnownHostsFile="$KNOWN_HOSTS" -o StrictHostKeyChecking=yes -o BatchMode=yes "root@$(ip_of "$1")" "$ENGINE_CALLS"
 }

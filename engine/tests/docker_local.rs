@@ -1,6 +1,7 @@
 //! Models as Docker containers on the local host, as a user drives them: apply two models,
 //! endpoints answering over HTTP, containers labelled with their address, a secret reaching the
-//! container only through its 0600 env file; drift when a container is removed, stopped, or its
+//! container only through its 0600 env file; a crashed server restarted by the engine and not
+//! reported as drift; drift when a container is removed, stopped, or its
 //! image tag is moved to another image, each healed by apply; a lost state re-adopted with no
 //! change; `image_archive` loading a missing image, and a missing image failing before anything
 //! is stopped; destroy removing containers and env files. Real `berth`, this machine's real
@@ -160,6 +161,34 @@ backend "ctr" {{
         found
     }
 
+    /// Kills container `id`'s server from outside, as a crash would, and waits until the
+    /// engine has restarted it and it answers again.
+    #[track_caller]
+    fn crash_and_wait(&self, id: &str) {
+        let pid = self.engine.inspect(id, "{{.State.Pid}}");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "kill -KILL {pid}");
+        let back = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.engine
+                .inspect(id, "{{.RestartCount}} {{.State.Status}}")
+                == "1 running"
+        });
+        assert!(back, "the engine did not restart the crashed container");
+        for _ in 0..50 {
+            let up = self.ports.iter().all(|port| {
+                get_models(&format!("http://127.0.0.1:{port}/v1")).is_ok_and(|(s, _)| s == 200)
+            });
+            if up {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     #[track_caller]
     fn answers(&self) {
         for (port, model) in self.ports.iter().zip(["chat", "embed"]) {
@@ -258,6 +287,18 @@ fn containers_are_applied_drift_is_healed_lost_state_adopted_and_destroyed() {
     let again = s.berth(&["plan", "--detailed-exitcode"]);
     again.expect(0);
     s.berth(&["drift"]).expect(0);
+
+    // A server that crashes is brought back by the engine (berth's default restart policy):
+    // the same container, so not drift.
+    assert_eq!(
+        s.engine
+            .inspect(chat_id, "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure"
+    );
+    s.crash_and_wait(chat_id);
+    s.berth(&["drift"]).expect(0);
+    assert_eq!(s.running(), running, "a restart replaced a container");
+    s.answers();
 
     // A container removed by hand is drift; apply heals it.
     s.engine.ok(&["rm", "-f", chat_id]);
@@ -433,6 +474,17 @@ fn podman_containers_are_applied_healed_adopted_and_destroyed() {
         [CHAT, EMBED]
     );
     s.berth(&["plan", "--detailed-exitcode"]).expect(0);
+
+    // Podman restarts a crashed server too: not drift.
+    assert_eq!(
+        s.engine
+            .inspect(&running[0].1, "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure"
+    );
+    s.crash_and_wait(&running[0].1);
+    s.berth(&["drift"]).expect(0);
+    assert_eq!(s.running(), running, "a restart replaced a container");
+    s.answers();
 
     s.engine.ok(&["rm", "-f", &running[0].1]);
     s.engine.ok(&["stop", "-t", "1", &running[1].1]);

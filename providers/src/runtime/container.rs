@@ -25,7 +25,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::runtime::process::fnv1a;
@@ -45,6 +44,9 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(900);
 /// How long a previous container of the same address gets to stop when `start` replaces it.
 const RESTART_GRACE: Duration = Duration::from_secs(10);
 
+/// The restart policy of a container whose `extra_args` choose none.
+const DEFAULT_RESTART: &str = "on-failure";
+
 /// The labels berth puts on its containers.
 const LABEL_ADDRESS: &str = "berth.address";
 const LABEL_FINGERPRINT: &str = "berth.fingerprint";
@@ -52,9 +54,17 @@ const LABEL_OWNER: &str = "berth.owner";
 const LABEL_RUN_DIR: &str = "berth.run_dir";
 const LABEL_PORT: &str = "berth.port";
 const LABEL_STARTED_AT: &str = "berth.started_at";
+/// The id of the image the container was started from (docker's `ps` cannot show it).
+const LABEL_IMAGE: &str = "berth.image";
 
-/// One line per container: `C`, id, status, exit code, restart count, image id, labels.
-const INSPECT_FORMAT: &str = "C\t{{.Id}}\t{{.State.Status}}\t{{.State.ExitCode}}\t{{.RestartCount}}\t{{.Image}}\t{{json .Config.Labels}}";
+/// The labels an observe line carries, in its order after the image fields.
+const LISTED_LABELS: [&str; 5] = [
+    LABEL_ADDRESS,
+    LABEL_FINGERPRINT,
+    LABEL_OWNER,
+    LABEL_PORT,
+    LABEL_STARTED_AT,
+];
 
 /// What identifies a container instance: its id (a container re-created under the same name
 /// has another).
@@ -232,6 +242,15 @@ berth_remove() {{
         for v in &c.volumes {
             args.extend(["--volume".to_string(), v.clone()]);
         }
+        // As a unit with `Restart=on-failure`: the engine brings a crashed server back (a
+        // non-zero exit), while one that exits 0 or is stopped by hand stays down (drift, until
+        // apply replaces it). `extra_args` may choose another policy, or `--rm`.
+        let chooses_own = c.extra_args.iter().any(|a| {
+            a == "--rm" || a.starts_with("--rm=") || a == "--restart" || a.starts_with("--restart=")
+        });
+        if !chooses_own {
+            args.push(format!("--restart={DEFAULT_RESTART}"));
+        }
         args.extend(c.extra_args.iter().cloned());
         args.extend([
             "--entrypoint".to_string(),
@@ -255,6 +274,36 @@ berth_remove() {{
             (LABEL_PORT, spec.port.to_string()),
             (LABEL_STARTED_AT, started_at.to_string()),
         ]
+    }
+
+    /// The `ps --format` template of an observe line: `C`, id, state, exit code (docker: the
+    /// status text, which holds it), the image as the engine lists it, `P` and the image id
+    /// the container runs, then the values of [`LISTED_LABELS`], tab-separated. `ps` answers
+    /// from the engine's listing, far cheaper than `inspect` of every container.
+    fn ps_format(&self) -> String {
+        let podman = self.cli == "podman";
+        let label = |key: &str| {
+            if podman {
+                format!("{{{{index .Labels \"{key}\"}}}}")
+            } else {
+                format!("{{{{.Label \"{key}\"}}}}")
+            }
+        };
+        let mut format = if podman {
+            // Podman's `.State` is the status text; the embedded listing holds the state.
+            "C\t{{.ID}}\t{{.ListContainer.State}}\t{{.ExitCode}}\t{{.Image}}\tP{{.ImageID}}"
+                .to_string()
+        } else {
+            format!(
+                "C\t{{{{.ID}}}}\t{{{{.State}}}}\t{{{{.Status}}}}\t{{{{.Image}}}}\tP{}",
+                label(LABEL_IMAGE)
+            )
+        };
+        for key in LISTED_LABELS {
+            format.push('\t');
+            format.push_str(&label(key));
+        }
+        format
     }
 
     /// Observes every berth container under `run_dir` (or only `address`'s; nothing without
@@ -287,30 +336,42 @@ berth_remove() {{
                     quote(&format!("label={LABEL_ADDRESS}={address}"))?
                 );
             }
+            // Containers started before berth labelled their image id are inspected (`L`).
             let _ = write!(
                 script,
-                r#"ids=$({cli} ps -aq --no-trunc {filters}) || exit 3
+                r#"out=$({cli} ps -a --no-trunc {filters} --format {format}) || exit 3
+[ -z "$out" ] || printf '%s\n' "$out"
+case $out in *"	P	"*) {cli} container inspect --format 'L	{{{{.Id}}}}	{{{{.Image}}}}' $(printf '%s\n' "$out" | cut -f2) 2>/dev/null;; esac
 for f in {dir}/containers/*/owner; do
   [ -f "$f" ] || continue
   printf 'O\t'; cat -- "$f"; echo
 done
-[ -z "$ids" ] || {cli} container inspect --format {format} $ids 2>/dev/null
 "#,
                 dir = quote(run_dir)?,
-                format = quote(INSPECT_FORMAT)?,
+                format = quote(&self.ps_format())?,
             );
         }
         if run_dir.is_none() && !images.is_empty() {
             // A daemon that does not answer is not an image that is missing.
             let _ = writeln!(script, "{cli} version >/dev/null || exit 3");
         }
-        // A missing image prints an empty id.
+        // A missing image prints an empty id. Docker lists a container's image by the name it
+        // was started with only while that name still resolves to the image the container
+        // runs: a container listed so already tells the image's id.
         for image in &images {
             let q = quote(image)?;
-            let _ = writeln!(
-                script,
+            let resolve = format!(
                 "printf 'I\\t%s\\t%s\\n' {q} \"$({cli} image inspect --format '{{{{.Id}}}}' {q} 2>/dev/null)\""
             );
+            if self.cli == "docker" && run_dir.is_some() {
+                let _ = writeln!(
+                    script,
+                    "case $out in *{listed}*) ;; *) {resolve};; esac",
+                    listed = quote(&format!("\t{image}\tPsha256:"))?,
+                );
+            } else {
+                let _ = writeln!(script, "{resolve}");
+            }
         }
         script.push_str("exit 0\n");
         let what = match (address, run_dir) {
@@ -322,7 +383,7 @@ done
             .run(transport, Command::new(script, self.timeout), what)
             .await?;
         let text = out.stdout_text();
-        let mut found = parse_inspect(&text, run_dir.unwrap_or_default());
+        let mut found = parse_inspect(&text);
         found.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
         Ok((found, prerequisites_of(self, &text, specs)))
     }
@@ -405,7 +466,8 @@ done
     }
 }
 
-/// What each of `specs` needs, from the `I` lines of an observe script.
+/// What each of `specs` needs, from the `I` lines of an observe script and, for docker, the
+/// containers it lists under the image's own name (the name still resolves to their image).
 fn prerequisites_of(
     rt: &ContainerRuntime,
     stdout: &str,
@@ -417,6 +479,13 @@ fn prerequisites_of(
         if let (Some("I"), Some(image), Some(id)) = (parts.next(), parts.next(), parts.next()) {
             let id = id.trim();
             digests.insert(image.to_string(), (!id.is_empty()).then(|| id.to_string()));
+        } else if rt.cli == "docker"
+            && let Some(c) = Listed::parse(line)
+            && c.pinned.starts_with("sha256:")
+        {
+            digests
+                .entry(c.image.to_string())
+                .or_insert_with(|| Some(c.pinned.to_string()));
         }
     }
     specs
@@ -636,7 +705,10 @@ impl Runtime for ContainerRuntime {
         for (key, value) in Self::labels(spec, started_at) {
             let _ = write!(run, " --label {}", quote(&format!("{key}={value}"))?);
         }
-        let _ = write!(run, " --env-file \"$dir/env\"");
+        let _ = write!(
+            run,
+            " --label \"{LABEL_IMAGE}=$img\" --env-file \"$dir/env\""
+        );
         for arg in self.run_args(c, &spec.command) {
             run.push(' ');
             run.push_str(&quote(&arg)?);
@@ -893,14 +965,64 @@ fn env_file(spec: &LaunchSpec) -> Result<String> {
     Ok(text)
 }
 
-/// The labels of one inspected container.
-#[derive(Debug, Default, Deserialize)]
-struct Labels(BTreeMap<String, String>);
+/// One `C` line of an observe script (see [`ContainerRuntime::ps_format`]).
+struct Listed<'a> {
+    id: &'a str,
+    state: &'a str,
+    /// The exit code (podman), or the status text that holds it (docker).
+    exit: &'a str,
+    /// The image as the engine lists it.
+    image: &'a str,
+    /// The id of the image the container runs; empty when its labels do not say.
+    pinned: &'a str,
+    labels: [&'a str; LISTED_LABELS.len()],
+}
 
-/// Parses the observe script's lines: `C` lines from `inspect`, `O` lines from owner files.
-fn parse_inspect(stdout: &str, run_dir: &str) -> Vec<Observed> {
+impl<'a> Listed<'a> {
+    fn parse(line: &'a str) -> Option<Listed<'a>> {
+        let mut parts = line.split('\t');
+        if parts.next()? != "C" {
+            return None;
+        }
+        let (id, state, exit, image) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let pinned = parts.next()?.strip_prefix('P')?;
+        let mut labels = [""; LISTED_LABELS.len()];
+        for label in &mut labels {
+            *label = parts.next()?;
+        }
+        parts.next().is_none().then_some(Listed {
+            id,
+            state,
+            exit,
+            image,
+            pinned,
+            labels,
+        })
+    }
+
+    fn label(&self, key: &str) -> &'a str {
+        LISTED_LABELS
+            .iter()
+            .position(|k| *k == key)
+            .map_or("", |i| self.labels[i])
+    }
+
+    /// The exit code: podman lists it, docker's status text holds it (`Exited (137) ...`).
+    fn exit_code(&self) -> Option<&'a str> {
+        let code = match self.exit.split_once('(') {
+            Some((_, rest)) => rest.split_once(')')?.0,
+            None => self.exit,
+        };
+        (!code.is_empty() && code.bytes().all(|b| b.is_ascii_digit())).then_some(code)
+    }
+}
+
+/// Parses the observe script's lines: `C` lines from `ps`, `L` lines with the image ids of
+/// containers that do not label theirs, `O` lines from owner files.
+fn parse_inspect(stdout: &str) -> Vec<Observed> {
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let mut found = Vec::new();
+    let mut images: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut listed = Vec::new();
     for line in stdout.lines() {
         if let Some(record) = line.strip_prefix("O\t") {
             if let Ok(v) = serde_json::from_str::<Value>(record.trim())
@@ -908,54 +1030,50 @@ fn parse_inspect(stdout: &str, run_dir: &str) -> Vec<Observed> {
             {
                 owners.insert(id.to_string(), owner.to_string());
             }
-            continue;
+        } else if let Some(record) = line.strip_prefix("L\t") {
+            if let Some((id, image)) = record.split_once('\t') {
+                images.insert(id, image.trim());
+            }
+        } else if let Some(c) = Listed::parse(line)
+            && !c.label(LABEL_ADDRESS).is_empty()
+        {
+            listed.push(c);
         }
-        let parts: Vec<&str> = line.splitn(7, '\t').collect();
-        let [_c, id, status, exit, _restarts, image, labels] = parts[..] else {
-            continue;
-        };
-        let Ok(Labels(labels)) =
-            serde_json::from_str::<Option<Labels>>(labels).map(Option::unwrap_or_default)
-        else {
-            continue;
-        };
-        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
-        if label(LABEL_RUN_DIR) != run_dir || label(LABEL_ADDRESS).is_empty() {
-            continue;
-        }
-        let liveness = match status {
-            // A container the engine restarts after a crash is still the one berth started.
-            "running" | "restarting" => Liveness::Running,
-            _ => Liveness::Exited,
-        };
-        found.push((
-            id.to_string(),
+    }
+    listed
+        .into_iter()
+        .map(|c| {
+            let liveness = match c.state {
+                // A container the engine restarts after a crash is still the one berth started.
+                "running" | "restarting" => Liveness::Running,
+                _ => Liveness::Exited,
+            };
+            let pinned = match c.pinned {
+                "" => images.get(c.id).copied().unwrap_or_default(),
+                pinned => pinned,
+            };
             Observed {
                 instance: Instance {
-                    address: label(LABEL_ADDRESS),
-                    fingerprint: label(LABEL_FINGERPRINT),
-                    owner: label(LABEL_OWNER),
-                    port: label(LABEL_PORT).parse().unwrap_or(0),
+                    address: c.label(LABEL_ADDRESS).to_string(),
+                    fingerprint: c.label(LABEL_FINGERPRINT).to_string(),
+                    owner: owners
+                        .get(c.id)
+                        .cloned()
+                        .unwrap_or_else(|| c.label(LABEL_OWNER).to_string()),
+                    port: c.label(LABEL_PORT).parse().unwrap_or(0),
                     handle: ContainerHandle {
-                        container_id: id.to_string(),
+                        container_id: c.id.to_string(),
                     }
                     .into(),
-                    started_at: label(LABEL_STARTED_AT).parse().unwrap_or(0),
-                    pinned: (!image.is_empty()).then(|| image.to_string()),
+                    started_at: c.label(LABEL_STARTED_AT).parse().unwrap_or(0),
+                    pinned: (!pinned.is_empty()).then(|| pinned.to_string()),
                 },
                 liveness,
-                state: (liveness != Liveness::Running)
-                    .then(|| format!("container {status} (exit code {exit})")),
-            },
-        ));
-    }
-    found
-        .into_iter()
-        .map(|(id, mut o)| {
-            if let Some(owner) = owners.get(&id) {
-                o.instance.owner = owner.clone();
+                state: (liveness != Liveness::Running).then(|| match c.exit_code() {
+                    Some(code) => format!("container {} (exit code {code})", c.state),
+                    None => format!("container {}", c.state),
+                }),
             }
-            o
         })
         .collect()
 }
@@ -1001,20 +1119,70 @@ mod tests {
     }
 
     #[test]
-    fn inspect_lines_are_parsed_and_owner_files_win() {
-        let labels = r#"{"berth.address":"model.a@h","berth.fingerprint":"fp","berth.owner":"L1","berth.port":"8080","berth.run_dir":"/r","berth.started_at":"12"}"#;
-        let other = r#"{"berth.address":"model.b@h","berth.run_dir":"/elsewhere"}"#;
+    fn listed_lines_are_parsed_and_owner_files_win() {
+        let docker = ContainerRuntime::docker();
+        let labels = "model.a@h\tfp\tL1\t8080\t12";
         let out = format!(
-            "O\t{{\"id\":\"c1\",\"owner\":\"L2\"}}\nC\tc1\trunning\t0\t0\tsha256:aa\t{labels}\nC\tc2\texited\t1\t0\tsha256:bb\t{labels}\nC\tc3\trunning\t0\t0\tsha256:cc\t{other}\nC\tc4\trunning\t0\t0\tsha256:dd\tnull\n"
+            "O\t{{\"id\":\"c1\",\"owner\":\"L2\"}}\n\
+             C\tc1\trunning\tUp 3 seconds\tregistry/img:1\tPsha256:aa\t{labels}\n\
+             C\tc2\texited\tExited (137) 2 minutes ago\tsha256:bb\tPsha256:bb\t{labels}\n\
+             C\tc3\tcreated\tCreated\timg:2\tP\t{labels}\n\
+             L\tc3\tsha256:cc\n\
+             C\tc4\trunning\tUp 1 second\timg:2\tPsha256:dd\t\t\t\t\t\n\
+             C\tc5\trunning\ttoo\tfew\tfields\n"
         );
-        let found = parse_inspect(&out, "/r");
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0].instance.owner, "L2");
-        assert_eq!(found[0].instance.port, 8080);
-        assert_eq!(found[0].instance.started_at, 12);
-        assert_eq!(found[0].instance.pinned.as_deref(), Some("sha256:aa"));
-        assert_eq!(found[0].liveness, Liveness::Running);
-        assert_eq!(found[1].instance.owner, "L1");
-        assert_eq!(found[1].liveness, Liveness::Exited);
+        let found = parse_inspect(&out);
+        assert_eq!(found.len(), 3, "{found:?}");
+        let [a, b, c] = &found[..] else {
+            unreachable!()
+        };
+        assert_eq!(a.instance.owner, "L2");
+        assert_eq!(a.instance.port, 8080);
+        assert_eq!(a.instance.started_at, 12);
+        assert_eq!(a.instance.pinned.as_deref(), Some("sha256:aa"));
+        assert_eq!(a.liveness, Liveness::Running);
+        assert_eq!(b.instance.owner, "L1");
+        assert_eq!(b.liveness, Liveness::Exited);
+        assert_eq!(b.state.as_deref(), Some("container exited (exit code 137)"));
+        // A container without berth's image label: its id comes from the `L` line.
+        assert_eq!(c.instance.pinned.as_deref(), Some("sha256:cc"));
+        assert_eq!(c.state.as_deref(), Some("container created"));
+
+        // Docker lists a container under its image's name only while the name resolves to
+        // the container's image: that id is the image's digest, with no `image inspect`.
+        let spec = |image: &str| LaunchSpec {
+            owner: "o".into(),
+            address: format!("model.{image}@h"),
+            run_dir: "/r".into(),
+            command: "true".into(),
+            env: Vec::new(),
+            port: 1,
+            fingerprint: "f".into(),
+            runtime: RuntimeSpec::Container(ContainerSpec {
+                image: image.into(),
+                ..ContainerSpec::default()
+            }),
+        };
+        let specs = [spec("registry/img:1"), spec("img:2"), spec("img:3")];
+        let out = format!("{out}I\timg:3\t\n");
+        let digests: Vec<Option<String>> = prerequisites_of(&docker, &out, &specs)
+            .into_iter()
+            .map(|p| p.digest)
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                Some("sha256:aa".to_string()),
+                Some("sha256:dd".to_string()),
+                None
+            ]
+        );
+        // Podman lists the image as it was started from, whatever the name resolves to now.
+        let podman: Vec<Option<String>> =
+            prerequisites_of(&ContainerRuntime::podman(), &out, &specs)
+                .into_iter()
+                .map(|p| p.digest)
+                .collect();
+        assert_eq!(podman, [None, None, None]);
     }
 }
