@@ -276,6 +276,13 @@ berth_remove() {{
         ]
     }
 
+    /// Whether the engine lists a container under the image name it was started with only
+    /// while that name still resolves to the container's image (docker), so that a listing
+    /// also resolves the name. Podman lists the name whatever it resolves to now.
+    fn listing_resolves_names(&self) -> bool {
+        self.cli == "docker"
+    }
+
     /// The `ps --format` template of an observe line: `C`, id, state, exit code (docker: the
     /// status text, which holds it), the image as the engine lists it, `P` and the image id
     /// the container runs, then the values of [`LISTED_LABELS`], tab-separated. `ps` answers
@@ -363,7 +370,7 @@ done
             let resolve = format!(
                 "printf 'I\\t%s\\t%s\\n' {q} \"$({cli} image inspect --format '{{{{.Id}}}}' {q} 2>/dev/null)\""
             );
-            if self.cli == "docker" && run_dir.is_some() {
+            if self.listing_resolves_names() && run_dir.is_some() {
                 let _ = writeln!(
                     script,
                     "case $out in *{listed}*) ;; *) {resolve};; esac",
@@ -383,9 +390,10 @@ done
             .run(transport, Command::new(script, self.timeout), what)
             .await?;
         let text = out.stdout_text();
-        let mut found = parse_inspect(&text);
+        let listing = Listing::parse(&text);
+        let mut found = listing.observed();
         found.sort_by(|a, b| a.instance.address.cmp(&b.instance.address));
-        Ok((found, prerequisites_of(self, &text, specs)))
+        Ok((found, listing.prerequisites(self, specs)))
     }
 
     /// Shell lines that set `img` to the id of `c`'s image, loading it from its archive when
@@ -464,40 +472,6 @@ done
         images.dedup();
         images
     }
-}
-
-/// What each of `specs` needs, from the `I` lines of an observe script and, for docker, the
-/// containers it lists under the image's own name (the name still resolves to their image).
-fn prerequisites_of(
-    rt: &ContainerRuntime,
-    stdout: &str,
-    specs: &[LaunchSpec],
-) -> Vec<Prerequisite> {
-    let mut digests: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for line in stdout.lines() {
-        let mut parts = line.splitn(3, '\t');
-        if let (Some("I"), Some(image), Some(id)) = (parts.next(), parts.next(), parts.next()) {
-            let id = id.trim();
-            digests.insert(image.to_string(), (!id.is_empty()).then(|| id.to_string()));
-        } else if rt.cli == "docker"
-            && let Some(c) = Listed::parse(line)
-            && c.pinned.starts_with("sha256:")
-        {
-            digests
-                .entry(c.image.to_string())
-                .or_insert_with(|| Some(c.pinned.to_string()));
-        }
-    }
-    specs
-        .iter()
-        .filter_map(|s| Some((s, rt.spec(s).ok()?)))
-        .map(|(s, c)| Prerequisite {
-            address: s.address.clone(),
-            what: format!("image {}", c.image),
-            digest: digests.get(&c.image).cloned().flatten(),
-            source: c.image_archive.clone(),
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -1017,65 +991,121 @@ impl<'a> Listed<'a> {
     }
 }
 
-/// Parses the observe script's lines: `C` lines from `ps`, `L` lines with the image ids of
-/// containers that do not label theirs, `O` lines from owner files.
-fn parse_inspect(stdout: &str) -> Vec<Observed> {
-    let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let mut images: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut listed = Vec::new();
-    for line in stdout.lines() {
-        if let Some(record) = line.strip_prefix("O\t") {
-            if let Ok(v) = serde_json::from_str::<Value>(record.trim())
-                && let (Some(id), Some(owner)) = (v["id"].as_str(), v["owner"].as_str())
-            {
-                owners.insert(id.to_string(), owner.to_string());
+/// The observe script's output, parsed once: `C` lines from `ps`, `L` lines with the image ids
+/// of containers that do not label theirs, `O` lines from owner files, `I` lines with the ids
+/// images resolve to (empty: missing).
+struct Listing<'a> {
+    containers: Vec<Listed<'a>>,
+    /// Container id -> the image id an `L` line gives it.
+    image_ids: BTreeMap<&'a str, &'a str>,
+    /// Container id -> the state that adopted it (owner files win over the label).
+    owners: BTreeMap<String, String>,
+    /// Image -> its id on the host, from `image inspect`.
+    resolved: BTreeMap<&'a str, Option<&'a str>>,
+}
+
+impl<'a> Listing<'a> {
+    fn parse(stdout: &'a str) -> Listing<'a> {
+        let mut listing = Listing {
+            containers: Vec::new(),
+            image_ids: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+        };
+        for line in stdout.lines() {
+            if let Some(record) = line.strip_prefix("O\t") {
+                if let Ok(v) = serde_json::from_str::<Value>(record.trim())
+                    && let (Some(id), Some(owner)) = (v["id"].as_str(), v["owner"].as_str())
+                {
+                    listing.owners.insert(id.to_string(), owner.to_string());
+                }
+            } else if let Some(record) = line.strip_prefix("L\t") {
+                if let Some((id, image)) = record.split_once('\t') {
+                    listing.image_ids.insert(id, image.trim());
+                }
+            } else if let Some(record) = line.strip_prefix("I\t") {
+                if let Some((image, id)) = record.split_once('\t') {
+                    let id = id.trim();
+                    listing
+                        .resolved
+                        .insert(image, (!id.is_empty()).then_some(id));
+                }
+            } else if let Some(c) = Listed::parse(line) {
+                listing.containers.push(c);
             }
-        } else if let Some(record) = line.strip_prefix("L\t") {
-            if let Some((id, image)) = record.split_once('\t') {
-                images.insert(id, image.trim());
-            }
-        } else if let Some(c) = Listed::parse(line)
-            && !c.label(LABEL_ADDRESS).is_empty()
-        {
-            listed.push(c);
         }
+        listing
     }
-    listed
-        .into_iter()
-        .map(|c| {
-            let liveness = match c.state {
-                // A container the engine restarts after a crash is still the one berth started.
-                "running" | "restarting" => Liveness::Running,
-                _ => Liveness::Exited,
-            };
-            let pinned = match c.pinned {
-                "" => images.get(c.id).copied().unwrap_or_default(),
-                pinned => pinned,
-            };
-            Observed {
-                instance: Instance {
-                    address: c.label(LABEL_ADDRESS).to_string(),
-                    fingerprint: c.label(LABEL_FINGERPRINT).to_string(),
-                    owner: owners
-                        .get(c.id)
-                        .cloned()
-                        .unwrap_or_else(|| c.label(LABEL_OWNER).to_string()),
-                    port: c.label(LABEL_PORT).parse().unwrap_or(0),
-                    handle: ContainerHandle {
-                        container_id: c.id.to_string(),
-                    }
-                    .into(),
-                    started_at: c.label(LABEL_STARTED_AT).parse().unwrap_or(0),
-                    pinned: (!pinned.is_empty()).then(|| pinned.to_string()),
-                },
-                liveness,
-                state: (liveness != Liveness::Running).then(|| match c.exit_code() {
-                    Some(code) => format!("container {} (exit code {code})", c.state),
-                    None => format!("container {}", c.state),
-                }),
+
+    /// Every listed container that carries an address.
+    fn observed(&self) -> Vec<Observed> {
+        self.containers
+            .iter()
+            .filter(|c| !c.label(LABEL_ADDRESS).is_empty())
+            .map(|c| {
+                let liveness = match c.state {
+                    // A container the engine restarts after a crash is still the one berth
+                    // started.
+                    "running" | "restarting" => Liveness::Running,
+                    _ => Liveness::Exited,
+                };
+                let pinned = match c.pinned {
+                    "" => self.image_ids.get(c.id).copied().unwrap_or_default(),
+                    pinned => pinned,
+                };
+                Observed {
+                    instance: Instance {
+                        address: c.label(LABEL_ADDRESS).to_string(),
+                        fingerprint: c.label(LABEL_FINGERPRINT).to_string(),
+                        owner: self
+                            .owners
+                            .get(c.id)
+                            .cloned()
+                            .unwrap_or_else(|| c.label(LABEL_OWNER).to_string()),
+                        port: c.label(LABEL_PORT).parse().unwrap_or(0),
+                        handle: ContainerHandle {
+                            container_id: c.id.to_string(),
+                        }
+                        .into(),
+                        started_at: c.label(LABEL_STARTED_AT).parse().unwrap_or(0),
+                        pinned: (!pinned.is_empty()).then(|| pinned.to_string()),
+                    },
+                    liveness,
+                    state: (liveness != Liveness::Running).then(|| match c.exit_code() {
+                        Some(code) => format!("container {} (exit code {code})", c.state),
+                        None => format!("container {}", c.state),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// What each of `specs` needs: its image's id from an `I` line or, where the engine's
+    /// listing resolves names, from a container listed under the image's own name.
+    fn prerequisites(&self, rt: &ContainerRuntime, specs: &[LaunchSpec]) -> Vec<Prerequisite> {
+        let digest = |image: &str| -> Option<String> {
+            if let Some(id) = self.resolved.get(image) {
+                return id.map(str::to_string);
             }
-        })
-        .collect()
+            if !rt.listing_resolves_names() {
+                return None;
+            }
+            self.containers
+                .iter()
+                .find(|c| c.image == image && c.pinned.starts_with("sha256:"))
+                .map(|c| c.pinned.to_string())
+        };
+        specs
+            .iter()
+            .filter_map(|s| Some((s, rt.spec(s).ok()?)))
+            .map(|(s, c)| Prerequisite {
+                address: s.address.clone(),
+                what: format!("image {}", c.image),
+                digest: digest(&c.image),
+                source: c.image_archive.clone(),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1131,7 +1161,7 @@ mod tests {
              C\tc4\trunning\tUp 1 second\timg:2\tPsha256:dd\t\t\t\t\t\n\
              C\tc5\trunning\ttoo\tfew\tfields\n"
         );
-        let found = parse_inspect(&out);
+        let found = Listing::parse(&out).observed();
         assert_eq!(found.len(), 3, "{found:?}");
         let [a, b, c] = &found[..] else {
             unreachable!()
@@ -1165,7 +1195,8 @@ mod tests {
         };
         let specs = [spec("registry/img:1"), spec("img:2"), spec("img:3")];
         let out = format!("{out}I\timg:3\t\n");
-        let digests: Vec<Option<String>> = prerequisites_of(&docker, &out, &specs)
+        let digests: Vec<Option<String>> = Listing::parse(&out)
+            .prerequisites(&docker, &specs)
             .into_iter()
             .map(|p| p.digest)
             .collect();
@@ -1178,11 +1209,11 @@ mod tests {
             ]
         );
         // Podman lists the image as it was started from, whatever the name resolves to now.
-        let podman: Vec<Option<String>> =
-            prerequisites_of(&ContainerRuntime::podman(), &out, &specs)
-                .into_iter()
-                .map(|p| p.digest)
-                .collect();
+        let podman: Vec<Option<String>> = Listing::parse(&out)
+            .prerequisites(&ContainerRuntime::podman(), &specs)
+            .into_iter()
+            .map(|p| p.digest)
+            .collect();
         assert_eq!(podman, [None, None, None]);
     }
 }
