@@ -8,15 +8,19 @@
 #     the same job as an Ansible playbook (playbook.yml: community.docker.docker_container, then
 #     `uri` until 200; forks = HOSTS, pipelining, ControlPersist), every container removed
 #     between runs.
+#     berth runs with its default settings (the probe timing too); a second series sets
+#     probe_interval_ms = PROBE_MS, the polling of the playbook and of the job by hand.
 #     Each run is set against the critical path measured in the same run: one container started
-#     by plain `docker run` on one host, until its /v1/models answers 200; and against the whole
-#     job by hand: every container started at once by plain `docker run`, polled until all answer.
+#     by plain `docker run` on one host, until its /v1/models answers 200; against the whole
+#     job by hand: every container started at once by plain `docker run`, polled until all
+#     answer; and, for one host's share of the job (its MODELS containers on h1 alone, as on a
+#     real fleet where each host has its own cores), berth against the same share by hand.
 #  2. `berth drift` on HOSTS hosts x DRIFT_MODELS containers, beside the engine calls its refresh
 #     makes, run by hand as one SSH command per host.
 #
 # Needs root, docker, fuse-overlayfs, python3 venv and PyPI (ansible + the docker SDK, into
 # target/bench-ansible-docker-venv). Environment: REPS (5), HOSTS (10), MODELS (2), LOAD_SECS (2),
-# PROBE_MS (100), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1, SKIP_DRIFT=1, BERTH (binary,
+# PROBE_MS (100: the polling by hand, Ansible's retry delay), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1, SKIP_DRIFT=1, BERTH (binary,
 # default target/release/berth), KEEP=1. Prints the medians and writes $WORK/results.txt.
 set -euo pipefail
 
@@ -111,11 +115,16 @@ for k in $(seq 1 "$HOSTS"); do
 	"$FLEET" nsenter "$k" sh -c "docker context rm -f bench >/dev/null 2>&1; docker context create bench --docker host=unix://$(sock_of "$k") >/dev/null && docker context use bench >/dev/null"
 done
 
+# `write_config DIR [N] [PROBE_MS]`: the job's config on hosts h1..hN (default all), one model a
+# line of stdin ("NAME PORT SERVER-FLAGS"), with berth's default probe timing, or with
+# probe_interval_ms = PROBE_MS when given.
 write_config() {
-	local dir=$1 k name port flags
+	local dir=$1 n=${2:-$HOSTS} probe=${3:-} k name port flags interval=""
+	[ -z "$probe" ] || interval="
+    probe_interval_ms = $probe"
 	mkdir -p "$dir"
 	{
-		for k in $(seq 1 "$HOSTS"); do
+		for k in $(seq 1 "$n"); do
 			cat <<EOF
 host "h$k" {
   connection {
@@ -148,15 +157,14 @@ model "$name" {
   size_gib = 0.1
   host_policy {
     hosts    = ["h*"]
-    replicas = $HOSTS
+    replicas = $n
   }
   runtime_defaults {
     port = $port
   }
   launch {
-    start_cmd         = "berth-model-server --port {port} --model {model} $flags"
-    probe_http        = "/v1/models"
-    probe_interval_ms = $PROBE_MS
+    start_cmd  = "berth-model-server --port {port} --model {model} $flags"
+    probe_http = "/v1/models"$interval
   }
 }
 
@@ -165,9 +173,16 @@ EOF
 	} >"$dir/main.hcl"
 }
 
+job_models() { for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done; }
 APPLY_CFG=$WORK/apply
-for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done | write_config "$APPLY_CFG"
-"$BERTH" -C "$APPLY_CFG" validate >/dev/null
+job_models | write_config "$APPLY_CFG"
+# The same job probed every PROBE_MS, as the by-hand job and the playbook poll.
+POLLED_CFG=$WORK/apply-polled
+job_models | write_config "$POLLED_CFG" "$HOSTS" "$PROBE_MS"
+# One host's share of the job: h1 with its MODELS containers, alone.
+SHARE_CFG=$WORK/apply-share
+job_models | write_config "$SHARE_CFG" 1
+for cfg in "$APPLY_CFG" "$POLLED_CFG" "$SHARE_CFG"; do "$BERTH" -C "$cfg" validate >/dev/null; done
 echo "# berth docker runtime vs Ansible community.docker, $HOSTS hosts x $MODELS containers, --load-secs $LOAD_SECS, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
 
 # The critical path of the job: one container started by plain `docker run` on one host of the
@@ -202,10 +217,10 @@ runs() {
 		echo "$label run $rep: ${t}s" | tee -a "$RESULTS" >&2
 	done
 }
-# `from_empty FUNCTION`: FUNCTION, run after every container is removed.
+# `from_empty COMMAND...`: COMMAND, run after every container is removed.
 from_empty() {
 	remove_containers
-	"$1"
+	"$@"
 }
 
 log "critical path: plain docker run + ${LOAD_SECS}s load on h1, $REPS runs"
@@ -216,11 +231,11 @@ runs critical_times "critical path" "$REPS" from_empty critical_path
 # `docker run` (all hosts and all models in parallel), each polled every PROBE_MS on its host
 # until /v1/models answers 200, timed until the last one does. This is what the engines and the
 # load cost when the job's containers start together on this machine; what a tool adds is what
-# it takes beyond this.
+# it takes beyond this. `by_hand N` does it on hosts h1..hN only (default all).
 by_hand() {
-	local t0 k i pids=()
+	local t0 k i n=${1:-$HOSTS} pids=()
 	t0=$(now)
-	for k in $(seq 1 "$HOSTS"); do
+	for k in $(seq 1 "$n"); do
 		for i in $(seq 1 "$MODELS"); do
 			(
 				port=$((8079 + i))
@@ -244,19 +259,33 @@ log "by hand: all $((HOSTS * MODELS)) containers started at once with plain dock
 hand_times=()
 runs hand_times "by hand" "$REPS" from_empty by_hand
 
+# `berth_apply CONFIG`: one `berth apply --auto-approve` of CONFIG from empty (no containers, no
+# state), in seconds.
+berth_apply() {
+	local t0 log
+	remove_containers
+	rm -rf "$1/.berth"
+	log=$WORK/$(basename "$1")-$(date +%s%N).log
+	t0=$(now)
+	"$BERTH" -C "$1" apply --auto-approve >"$log" 2>&1 || { echo "berth apply failed; see $log" >&2; exit 1; }
+	elapsed "$t0" "$(now)"
+}
+
 log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
 berth_times=()
-for rep in $(seq 1 "$REPS"); do
-	remove_containers
-	rm -rf "$APPLY_CFG/.berth"
-	t0=$(now)
-	"$BERTH" -C "$APPLY_CFG" apply --auto-approve >"$WORK/berth-apply-$rep.log" 2>&1 || { echo "berth apply failed; see $WORK/berth-apply-$rep.log" >&2; exit 1; }
-	t=$(elapsed "$t0" "$(now)")
-	berth_times+=("$t")
-	echo "berth apply run $rep: ${t}s" | tee -a "$RESULTS" >&2
-done
+runs berth_times "berth apply" "$REPS" berth_apply "$APPLY_CFG"
+log "berth apply with probe_interval_ms = $PROBE_MS: $HOSTS hosts x $MODELS containers, $REPS runs"
+polled_times=()
+runs polled_times "berth apply (probe_interval_ms = $PROBE_MS)" "$REPS" berth_apply "$POLLED_CFG"
+
+# One host's share, alone: on a real fleet every host has its own cores, so a host's critical
+# path is its own MODELS containers; here all HOSTS hosts share this machine's cores.
+log "one host's share: $MODELS containers on h1 by hand, then by berth, $REPS runs each"
+share_hand_times=()
+runs share_hand_times "one host by hand" "$REPS" from_empty by_hand 1
+share_times=()
+runs share_times "one host berth apply" "$REPS" berth_apply "$SHARE_CFG"
 remove_containers
-rm -rf "$APPLY_CFG/.berth"
 
 ansible_times=()
 if [ "${SKIP_ANSIBLE:-}" != 1 ]; then
@@ -359,6 +388,11 @@ BERTH_MEDIAN=$(printf '%s\n' "${berth_times[@]}" | median)
 	HAND=$(printf '%s\n' "${hand_times[@]}" | median)
 	echo "median by hand, every container started at once: ${HAND}s ($(beyond "$HAND" "$CRITICAL"))"
 	echo "median berth apply: ${BERTH_MEDIAN}s ($(beyond "$BERTH_MEDIAN" "$CRITICAL"); $(beyond "$BERTH_MEDIAN" "$HAND" | sed 's/beyond it/beyond by hand/'))"
+	POLLED_MEDIAN=$(printf '%s\n' "${polled_times[@]}" | median)
+	echo "median berth apply, probe_interval_ms = $PROBE_MS: ${POLLED_MEDIAN}s ($(beyond "$POLLED_MEDIAN" "$CRITICAL"))"
+	SHARE_HAND=$(printf '%s\n' "${share_hand_times[@]}" | median)
+	SHARE_MEDIAN=$(printf '%s\n' "${share_times[@]}" | median)
+	echo "one host's share ($MODELS containers on h1): by hand ${SHARE_HAND}s ($(beyond "$SHARE_HAND" "$CRITICAL")); berth apply ${SHARE_MEDIAN}s ($(beyond "$SHARE_MEDIAN" "$CRITICAL"); $(beyond "$SHARE_MEDIAN" "$SHARE_HAND" | sed 's/beyond it/beyond by hand/'))"
 	if [ ${#ansible_times[@]} != 0 ]; then
 		ANSIBLE_MEDIAN=$(printf '%s\n' "${ansible_times[@]}" | median)
 		echo "median ansible-playbook: ${ANSIBLE_MEDIAN}s ($(beyond "$ANSIBLE_MEDIAN" "$CRITICAL"))"

@@ -17,8 +17,8 @@
 # Needs root (network namespaces), python3 with venv, and PyPI for ansible-core. Prints the
 # medians at the end and writes every figure to $WORK/results.txt.
 #
-# Environment: REPS (5), HOSTS (10), MODELS (2 per host), LOAD_SECS (2), PROBE_MS (100: berth's probe_interval_ms and
-# Ansible's and pyinfra's retry delay), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1,
+# Environment: REPS (5), HOSTS (10), MODELS (2 per host), LOAD_SECS (2), PROBE_MS (100: Ansible's and pyinfra's
+# retry delay; berth keeps its default probe timing), DRIFT_MODELS (20), DRIFT_REPS (7), SKIP_ANSIBLE=1,
 # SKIP_PYINFRA=1, SKIP_DRIFT=1, PYINFRA_VENV (target/bench-pyinfra-venv), PYINFRA (pip spec, "pyinfra"), NO_BUILD=1,
 # ANSIBLE_VENV (target/bench-ansible-venv), ANSIBLE_CORE (pip spec, "ansible-core"), KEEP=1
 # (keep the work directory), BERTH_FLEET_PREFIX/SUBNET/DIR (bbench, 10.233.0, /tmp/...).
@@ -154,9 +154,11 @@ all_ready() {
 
 # --- configs -----------------------------------------------------------------------------------
 # berth config: HOSTS hosts; models given as "name port flags" lines on stdin. Settings are
-# berth's defaults, as a user would leave them.
+# berth's defaults, as a user would leave them; a second argument sets probe_interval_ms.
 write_config() {
-	local dir=$1 k name port flags
+	local dir=$1 probe=${2:-} k name port flags interval=""
+	[ -z "$probe" ] || interval="
+    probe_interval_ms = $probe"
 	mkdir -p "$dir"
 	{
 		for k in $(seq 1 "$HOSTS"); do
@@ -196,9 +198,8 @@ model "$name" {
     port = $port
   }
   launch {
-    start_cmd         = "$SERVER --port {port} --model {model} $flags"
-    probe_http        = "/v1/models"
-    probe_interval_ms = $PROBE_MS
+    start_cmd  = "$SERVER --port {port} --model {model} $flags"
+    probe_http = "/v1/models"$interval
   }
 }
 
@@ -210,24 +211,30 @@ EOF
 APPLY_CFG=$WORK/apply
 PORTS=()
 for i in $(seq 1 "$MODELS"); do PORTS+=($((8079 + i))); done
-for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done |
-	write_config "$APPLY_CFG"
+job_models() { for i in $(seq 1 "$MODELS"); do printf 'm%s %s --load-secs %s\n' "$i" $((8079 + i)) "$LOAD_SECS"; done; }
+job_models | write_config "$APPLY_CFG"
+# The same job probed every PROBE_MS, as the playbooks poll: run after each default run.
+POLLED_CFG=$WORK/apply-polled
+job_models | write_config "$POLLED_CFG" "$PROBE_MS"
 "$BERTH" -C "$APPLY_CFG" validate >/dev/null
+"$BERTH" -C "$POLLED_CFG" validate >/dev/null
 
 echo "# berth vs Ansible and pyinfra on $HOSTS fleet hosts, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores" >"$RESULTS"
-echo "# apply: $MODELS models per host, --load-secs $LOAD_SECS, probe every $PROBE_MS ms" >>"$RESULTS"
+echo "# apply: $MODELS models per host, --load-secs $LOAD_SECS; berth with its default probe timing, Ansible and pyinfra retrying every $PROBE_MS ms" >>"$RESULTS"
 
 # --- 1a. berth apply from empty ----------------------------------------------------------------
-log "berth apply --auto-approve: $HOSTS hosts x $MODELS models, $REPS runs"
-berth_times=()
-berth_cpu=()
-for rep in $(seq 1 "$REPS"); do
+# `berth_apply CONFIG LABEL TIMES CPU`: one apply of CONFIG from empty; its wall and CPU
+# seconds are appended to the arrays TIMES and CPU.
+berth_apply() {
+	local cfg=$1 label=$2 c0 c1 t0 t1 t log
+	local -n times=$3 cpus=$4
 	kill_stand_ins
-	rm -rf "$APPLY_CFG/.berth"
+	rm -rf "$cfg/.berth"
+	log=$WORK/$(basename "$cfg")-$rep.log
 	c0=$(cpu_now)
 	t0=$(now)
-	"$BERTH" -C "$APPLY_CFG" apply --auto-approve >"$WORK/berth-apply-$rep.log" 2>&1 || {
-		echo "berth apply failed; see $WORK/berth-apply-$rep.log" >&2
+	"$BERTH" -C "$cfg" apply --auto-approve >"$log" 2>&1 || {
+		echo "berth apply failed; see $log" >&2
 		exit 1
 	}
 	t1=$(now)
@@ -237,10 +244,20 @@ for rep in $(seq 1 "$REPS"); do
 		echo "berth apply exited 0 but not every endpoint answers" >&2
 		exit 1
 	}
-	berth_times+=("$t")
-	berth_cpu+=("$(elapsed "$c0" "$c1")")
-	echo "berth apply run $rep: ${t}s, CPU ${berth_cpu[-1]}s" | tee -a "$RESULTS" >&2
-	"$BERTH" -C "$APPLY_CFG" destroy --auto-approve >"$WORK/berth-destroy-$rep.log" 2>&1 || true
+	times+=("$t")
+	cpus+=("$(elapsed "$c0" "$c1")")
+	echo "$label run $rep: ${t}s, CPU ${cpus[-1]}s" | tee -a "$RESULTS" >&2
+	"$BERTH" -C "$cfg" destroy --auto-approve >"$WORK/destroy-$(basename "$cfg")-$rep.log" 2>&1 || true
+}
+
+log "berth apply --auto-approve: $HOSTS hosts x $MODELS models, $REPS runs, each followed by one with probe_interval_ms = $PROBE_MS"
+berth_times=()
+berth_cpu=()
+polled_times=()
+polled_cpu=()
+for rep in $(seq 1 "$REPS"); do
+	berth_apply "$APPLY_CFG" "berth apply" berth_times berth_cpu
+	berth_apply "$POLLED_CFG" "berth apply (probe_interval_ms = $PROBE_MS)" polled_times polled_cpu
 done
 
 # --- 1b. the same job with Ansible -------------------------------------------------------------
@@ -415,6 +432,8 @@ d=$(printf '%s\n' "${drift_times[@]}" | median)
 	echo
 	echo "== medians ($REPS runs; drift $DRIFT_REPS runs)"
 	echo "berth apply, $HOSTS hosts x $MODELS models, ${LOAD_SECS}s load: ${b}s ($(awk -v b="$b" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x the ${LOAD_SECS}s critical path; goal <= 1.2x); CPU $(printf '%s\n' "${berth_cpu[@]}" | median)s"
+	p=$(printf '%s\n' "${polled_times[@]}" | median)
+	echo "berth apply with probe_interval_ms = $PROBE_MS: ${p}s ($(awk -v b="$p" -v l="$LOAD_SECS" 'BEGIN { printf "%.2f", b / l }')x); CPU $(printf '%s\n' "${polled_cpu[@]}" | median)s"
 	if [ ${#ansible_cold[@]} -gt 0 ]; then
 		c=$(printf '%s\n' "${ansible_cold[@]}" | median)
 		w=$(printf '%s\n' "${ansible_warm[@]}" | median)

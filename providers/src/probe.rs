@@ -305,12 +305,36 @@ fn hyper_reason(e: &hyper::Error) -> String {
 pub struct GateTiming {
     /// The gate fails when the service is not ready after this long.
     pub timeout: Duration,
-    /// Time between two polls.
+    /// The longest time between two polls.
     pub interval: Duration,
+    /// The time between the first polls. The spacing then grows with the time waited (a
+    /// sixteenth of it) up to `interval`, so a server is seen ready at most a sixteenth of its
+    /// load time late, or one interval. Equal to `interval`, every poll is `interval` apart.
+    pub first_interval: Duration,
+}
+
+/// The first polls' spacing when a model leaves `probe_interval_ms` unset.
+pub const FIRST_INTERVAL: Duration = Duration::from_millis(100);
+
+impl GateTiming {
+    /// Polls every `interval`: the spacing a model asks for with `probe_interval_ms`.
+    pub fn fixed(timeout: Duration, interval: Duration) -> Self {
+        GateTiming {
+            timeout,
+            interval,
+            first_interval: interval,
+        }
+    }
+
+    /// The time from the poll started after `waited` to the next one.
+    pub fn spacing(&self, waited: Duration) -> Duration {
+        (waited / 16).clamp(self.first_interval.min(self.interval), self.interval)
+    }
 }
 
 /// The size-aware gate timing used when a model sets none (DESIGN.md section 4); an unknown
-/// size gets the smallest tier.
+/// size gets the smallest tier. The tier's interval is the longest spacing: the first polls
+/// are `FIRST_INTERVAL` apart (see `GateTiming::first_interval`).
 pub fn default_timing(size_bytes: Option<u64>) -> GateTiming {
     const GIB: u64 = 1 << 30;
     let (timeout_s, interval_ms) = match size_bytes {
@@ -324,6 +348,7 @@ pub fn default_timing(size_bytes: Option<u64>) -> GateTiming {
     GateTiming {
         timeout: Duration::from_secs(timeout_s),
         interval: Duration::from_millis(interval_ms),
+        first_interval: FIRST_INTERVAL,
     }
 }
 
@@ -520,7 +545,7 @@ impl GateFailure {
     }
 }
 
-/// Polls `probe` every `timing.interval` until the service is ready, it exits, the timeout
+/// Polls `probe` (spaced as `timing` says) until the service is ready, it exits, the timeout
 /// passes or `cancel` fires. Between polls it checks through `runtime` that `instance` still
 /// runs, so a service that dies fails the gate at once instead of after the timeout. A ready
 /// answer only counts while the instance is still running (another process may hold the port).
@@ -545,9 +570,9 @@ pub async fn gate(
         if cancel.is_cancelled() {
             return Err(GateFailure::Cancelled);
         }
-        // Probes start every `interval` (not `interval` after the last one ended), so a
-        // server is seen ready at most one interval after it is.
-        let next_probe = Instant::now() + timing.interval;
+        // Probes start one spacing apart (not one spacing after the last one ended), so a
+        // server is seen ready at most one spacing after it is.
+        let next_probe = Instant::now() + timing.spacing(started.elapsed());
         let left = timing.timeout.saturating_sub(started.elapsed());
         let outcome = probe_once(
             transport,
@@ -638,7 +663,25 @@ mod tests {
         assert_eq!(t(Some(40 * GIB)), (300, 1200));
         assert_eq!(t(Some(80 * GIB)), (900, 2000));
         assert_eq!(t(Some(140 * GIB)), (3600, 5000));
+        assert_eq!(default_timing(Some(GIB)).first_interval, FIRST_INTERVAL);
         assert_eq!(t(Some(140 * GIB + 1)), (5400, 5000));
+    }
+
+    #[test]
+    fn default_spacing_grows_from_the_first_interval_to_the_tier() {
+        let g = default_timing(None);
+        let ms = |waited_ms| g.spacing(Duration::from_millis(waited_ms)).as_millis();
+        assert_eq!(ms(0), 100);
+        assert_eq!(ms(1600), 100);
+        assert_eq!(ms(4000), 250);
+        assert_eq!(ms(16_000), 1000);
+        assert_eq!(ms(60_000), 1000);
+        let fixed = GateTiming::fixed(Duration::from_secs(30), Duration::from_millis(700));
+        assert_eq!(fixed.spacing(Duration::ZERO), Duration::from_millis(700));
+        assert_eq!(
+            fixed.spacing(Duration::from_secs(20)),
+            Duration::from_millis(700)
+        );
     }
 
     #[test]

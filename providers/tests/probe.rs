@@ -80,10 +80,10 @@ impl Service {
 }
 
 fn timing(timeout_ms: u64, interval_ms: u64) -> GateTiming {
-    GateTiming {
-        timeout: Duration::from_millis(timeout_ms),
-        interval: Duration::from_millis(interval_ms),
-    }
+    GateTiming::fixed(
+        Duration::from_millis(timeout_ms),
+        Duration::from_millis(interval_ms),
+    )
 }
 
 /// Waits until the stand-in answers at all (it binds a moment after start).
@@ -198,6 +198,45 @@ async fn gate_reports_loading_then_ready() {
         shown.starts_with("probing 0s/30s: ") || shown.starts_with("probing 1s/30s: "),
         "{shown}"
     );
+}
+
+/// Without `probe_interval_ms` the gate probes a loading server often at first (100 ms apart,
+/// then a sixteenth of the time waited), so a model that loads in a second or two is not kept
+/// waiting for the tier's 1 s interval; a set interval is kept from the first probe on.
+#[tokio::test]
+async fn default_spacing_starts_fast_and_a_set_interval_is_kept() {
+    let gaps = |ticks: &[GateTick]| -> Vec<Duration> {
+        ticks
+            .windows(2)
+            .map(|w| w[1].elapsed - w[0].elapsed)
+            .collect()
+    };
+    let quick = Service::start("--load-secs 1.5").await;
+    let (result, ticks, _) = quick
+        .gate(
+            &http("/v1/models"),
+            default_timing(None),
+            CancellationToken::new(),
+        )
+        .await;
+    result.unwrap();
+    assert!(ticks.len() >= 5, "{ticks:?}");
+    let first = gaps(&ticks)[0];
+    assert!(first < Duration::from_millis(500), "{first:?} {ticks:?}");
+
+    let set = Service::start("--load-secs 1.5").await;
+    let (result, ticks, _) = set
+        .gate(
+            &http("/v1/models"),
+            timing(120_000, 1_000),
+            CancellationToken::new(),
+        )
+        .await;
+    result.unwrap();
+    assert!(!ticks.is_empty() && ticks.len() <= 2, "{ticks:?}");
+    for gap in gaps(&ticks) {
+        assert!(gap >= Duration::from_millis(900), "{gap:?} {ticks:?}");
+    }
 }
 
 #[tokio::test]

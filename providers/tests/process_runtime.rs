@@ -40,10 +40,10 @@ fn shell_service(run_dir: &str, address: &str, command: &str) -> LaunchSpec {
 }
 
 fn fast(timeout_secs: u64) -> GateTiming {
-    GateTiming {
-        timeout: Duration::from_secs(timeout_secs),
-        interval: Duration::from_millis(200),
-    }
+    GateTiming::fixed(
+        Duration::from_secs(timeout_secs),
+        Duration::from_millis(200),
+    )
 }
 
 #[tokio::test]

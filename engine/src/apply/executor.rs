@@ -750,10 +750,7 @@ async fn start_and_gate<'c>(
         }
     };
     let timing = match (rendered.probe_timeout_sec, rendered.probe_interval_ms) {
-        (Some(t), Some(i)) => GateTiming {
-            timeout: Duration::from_secs(t),
-            interval: Duration::from_millis(i),
-        },
+        (Some(t), Some(i)) => GateTiming::fixed(Duration::from_secs(t), Duration::from_millis(i)),
         (t, i) => {
             let size = match rendered.size_gib {
                 Some(gib) => Some((gib * 1024.0 * 1024.0 * 1024.0) as u64),
@@ -766,9 +763,11 @@ async fn start_and_gate<'c>(
                 }
             };
             let d = probe::default_timing(size);
-            GateTiming {
-                timeout: t.map_or(d.timeout, Duration::from_secs),
-                interval: i.map_or(d.interval, Duration::from_millis),
+            let timeout = t.map_or(d.timeout, Duration::from_secs);
+            match i {
+                // An interval the model sets is kept from the first probe on.
+                Some(i) => GateTiming::fixed(timeout, Duration::from_millis(i)),
+                None => GateTiming { timeout, ..d },
             }
         }
     };

@@ -78,10 +78,8 @@ macro_rules! runtime_conformance {
             }
 
             async fn ready(t: &$target, inst: &berth_providers::Instance) {
-                let timing = GateTiming {
-                    timeout: Duration::from_secs(30),
-                    interval: Duration::from_millis(100),
-                };
+                let timing =
+                    GateTiming::fixed(Duration::from_secs(30), Duration::from_millis(100));
                 let probe = Probe::Http {
                     path: "/health".into(),
                 };
