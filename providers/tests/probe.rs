@@ -205,34 +205,28 @@ async fn gate_reports_loading_then_ready() {
 /// waiting for the tier's 1 s interval; a set interval is kept from the first probe on.
 #[tokio::test]
 async fn default_spacing_starts_fast_and_a_set_interval_is_kept() {
+    // The not-ready probes of a gate on a stand-in that loads for 1.5 s.
+    async fn ticks_until_ready(timing: GateTiming) -> Vec<GateTick> {
+        let service = Service::start("--load-secs 1.5").await;
+        let (result, ticks, _) = service
+            .gate(&http("/v1/models"), timing, CancellationToken::new())
+            .await;
+        result.unwrap();
+        ticks
+    }
     let gaps = |ticks: &[GateTick]| -> Vec<Duration> {
         ticks
             .windows(2)
             .map(|w| w[1].elapsed - w[0].elapsed)
             .collect()
     };
-    let quick = Service::start("--load-secs 1.5").await;
-    let (result, ticks, _) = quick
-        .gate(
-            &http("/v1/models"),
-            default_timing(None),
-            CancellationToken::new(),
-        )
-        .await;
-    result.unwrap();
+
+    let ticks = ticks_until_ready(default_timing(None)).await;
     assert!(ticks.len() >= 5, "{ticks:?}");
     let first = gaps(&ticks)[0];
     assert!(first < Duration::from_millis(500), "{first:?} {ticks:?}");
 
-    let set = Service::start("--load-secs 1.5").await;
-    let (result, ticks, _) = set
-        .gate(
-            &http("/v1/models"),
-            timing(120_000, 1_000),
-            CancellationToken::new(),
-        )
-        .await;
-    result.unwrap();
+    let ticks = ticks_until_ready(timing(120_000, 1_000)).await;
     assert!(!ticks.is_empty() && ticks.len() <= 2, "{ticks:?}");
     for gap in gaps(&ticks) {
         assert!(gap >= Duration::from_millis(900), "{gap:?} {ticks:?}");
