@@ -485,6 +485,15 @@ fn podman_containers_are_applied_healed_adopted_and_destroyed() {
     s.berth(&["drift"]).expect(0);
     assert_eq!(s.running(), running, "a restart replaced a container");
     s.answers();
+    // A crash the engine recovered from before berth looked is no failure: with the state
+    // lost, apply adopts the restarted container through its probe gate and keeps it.
+    std::fs::remove_dir_all(s.work.state_dir()).unwrap();
+    s.berth(&["apply", "--auto-approve"]).expect(0);
+    assert_eq!(
+        s.running(),
+        running,
+        "adoption replaced a restarted container"
+    );
 
     s.engine.ok(&["rm", "-f", &running[0].1]);
     s.engine.ok(&["stop", "-t", "1", &running[1].1]);
@@ -511,6 +520,38 @@ fn podman_containers_are_applied_healed_adopted_and_destroyed() {
     s.berth(&["apply", "--auto-approve"]).expect(0);
     assert_eq!(s.running(), before);
 
+    s.berth(&["destroy", "--auto-approve"]).expect(0);
+    assert!(s.engine.containers(&s.run_dir()).is_empty());
+}
+
+/// A server that fails as it starts (a wrong flag here; a wrong model path in real life) is
+/// brought back by the engine's restart policy again and again, and never listens: apply fails
+/// at once with the server's own error, not after the probe timeout, and removes the container,
+/// while the other model comes up.
+#[test]
+fn a_server_that_fails_at_start_fails_apply_with_its_error() {
+    let Some(s) = Setup::new("crashloop") else {
+        return;
+    };
+    let path = s.work.dir().join("main.hcl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen("--load-secs 1", "--no-such-flag", 1);
+    std::fs::write(&path, text).unwrap();
+    let apply = s.berth(&["apply", "--auto-approve"]);
+    apply.expect(1);
+    let out = apply.all();
+    assert!(out.contains("exited before it was ready"), "{out}");
+    assert!(
+        out.contains("unexpected argument '--no-such-flag'"),
+        "{out}"
+    );
+    assert!(!out.contains("after the gate timeout"), "{out}");
+    let running = s.running();
+    assert_eq!(
+        running.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        [EMBED],
+        "the failed server's container was left, or the other model did not come up"
+    );
     s.berth(&["destroy", "--auto-approve"]).expect(0);
     assert!(s.engine.containers(&s.run_dir()).is_empty());
 }

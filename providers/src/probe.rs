@@ -547,7 +547,8 @@ impl GateFailure {
 
 /// Polls `probe` (spaced as `timing` says) until the service is ready, it exits, the timeout
 /// passes or `cancel` fires. Between polls it checks through `runtime` that `instance` still
-/// runs, so a service that dies fails the gate at once instead of after the timeout. A ready
+/// runs, so a service that dies fails the gate at once instead of after the timeout, also when
+/// its runtime restarts it (a crash loop). A ready
 /// answer only counts while the instance is still running (another process may hold the port).
 #[allow(clippy::too_many_arguments)]
 pub async fn gate(
@@ -566,6 +567,8 @@ pub async fn gate(
     // The start is the first sign of life: the first check is due one LIVENESS_EVERY later.
     let mut last_liveness = started;
     let mut liveness_every = LIVENESS_EVERY;
+    // How many times the runtime had restarted the instance at the first liveness check.
+    let mut restarts: Option<u64> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(GateFailure::Cancelled);
@@ -599,9 +602,15 @@ pub async fn gate(
         } else if !matches!(outcome, ProbeOutcome::Loading(_)) {
             liveness_every = LIVENESS_EVERY;
         }
-        if check && !runtime.still_mine(transport, run_dir, instance).await? {
-            let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
-            return Err(GateFailure::Exited { log_tail });
+        if check {
+            // A restart after the first look means the server ended meanwhile: it failed to
+            // come up, even though its runtime brings it back.
+            let now = runtime.still_mine(transport, run_dir, instance).await?;
+            let restarts_before = *restarts.get_or_insert(now.unwrap_or(0));
+            if now.is_none_or(|n| n > restarts_before) {
+                let log_tail = log_tail(transport, runtime, run_dir, &instance.address).await;
+                return Err(GateFailure::Exited { log_tail });
+            }
         }
         if outcome == ProbeOutcome::Ready {
             return Ok(GateReady { elapsed });

@@ -65,7 +65,7 @@ async fn units_keep_the_runtime_contract_over_ssh() {
     assert_eq!(all[1].instance, ib);
     assert!(all.iter().all(|o| o.liveness == Liveness::Running));
     assert!(rt.observe_all(&t, "/elsewhere").await.unwrap().is_empty());
-    assert!(rt.still_mine(&t, RUN_DIR, &ia).await.unwrap());
+    assert_eq!(rt.still_mine(&t, RUN_DIR, &ia).await.unwrap(), Some(0));
     // Starting the same address again reuses its unit name.
     let ia = rt.start(&t, &a).await.unwrap();
     assert_eq!(
@@ -104,7 +104,7 @@ async fn units_keep_the_runtime_contract_over_ssh() {
     let seen = rt.observe(&t, RUN_DIR, &a.address).await.unwrap().unwrap();
     assert_eq!(seen.liveness, Liveness::Running);
     assert_eq!(seen.instance.fingerprint, a.fingerprint);
-    assert!(!rt.still_mine(&t, RUN_DIR, &ia).await.unwrap());
+    assert_eq!(rt.still_mine(&t, RUN_DIR, &ia).await.unwrap(), None);
 
     // Logs come from journald.
     let logs = rt.logs(&t, RUN_DIR, &a.address, 20).await.unwrap();

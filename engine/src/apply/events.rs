@@ -15,6 +15,8 @@ pub enum Phase {
     Connecting,
     Verifying,
     Stopping,
+    /// Stopping the instance that did not pass its probe gate.
+    StoppingFailed,
     /// Waiting for one of the host's `max_parallel_starts` to end.
     Queued,
     Starting,
@@ -30,6 +32,9 @@ impl std::fmt::Display for Phase {
             Phase::Connecting => f.write_str("connecting"),
             Phase::Verifying => f.write_str("running verify_cmd"),
             Phase::Stopping => f.write_str("stopping the old instance"),
+            Phase::StoppingFailed => {
+                f.write_str("stopping the instance that failed its probe gate")
+            }
             Phase::Queued => f.write_str("waiting for another start on the host to finish"),
             Phase::Starting => f.write_str("starting"),
             Phase::Measuring => f.write_str("measuring the model file"),

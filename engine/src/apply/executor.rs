@@ -818,7 +818,7 @@ async fn start_and_gate<'c>(
                 // A server that never became ready would keep its port and memory until the next
                 // apply; its log tail is already in the failure. (A cancelled gate leaves it: the
                 // user asked berth to stop now.)
-                ctx.phase(address, Phase::Stopping);
+                ctx.phase(address, Phase::StoppingFailed);
                 let _ = runtime
                     .stop_with(
                         transport,

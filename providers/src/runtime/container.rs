@@ -791,15 +791,17 @@ printf '%s\n%s\n' "$id" "$img"
         transport: &dyn Transport,
         run_dir: &str,
         started: &Instance,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         let Some(handle) = ContainerHandle::of(&started.handle) else {
-            return Ok(false);
+            return Ok(None);
         };
         // The gate asks this between probes: one engine call on the container's name. The id
-        // is the container berth started, so its labels need no second look.
+        // is the container berth started, so its labels need no second look. A container the
+        // engine restarts after a crash keeps its id: its restart count tells the crash, and
+        // while it waits to be restarted its status is `restarting`.
         let cli = self.cli;
         let script = format!(
-            "# berth: {cli} still mine\n{cli} container inspect --format '{{{{.Id}}}} {{{{.State.Status}}}}' {} 2>/dev/null\nexit 0\n",
+            "# berth: {cli} still mine\n{cli} container inspect --format '{{{{.Id}}}} {{{{.State.Status}}}} {{{{.RestartCount}}}}' {} 2>/dev/null\nexit 0\n",
             quote(&Self::container_name(run_dir, &started.address))?
         );
         let out = self
@@ -811,8 +813,9 @@ printf '%s\n%s\n' "$id" "$img"
             .await?;
         let text = out.stdout_text();
         let mut words = text.split_whitespace();
-        Ok(words.next() == Some(handle.container_id.as_str())
-            && matches!(words.next(), Some("running" | "restarting")))
+        let mine =
+            words.next() == Some(handle.container_id.as_str()) && words.next() == Some("running");
+        Ok(mine.then(|| words.next().and_then(|n| n.parse().ok()).unwrap_or(0)))
     }
 
     async fn stop_with(

@@ -330,18 +330,22 @@ pub trait Runtime: Send + Sync {
     }
 
     /// Whether `started` still runs and is still the instance this runtime started (not a
-    /// successor under the same address, nor something that took its place). The probe gate
-    /// asks this between polls.
+    /// successor under the same address, nor something that took its place): `Some(restarts)`
+    /// when it is, `restarts` being how many times the runtime has brought it back after it
+    /// ended (0 for a runtime whose restart makes a new instance, as a unit's new
+    /// invocation); `None` when it is not, or is down waiting to be brought back. The probe
+    /// gate asks this between polls: a server that ends before it is ready fails the gate,
+    /// even when its runtime restarts it.
     async fn still_mine(
         &self,
         transport: &dyn Transport,
         run_dir: &str,
         started: &Instance,
-    ) -> Result<bool> {
+    ) -> Result<Option<u64>> {
         let observed = self.observe(transport, run_dir, &started.address).await?;
-        Ok(observed.is_some_and(|o| {
-            o.liveness == Liveness::Running && o.instance.handle == started.handle
-        }))
+        Ok(observed
+            .is_some_and(|o| o.liveness == Liveness::Running && o.instance.handle == started.handle)
+            .then_some(0))
     }
 
     /// Stops the instance of `address` (TERM, then KILL after `grace`) and removes its record.

@@ -123,13 +123,13 @@ macro_rules! runtime_conformance {
                         .unwrap(),
                     None
                 );
-                assert!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap());
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap(), Some(0));
 
                 rt.stop(t.transport(), run_dir, &inst.address, GRACE)
                     .await
                     .unwrap();
                 assert!(rt.observe_all(t.transport(), run_dir).await.unwrap().is_empty());
-                assert!(!rt.still_mine(t.transport(), run_dir, &inst).await.unwrap());
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap(), None);
                 assert!(
                     !answers(&t, port).await,
                     "the service still answers after stop"
@@ -161,7 +161,7 @@ macro_rules! runtime_conformance {
                     .await,
                     "the exit was never observed"
                 );
-                assert!(!rt.still_mine(t.transport(), run_dir, &inst).await.unwrap());
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap(), None);
                 rt.stop(t.transport(), run_dir, &inst.address, GRACE)
                     .await
                     .unwrap();
@@ -178,8 +178,8 @@ macro_rules! runtime_conformance {
                 let second = rt.start(t.transport(), &spec).await.unwrap();
                 let _g2 = t.guard(&second);
                 assert_ne!(first.handle, second.handle);
-                assert!(!rt.still_mine(t.transport(), run_dir, &first).await.unwrap());
-                assert!(rt.still_mine(t.transport(), run_dir, &second).await.unwrap());
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &first).await.unwrap(), None);
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &second).await.unwrap(), Some(0));
                 assert_eq!(rt.observe_all(t.transport(), run_dir).await.unwrap().len(), 1);
                 rt.stop(t.transport(), run_dir, &spec.address, GRACE)
                     .await
@@ -212,7 +212,7 @@ macro_rules! runtime_conformance {
                     "claim changed more than the owner"
                 );
                 assert_eq!(seen.liveness, Liveness::Running);
-                assert!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap());
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap(), Some(0));
 
                 // A claim of an instance that was replaced meanwhile leaves the new one's record.
                 let again = rt.start(t.transport(), &spec).await.unwrap();
@@ -224,6 +224,46 @@ macro_rules! runtime_conformance {
                     .unwrap()
                     .unwrap();
                 assert_eq!(seen.instance, again);
+                rt.stop(t.transport(), run_dir, &inst.address, GRACE)
+                    .await
+                    .unwrap();
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_server_that_keeps_failing_fails_the_gate_with_its_log() {
+                let Some(t) = setup("crashloop").await else { return };
+                let (rt, run_dir) = (t.runtime(), t.run_dir());
+                // It ends with an error at once, as a server given a wrong model path does;
+                // docker, podman and systemd bring it back (their restart policy), again and
+                // again. The gate must fail on that, with the server's own message, not wait
+                // out its timeout probing a port nothing ever listens on.
+                let spec = t.launch(
+                    "model.crashloop@local",
+                    free_port(),
+                    "echo 'error: cannot open model file' >&2; exit 3",
+                );
+                let inst = rt.start(t.transport(), &spec).await.unwrap();
+                let _guard = t.guard(&inst);
+                let failure = gate(
+                    t.transport(),
+                    rt,
+                    run_dir,
+                    &inst,
+                    &Probe::Http {
+                        path: "/v1/models".into(),
+                    },
+                    berth_providers::probe::default_timing(None),
+                    CancellationToken::new(),
+                    |_| {},
+                )
+                .await
+                .expect_err("a server that never listens passed the gate");
+                assert!(
+                    matches!(failure, berth_providers::GateFailure::Exited { .. }),
+                    "{failure}"
+                );
+                let tail = failure.log_tail().unwrap_or_default();
+                assert!(tail.contains("cannot open model file"), "{tail:?}");
                 rt.stop(t.transport(), run_dir, &inst.address, GRACE)
                     .await
                     .unwrap();
