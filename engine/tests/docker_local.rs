@@ -527,16 +527,16 @@ fn podman_containers_are_applied_healed_adopted_and_destroyed() {
 /// A server that fails as it starts (a wrong flag here; a wrong model path in real life) is
 /// brought back by the engine's restart policy again and again, and never listens: apply fails
 /// at once with the server's own error, not after the probe timeout, and removes the container,
-/// while the other model comes up.
+/// while the other model comes up. Once applied, a server that the engine keeps restarting
+/// after crashes is drift that says so, and apply replaces its container.
 #[test]
-fn a_server_that_fails_at_start_fails_apply_with_its_error() {
+fn a_failing_server_fails_apply_with_its_error_and_a_crash_loop_is_replaced() {
     let Some(s) = Setup::new("crashloop") else {
         return;
     };
     let path = s.work.dir().join("main.hcl");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replacen("--load-secs 1", "--no-such-flag", 1);
-    std::fs::write(&path, text).unwrap();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replacen("--load-secs 1", "--no-such-flag", 1)).unwrap();
     let apply = s.berth(&["apply", "--auto-approve"]);
     apply.expect(1);
     let out = apply.all();
@@ -552,6 +552,66 @@ fn a_server_that_fails_at_start_fails_apply_with_its_error() {
         [EMBED],
         "the failed server's container was left, or the other model did not come up"
     );
+
+    // The chat server refuses to start while its container holds /tmp/broken (as a server
+    // whose model file got corrupted would).
+    let guarded = good.replacen(
+        "start_cmd         = \"berth-model-server",
+        "start_cmd         = \"if [ -e /tmp/broken ]; then echo error: model file is corrupt >&2; exit 3; fi; exec berth-model-server",
+        1,
+    );
+    assert_ne!(guarded, good);
+    std::fs::write(&path, guarded).unwrap();
+    s.berth(&["apply", "--auto-approve"]).expect(0);
+    s.answers();
+    let (address, chat_id) = s.running()[0].clone();
+    assert_eq!(address, CHAT);
+    s.engine
+        .ok(&["exec", &chat_id, "/bin/sh", "-c", ": > /tmp/broken"]);
+    let pid = s.engine.inspect(&chat_id, "{{.State.Pid}}");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let looping = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.engine
+            .inspect(&chat_id, "{{.RestartCount}}")
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 4)
+    });
+    assert!(
+        looping,
+        "the engine did not keep restarting the crashed server"
+    );
+    // Between two restarts the container runs for a few milliseconds; refresh may land in
+    // one of them, and then it sees a running server that refuses its probe.
+    let drift = (0..3)
+        .map(|_| s.berth(&["drift"]))
+        .find(|d| d.all().contains("restarting after a crash"))
+        .expect("drift never said the container is restarting after a crash");
+    drift.expect(2);
+    assert!(
+        drift
+            .all()
+            .contains("container restarting after a crash (exit code 3)"),
+        "{}",
+        drift.all()
+    );
+    let apply = s.berth(&["apply", "--auto-approve"]);
+    apply.expect(0);
+    assert!(apply.all().contains("replace"), "{}", apply.all());
+    s.answers();
+    assert_ne!(
+        s.running()[0].1,
+        chat_id,
+        "the crash-looping container was kept"
+    );
+    s.berth(&["drift"]).expect(0);
+
     s.berth(&["destroy", "--auto-approve"]).expect(0);
     assert!(s.engine.containers(&s.run_dir()).is_empty());
 }

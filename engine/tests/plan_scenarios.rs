@@ -88,6 +88,9 @@ struct InstanceSpec {
     /// The digest of what it runs (a container's image id).
     #[serde(default)]
     pinned: Option<String>,
+    /// How its runtime says it stands, when it says more than running or exited.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 fn running() -> Liveness {
@@ -345,7 +348,7 @@ fn observed_instance(
             ProbeSpec::Down(s) => ProbeOutcome::Down(s),
         }),
         pinned: spec.pinned,
-        state: None,
+        state: spec.state,
     }
 }
 

@@ -90,7 +90,8 @@ pub struct ObservedInstance {
     pub probe: Option<ProbeOutcome>,
     /// The digest of what it runs (a container's image id), for runtimes that pin one.
     pub pinned: Option<String>,
-    /// How its runtime says a stopped instance stands, when it says more than "exited".
+    /// How its runtime says a stopped instance stands, when it says more than "exited", or
+    /// that a running one is being brought back after a crash.
     pub state: Option<String>,
 }
 
@@ -714,9 +715,15 @@ fn drift_of(
     if let Some(moved) = moved {
         return Some((moved.to_string(), Action::Replace));
     }
-    match &found.probe {
-        Some(ProbeOutcome::Ready) | None => None,
-        Some(other) => Some((
+    match (&found.probe, &found.state) {
+        (Some(ProbeOutcome::Ready) | None, _) => None,
+        // Its runtime keeps bringing it back after crashes: a fresh instance, not more
+        // waiting (when the cause is the launch itself, the new one's probe gate fails at
+        // once, with the log).
+        (Some(other), Some(state)) => {
+            Some((format!("{state}; its probe says {other}"), Action::Replace))
+        }
+        (Some(other), None) => Some((
             format!("running, but its probe says {other}"),
             Action::Reuse,
         )),

@@ -1074,10 +1074,19 @@ impl<'a> Listing<'a> {
                         pinned: (!pinned.is_empty()).then(|| pinned.to_string()),
                     },
                     liveness,
-                    state: (liveness != Liveness::Running).then(|| match c.exit_code() {
-                        Some(code) => format!("container {} (exit code {code})", c.state),
-                        None => format!("container {}", c.state),
-                    }),
+                    state: match (liveness, c.state, c.exit_code()) {
+                        (Liveness::Running, "restarting", Some(code)) => Some(format!(
+                            "container restarting after a crash (exit code {code})"
+                        )),
+                        (Liveness::Running, "restarting", None) => {
+                            Some("container restarting after a crash".to_string())
+                        }
+                        (Liveness::Running, _, _) => None,
+                        (_, state, Some(code)) => {
+                            Some(format!("container {state} (exit code {code})"))
+                        }
+                        (_, state, None) => Some(format!("container {state}")),
+                    },
                 }
             })
             .collect()
@@ -1149,6 +1158,18 @@ mod tests {
         spec.env = vec![("K".into(), "s3cret\nB=1".into())];
         let err = env_file(&spec).unwrap_err().to_string();
         assert!(err.contains('K') && !err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn a_container_being_restarted_runs_and_says_why() {
+        let out = "C\tc1\trestarting\tRestarting (3) 1 second ago\timg:1\tPsha256:aa\tmodel.a@h\tfp\tL1\t8080\t12\n";
+        let found = Listing::parse(out).observed();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].liveness, Liveness::Running);
+        assert_eq!(
+            found[0].state.as_deref(),
+            Some("container restarting after a crash (exit code 3)")
+        );
     }
 
     #[test]

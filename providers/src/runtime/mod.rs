@@ -210,7 +210,9 @@ pub struct Observed {
     pub instance: Instance,
     pub liveness: Liveness,
     /// How the runtime itself says a stopped instance stands ("unit berth-m.service stopped
-    /// (ActiveState=inactive, SubState=dead)"), for runtimes that say more than "exited".
+    /// (ActiveState=inactive, SubState=dead)"), for runtimes that say more than "exited"; or
+    /// a running one that it is bringing back after a crash ("container restarting after a
+    /// crash (exit code 1)").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }

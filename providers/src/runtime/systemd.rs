@@ -458,13 +458,20 @@ fn parse_observed(stdout: &str) -> Vec<Observed> {
                     Value::from(prop("InvocationID").unwrap_or_default()),
                 ),
             ]);
-            let state = (!running).then(|| {
-                format!(
+            let state = if !running {
+                Some(format!(
                     "unit {unit} stopped (ActiveState={}, SubState={})",
                     prop("ActiveState").unwrap_or("unknown"),
                     prop("SubState").unwrap_or("unknown"),
-                )
-            });
+                ))
+            } else if prop("SubState") == Some("auto-restart") {
+                Some(format!(
+                    "unit {unit} restarting after a crash (SubState=auto-restart, NRestarts={})",
+                    prop("NRestarts").unwrap_or("unknown"),
+                ))
+            } else {
+                None
+            };
             Observed {
                 instance,
                 liveness: if running {
@@ -978,5 +985,16 @@ mod tests {
             Some(&Value::from("aa"))
         );
         assert_eq!(found[2].instance.owner, "");
+        let states: Vec<Option<&str>> = found.iter().map(|o| o.state.as_deref()).collect();
+        assert_eq!(
+            states,
+            [
+                None,
+                Some(
+                    "unit berth-b.service restarting after a crash (SubState=auto-restart, NRestarts=3)"
+                ),
+                Some("unit berth-c.service stopped (ActiveState=inactive, SubState=dead)"),
+            ]
+        );
     }
 }
