@@ -548,8 +548,8 @@ impl GateFailure {
 /// Polls `probe` (spaced as `timing` says) until the service is ready, it exits, the timeout
 /// passes or `cancel` fires. Between polls it checks through `runtime` that `instance` still
 /// runs, so a service that dies fails the gate at once instead of after the timeout, also when
-/// its runtime restarts it (a crash loop). A ready
-/// answer only counts while the instance is still running (another process may hold the port).
+/// its runtime restarts it (a crash loop). A ready answer only counts while the instance is
+/// still running (another process may hold the port).
 #[allow(clippy::too_many_arguments)]
 pub async fn gate(
     transport: &dyn Transport,
