@@ -135,7 +135,9 @@ async fn serve(args: Args) -> u8 {
         answer_status: args
             .answer_status
             .and_then(|code| StatusCode::from_u16(code).ok()),
-        loaded: AtomicBool::new(false),
+        // Without a load time it is ready as soon as it listens: a request accepted before the
+        // zero-length load below has fired must not see "loading".
+        loaded: AtomicBool::new(args.load.is_zero() && !args.fail_load),
         requests: AtomicU64::new(0),
     });
     let load = tokio::time::sleep(args.load);
