@@ -161,16 +161,22 @@ backend "ctr" {{
         found
     }
 
-    /// Kills container `id`'s server from outside, as a crash would, and waits until the
-    /// engine has restarted it and it answers again.
+    /// Kills container `id`'s server from outside, as a crash would.
     #[track_caller]
-    fn crash_and_wait(&self, id: &str) {
+    fn crash(&self, id: &str) {
         let pid = self.engine.inspect(id, "{{.State.Pid}}");
         let killed = std::process::Command::new("kill")
             .args(["-KILL", &pid])
             .status()
             .unwrap();
         assert!(killed.success(), "kill -KILL {pid}");
+    }
+
+    /// Kills container `id`'s server from outside, as a crash would, and waits until the
+    /// engine has restarted it and it answers again.
+    #[track_caller]
+    fn crash_and_wait(&self, id: &str) {
+        self.crash(id);
         let back = (0..100).any(|_| {
             std::thread::sleep(std::time::Duration::from_millis(100));
             self.engine
@@ -568,14 +574,7 @@ fn a_failing_server_fails_apply_with_its_error_and_a_crash_loop_is_replaced() {
     assert_eq!(address, CHAT);
     s.engine
         .ok(&["exec", &chat_id, "/bin/sh", "-c", ": > /tmp/broken"]);
-    let pid = s.engine.inspect(&chat_id, "{{.State.Pid}}");
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    s.crash(&chat_id);
     let looping = (0..100).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
         s.engine
