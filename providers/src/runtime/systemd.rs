@@ -1,5 +1,5 @@
 //! `SystemdRuntime`: runs a service as a systemd unit, `berth-<model>.service` (or
-//! `berth-<model>-<port>.service` when that name is taken on the host by another address), in
+//! `berth-<model>-<port>.service` when that name is taken on the host by another deployment), in
 //! the system manager or in the login's `--user` manager. It works only through
 //! [`Transport::exec`] and POSIX `sh` scripts calling `systemctl` and `journalctl`; it must never
 //! put an env value into a unit file, a script or an argv, and never touch a unit that does not
@@ -547,7 +547,8 @@ address={qaddress}
 run_dir={qrun}
 dir={qdir}
 # The unit this address already has in this scope keeps its name; otherwise the model's name,
-# or the name with the port when another address holds that one.
+# or the name with the port when another deployment (another address, or the same address of
+# another run_dir: another berth state) holds that one.
 found=
 if berth_find "$address" "$run_dir" && [ "$scope" = {scope} ]; then found=$name; fi
 berth_scope {scope}
@@ -557,7 +558,7 @@ if [ -z "$name" ]; then
     f=$unit_dir/$n
     if [ -f "$f" ]; then
       berth_keys "$f"
-      [ "$k_address" = "$address" ] || continue
+      [ "$k_address" = "$address" ] && [ "$k_run_dir" = "$run_dir" ] || continue
     fi
     name=$n
     break

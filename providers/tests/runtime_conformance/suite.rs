@@ -78,6 +78,11 @@ macro_rules! runtime_conformance {
             }
 
             async fn ready(t: &$target, inst: &berth_providers::Instance) {
+                ready_in(t, t.run_dir(), inst).await
+            }
+
+            /// The probe gate of `inst`, started under `run_dir`, passes.
+            async fn ready_in(t: &$target, run_dir: &str, inst: &berth_providers::Instance) {
                 let timing =
                     GateTiming::fixed(Duration::from_secs(30), Duration::from_millis(100));
                 let probe = Probe::Http {
@@ -86,7 +91,7 @@ macro_rules! runtime_conformance {
                 gate(
                     t.transport(),
                     t.runtime(),
-                    t.run_dir(),
+                    run_dir,
                     inst,
                     &probe,
                     timing,
@@ -297,6 +302,49 @@ macro_rules! runtime_conformance {
                 rt.stop(t.transport(), run_dir, &inst.address, GRACE)
                     .await
                     .unwrap();
+            }
+
+            /// Two berth states share a host through run_dirs of their own, and may place the
+            /// same address there: each keeps its own instance, and neither's start, observe or
+            /// stop touches the other's.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_run_dirs_keep_their_own_instances_of_one_address() {
+                let Some(t) = setup("twin").await else { return };
+                let (rt, run_dir) = (t.runtime(), t.run_dir());
+                let other_dir = format!("{run_dir}-other");
+                let (port, other_port) = (free_port(), free_port());
+                let spec = stand_in(&t, "model.twin@local", port, "");
+                let mut other = stand_in(&t, "model.twin@local", other_port, "");
+                other.run_dir = other_dir.clone();
+                other.owner = "another-state".into();
+                let inst = rt.start(t.transport(), &spec).await.unwrap();
+                let _g1 = t.guard(&inst);
+                let other_inst = rt.start(t.transport(), &other).await.unwrap();
+                let _g2 = t.guard(&other_inst);
+                ready(&t, &inst).await;
+                ready_in(&t, &other_dir, &other_inst).await;
+                assert_eq!(rt.still_mine(t.transport(), run_dir, &inst).await.unwrap(), Some(0));
+
+                let mine = rt.observe_all(t.transport(), run_dir).await.unwrap();
+                assert_eq!(mine.len(), 1, "{mine:?}");
+                assert_eq!(mine[0].instance, inst);
+                let theirs = rt.observe_all(t.transport(), &other_dir).await.unwrap();
+                assert_eq!(theirs.len(), 1, "{theirs:?}");
+                assert_eq!(theirs[0].instance, other_inst);
+
+                rt.stop(t.transport(), run_dir, &inst.address, GRACE)
+                    .await
+                    .unwrap();
+                assert!(!answers(&t, port).await, "the stopped instance still answers");
+                assert!(answers(&t, other_port).await, "the other run_dir's instance was stopped");
+                assert_eq!(
+                    rt.still_mine(t.transport(), &other_dir, &other_inst).await.unwrap(),
+                    Some(0)
+                );
+                rt.stop(t.transport(), &other_dir, &other_inst.address, GRACE)
+                    .await
+                    .unwrap();
+                assert!(rt.observe_all(t.transport(), &other_dir).await.unwrap().is_empty());
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
