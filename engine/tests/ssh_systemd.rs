@@ -420,6 +420,228 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
     assert!(!answers(&host, 8311) && !answers(&host, 8312));
 }
 
+/// System units for a login other than root: `deploy` may use sudo without a password, so
+/// berth changes units through `sudo -n` (unit files owned by root, the service's secret only in
+/// the login's 0600 env file, never in sudo's command lines or log, no sudo to observe); `berth`
+/// may not, and gets a clear error from doctor and apply with nothing changed on the host.
+#[test]
+fn system_units_through_passwordless_sudo_and_a_clear_refusal_without_it() {
+    let host = SystemdHost::start("sudo");
+    let eta = |flags| M {
+        id: "eta",
+        port: 8321,
+        backend: "units",
+        secret_env: true,
+        flags,
+    };
+    let theta = || M {
+        id: "theta",
+        port: 8322,
+        backend: "units",
+        secret_env: false,
+        flags: "",
+    };
+    let var = format!("api_key={SECRET}");
+    let units = ["berth-eta.service", "berth-theta.service"];
+    let unit_path = |unit: &str| format!("/etc/systemd/system/{unit}");
+
+    // Without sudo: doctor and apply say what to do, and nothing is written.
+    let refused_dir = "/home/berth/run";
+    host.root_ok(&format!(
+        "mkdir -p {refused_dir} && head -c 4096 /dev/zero > {refused_dir}/eta.gguf && chown -R berth:berth {refused_dir}"
+    ));
+    let refused = project(&config(&host, "berth", refused_dir, false, &[eta("")]));
+    let doctor = refused.berth(&["hosts", "doctor", "--var", &var]);
+    doctor.expect(1);
+    assert!(
+        doctor.all().contains(
+            "system units need root; berth (uid 1000) is not root and may not use sudo without a password"
+        ) && doctor.all().contains("NOPASSWD"),
+        "{}",
+        doctor.all()
+    );
+    let failed = refused.berth(&["apply", "--auto-approve", "--var", &var]);
+    failed.expect(1);
+    assert!(
+        failed.all().contains(
+            "system units need root: berth (uid 1000) is not root and may not use sudo without a password here"
+        ),
+        "{}",
+        failed.all()
+    );
+    let written = host.root_ok("ls /etc/systemd/system/ | grep '^berth-' || true");
+    assert!(written.trim().is_empty(), "written without sudo: {written}");
+
+    // With passwordless sudo.
+    let run_dir = "/home/deploy/run";
+    host.root_ok(&format!(
+        "mkdir -p {run_dir} && head -c 4096 /dev/zero > {run_dir}/eta.gguf && cp {run_dir}/eta.gguf {run_dir}/theta.gguf && chown -R deploy:deploy {run_dir}"
+    ));
+    let models = [eta(""), theta()];
+    let work = project(&config(&host, "deploy", run_dir, false, &models));
+    let doctor = work.berth(&["hosts", "doctor", "--var", &var]);
+    doctor.expect(0);
+    assert!(
+        doctor
+            .all()
+            .contains("reachable through `sudo -n` as deploy; units go to /etc/systemd/system"),
+        "{}",
+        doctor.all()
+    );
+    // Observing needs no sudo: a plan leaves nothing in sudo's log.
+    let sudo_runs = || {
+        host.root_ok("journalctl --no-pager -o cat _COMM=sudo | grep -c 'COMMAND=' || true")
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    let before = sudo_runs();
+    work.berth(&["plan", "--var", &var]).expect(0);
+    assert_eq!(sudo_runs(), before, "plan ran sudo");
+
+    work.berth(&["apply", "--auto-approve", "--var", &var])
+        .expect(0);
+    assert!(sudo_runs() > before, "apply did not go through sudo");
+    for (unit, port) in units.iter().zip([8321, 8322]) {
+        let path = unit_path(unit);
+        let owner = host.root_ok(&format!("stat -c '%U %a' {path}"));
+        assert_eq!(owner.trim(), "root 644", "{path}");
+        assert!(
+            host.root_sh(&format!("systemctl is-active {unit}"))
+                .success()
+        );
+        assert!(answers(&host, port), "{unit} does not answer on {port}");
+        let verify = host.root_sh(&format!("systemd-analyze verify {path}"));
+        assert!(
+            verify.success() && verify.stderr_text().trim().is_empty(),
+            "{verify:?}"
+        );
+    }
+    let state = show(&host, false, units[0]);
+    let environ = host.root_ok(&format!(
+        "tr '\\0' '\\n' < /proc/{}/environ",
+        state["MainPID"]
+    ));
+    assert!(
+        environ.lines().any(|l| l == format!("API_KEY={SECRET}")),
+        "{environ}"
+    );
+    let env_files = host.root_ok(&format!(
+        "find {run_dir}/systemd -name env -printf '%m %u\\n' | sort -u"
+    ));
+    assert_eq!(env_files.trim(), "600 deploy", "{env_files}");
+    for (what, text) in [
+        (
+            "the unit file",
+            host.root_ok(&format!("cat {}", unit_path(units[0]))),
+        ),
+        (
+            "the journal, sudo's log too",
+            host.root_ok("journalctl --no-pager -o cat"),
+        ),
+        ("ps", host.root_ok("ps -eo args")),
+    ] {
+        assert!(!text.contains(SECRET), "the secret is in {what}:\n{text}");
+    }
+    work.berth(&["drift", "--var", &var]).expect(0);
+
+    // Stopped by hand: drift, and apply heals it through sudo.
+    host.root_ok(&format!("systemctl stop {}", units[0]));
+    work.berth(&["drift", "--var", &var]).expect(2);
+    work.berth(&["apply", "--auto-approve", "--var", &var])
+        .expect(0);
+    assert!(answers(&host, 8321));
+
+    // A crash while loading: the failure shows the journal's tail, read through sudo (deploy
+    // is not in the systemd-journal group), and the unit goes.
+    std::fs::write(
+        work.dir().join("main.hcl"),
+        config(
+            &host,
+            "deploy",
+            run_dir,
+            false,
+            &[eta(" --exit-after-secs 0.1"), theta()],
+        ),
+    )
+    .unwrap();
+    let failed = work.berth(&["apply", "--auto-approve", "--var", &var]);
+    failed.expect(1);
+    assert!(
+        failed.all().contains("simulated crash") && failed.all().contains("step probe"),
+        "{}",
+        failed.all()
+    );
+    assert!(
+        !host
+            .root_sh(&format!("test -e {}", unit_path(units[0])))
+            .success()
+    );
+
+    // A lost state: the unit whose launch is the same (no secret: a new state keys the
+    // fingerprint of a secret anew) is adopted, its owner key rewritten through sudo while it
+    // keeps running; the other is started again.
+    std::fs::write(
+        work.dir().join("main.hcl"),
+        config(&host, "deploy", run_dir, false, &models),
+    )
+    .unwrap();
+    let keys = |unit: &str| {
+        host.root_ok(&format!(
+            "grep -E '^X-Berth-(Owner|Started)=' {}",
+            unit_path(unit)
+        ))
+    };
+    let old_keys = keys(units[1]);
+    let pid = show(&host, false, units[1])["MainPID"].clone();
+    std::fs::remove_dir_all(work.state_dir()).unwrap();
+    let plan = work.berth(&["plan", "--format", "json", "--var", &var]);
+    plan.expect(0);
+    let resources = plan.json()["resources"].as_array().cloned().unwrap();
+    let action = |m: &str| {
+        resources
+            .iter()
+            .find(|r| r["address"] == m)
+            .map(|r| r["action"].clone())
+    };
+    assert_eq!(
+        action("model.theta@sd"),
+        Some("reuse".into()),
+        "{resources:#?}"
+    );
+    assert_eq!(
+        action("model.eta@sd"),
+        Some("create".into()),
+        "{resources:#?}"
+    );
+    work.berth(&["apply", "--auto-approve", "--var", &var])
+        .expect(0);
+    assert_eq!(
+        show(&host, false, units[1])["MainPID"],
+        pid,
+        "adopted, not restarted"
+    );
+    let new_keys = keys(units[1]);
+    assert_ne!(old_keys, new_keys, "the owner key was not rewritten");
+    assert_eq!(
+        old_keys.lines().find(|l| l.starts_with("X-Berth-Started")),
+        new_keys.lines().find(|l| l.starts_with("X-Berth-Started"))
+    );
+    let owner = host.root_ok(&format!("stat -c '%U %a' {}", unit_path(units[1])));
+    assert_eq!(owner.trim(), "root 644", "after the claim");
+    assert!(answers(&host, 8321) && answers(&host, 8322));
+    work.berth(&["plan", "--detailed-exitcode", "--var", &var])
+        .expect(0);
+
+    work.berth(&["destroy", "--auto-approve", "--var", &var])
+        .expect(0);
+    let left = host.root_ok(&format!(
+        "ls /etc/systemd/system/ /etc/systemd/system/multi-user.target.wants/ | grep '^berth-' || true; find {run_dir}/systemd -mindepth 1 2>/dev/null || true"
+    ));
+    assert!(left.trim().is_empty(), "left on the host: {left}");
+    assert!(!answers(&host, 8321) && !answers(&host, 8322));
+}
+
 /// One host running a model in each kind of runtime at once, as a GPU box often does: a plain
 /// process, a systemd unit and a Docker container (the host's engine, the container in the
 /// host's network namespace). One apply starts all three, each answers on the host, drift is

@@ -30,7 +30,7 @@ variable "api_key" {
 host "gpu-a" {
   connection {
     host     = "10.0.0.21"
-    user     = "root" # system units need a root login; see the `ops-units` backend for user scope
+    user     = "root" # system units: root, or a login with passwordless sudo; `ops-units` is user scope
     key_path = "~/.ssh/id_ed25519"
   }
   capabilities {

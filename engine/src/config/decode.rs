@@ -1244,7 +1244,7 @@ impl Decoder<'_> {
                         attr,
                         "unknown scope",
                         format!("scope `{other}` is not a systemd scope"),
-                        "use \"system\" (units of PID 1, needs a root login) or \"user\" (the login's own manager)",
+                        "use \"system\" (units of PID 1: root, or passwordless sudo) or \"user\" (the login's own manager)",
                     );
                     false
                 }

@@ -8,7 +8,7 @@
 //! On the host:
 //!
 //! ```text
-//! /etc/systemd/system/berth-<model>.service          system scope (root logins)
+//! /etc/systemd/system/berth-<model>.service          system scope (root, or sudo -n)
 //! ~/.config/systemd/user/berth-<model>.service       user scope
 //!     [Unit] X-Berth-Address, X-Berth-Fingerprint, X-Berth-Owner, X-Berth-Port,
 //!            X-Berth-RunDir, X-Berth-Started: the instance (systemd ignores X- keys)
@@ -50,19 +50,23 @@ const RESTART_GRACE: Duration = Duration::from_secs(10);
 const UNIT: &str = "unit";
 const INVOCATION: &str = "invocation_id";
 
-/// Shell functions of every script. `berth_scope S` sets `$sc` (the systemctl of scope S) and
-/// `$unit_dir`, or fails when that scope has no manager this login can reach. `berth_keys F`
-/// reads a unit file's X-Berth-* keys into `$k_address` ... with shell builtins only.
-/// `berth_find ADDRESS RUN_DIR` finds the unit of an address in every scope: `$scope`, `$name`.
+/// Shell functions of every script. `berth_scope S` sets `$sc` (the systemctl of scope S),
+/// `$jc` and `$unit_dir` for reading, or fails when that scope has no manager this login can
+/// reach; `berth_writable` then makes them fit for changes: in the system scope a login other
+/// than root goes through `sudo -n` (`$ur` prefixes the commands that write `$unit_dir`), and
+/// it fails when that login may not use sudo without a password. `berth_keys F` reads a unit
+/// file's X-Berth-* keys into `$k_address` ... with shell builtins only. `berth_find ADDRESS
+/// RUN_DIR` finds the unit of an address in every scope: `$scope`, `$name`.
 const SH_FUNCTIONS: &str = r#"
 berth_user_env() {
   : "${XDG_RUNTIME_DIR:=/run/user/$(id -u)}"
   export XDG_RUNTIME_DIR
 }
 berth_scope() {
+  ur=
   case $1 in
     system)
-      [ "$(id -u)" = 0 ] && [ -d /run/systemd/system ] || return 1
+      [ -d /run/systemd/system ] || return 1
       sc="systemctl"
       jc="journalctl"
       unit_dir=/etc/systemd/system
@@ -75,6 +79,27 @@ berth_scope() {
       unit_dir=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user
       ;;
   esac
+}
+# Asked only by a script that changes units: sudo is never run to read.
+berth_writable() {
+  [ "$unit_dir" = /etc/systemd/system ] || return 0
+  [ "$(id -u)" = 0 ] && return 0
+  if [ -z "${berth_sudo-}" ]; then
+    berth_sudo=no
+    if ! command -v sudo >/dev/null 2>&1; then
+      berth_sudo_says="sudo is not installed"
+    elif berth_sudo_says=$(sudo -n true 2>&1 </dev/null); then
+      berth_sudo=yes
+    fi
+  fi
+  [ "$berth_sudo" = yes ] || return 1
+  ur="sudo -n"
+  sc="sudo -n systemctl"
+  jc="sudo -n journalctl"
+}
+berth_not_writable() {
+  echo "system units need root: $(id -un) (uid $(id -u)) is not root and may not use sudo without a password here ($(printf '%s' "$berth_sudo_says" | tr '\n' ' ')); connect as root, allow $(id -un) passwordless sudo, or use scope = \"user\"" >&2
+  exit 4
 }
 berth_keys() {
   k_address= k_fingerprint= k_owner= k_port= k_run_dir= k_started=
@@ -539,10 +564,11 @@ berth_scope {scope} || {{
   if [ {scope} = user ]; then
     echo "no systemd user manager for $(id -un) (XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR): run \`loginctl enable-linger $(id -un)\` as root" >&2
   else
-    echo "system units need a root login on a host booted with systemd (uid $(id -u); /run/systemd/system $([ -d /run/systemd/system ] && echo exists || echo is missing)); use scope = \"user\" for other logins" >&2
+    echo "system units need a host booted with systemd: /run/systemd/system is missing (PID 1 is $(cat /proc/1/comm 2>/dev/null))" >&2
   fi
   exit 4
 }}
+berth_writable || berth_not_writable
 address={qaddress}
 run_dir={qrun}
 dir={qdir}
@@ -552,6 +578,7 @@ dir={qdir}
 found=
 if berth_find "$address" "$run_dir" && [ "$scope" = {scope} ]; then found=$name; fi
 berth_scope {scope}
+berth_writable
 name=$found
 if [ -z "$name" ]; then
   for n in {qname} {qname_port}; do
@@ -572,10 +599,11 @@ case $($sc show -p ActiveState --value -- "$name" 2>/dev/null) in
   *) berth_stop_unit {restart_naps} || exit $?;;
 esac
 umask 077
-mkdir -p -- "$dir" "$unit_dir" || exit 5
+mkdir -p -- "$dir" || exit 5
+$ur mkdir -p -- "$unit_dir" || exit 5
 # Env values arrive on stdin into a file created mode 0600, never in an argv or the unit.
 cat > "$dir/env.tmp" && chmod 600 "$dir/env.tmp" && mv -f -- "$dir/env.tmp" "$dir/env" || exit 5
-printf '%s' {qunit} > "$unit_dir/$name.tmp" && chmod 644 "$unit_dir/$name.tmp" && mv -f -- "$unit_dir/$name.tmp" "$unit_dir/$name" || exit 5
+printf '%s' {qunit} | $ur tee -- "$unit_dir/$name.tmp" >/dev/null && $ur chmod 644 -- "$unit_dir/$name.tmp" && $ur mv -f -- "$unit_dir/$name.tmp" "$unit_dir/$name" || exit 5
 # systemd loads a unit file it has not loaded yet on first use; one it holds an older version
 # of needs a daemon-reload (which takes PID 1 half a second, serialised: only when needed).
 berth_reload_if_needed || exit 5
@@ -674,9 +702,10 @@ if ! berth_find {qaddress} {qrun}; then
   if [ -z "$scope" ]; then rm -rf -- "$dir"; exit 0; fi
 fi
 berth_scope "$scope"
+berth_writable || berth_not_writable
 berth_stop_unit {naps} || exit $?
 $sc disable --no-reload --quiet -- "$name" 2>/dev/null
-rm -f -- "$unit_dir/$name"
+$ur rm -f -- "$unit_dir/$name"
 $sc reset-failed -- "$name" 2>/dev/null
 berth_reload_if_needed
 rm -rf -- "$dir"
@@ -727,6 +756,7 @@ exit 0
 {SH_FUNCTIONS}
 berth_find {qaddress} {qrun} || {{ echo "its unit is gone since it was observed; plan again" >&2; exit 9; }}
 berth_scope "$scope"
+berth_writable || berth_not_writable
 f=$unit_dir/$name
 berth_keys "$f"
 if [ "$k_fingerprint:$k_started" != {want} ] ||
@@ -734,12 +764,10 @@ if [ "$k_fingerprint:$k_started" != {want} ] ||
   echo "its unit $f changed since it was observed (another berth restarted it?); plan again" >&2
   exit 9
 fi
-: > "$f.tmp" || exit 5
 while IFS= read -r l || [ -n "$l" ]; do
   case $l in X-Berth-Owner=*) l=X-Berth-Owner={qowner};; esac
-  printf '%s\n' "$l" >> "$f.tmp"
-done < "$f"
-chmod 644 "$f.tmp" && mv -f -- "$f.tmp" "$f" || exit 5
+  printf '%s\n' "$l"
+done < "$f" | $ur tee -- "$f.tmp" >/dev/null && $ur chmod 644 -- "$f.tmp" && $ur mv -f -- "$f.tmp" "$f" || exit 5
 $sc daemon-reload
 "#,
             qaddress = quote(&instance.address)?,
@@ -774,6 +802,8 @@ berth_scope "$scope"
 if [ "$scope" = user ]; then
   journalctl --user-unit="$name" -n {lines} --no-pager -o cat 2>/dev/null || $jc -u "$name" -n {lines} --no-pager -o cat
 else
+  # A login outside the journal's groups reads the system journal through sudo when it may.
+  case " $(id -Gn 2>/dev/null) " in *" systemd-journal "*|*" adm "*) ;; *) berth_writable;; esac
   $jc -u "$name" -n {lines} --no-pager -o cat
 fi
 "#,
@@ -822,12 +852,13 @@ if [ -d /run/systemd/system ]; then
 else
   printf 'pid1\tfail\t%s\n' "$(cat /proc/1/comm 2>/dev/null)"
 fi
-if berth_scope {scope}; then
-  printf 'manager\tok\t%s\n' "$unit_dir"
-  if mkdir -p -- "$unit_dir" 2>/dev/null && [ -w "$unit_dir" ]; then printf 'units\tok\t%s\n' "$unit_dir"; else printf 'units\tfail\t%s\n' "$unit_dir"; fi
+if berth_scope {scope} && berth_writable; then
+  printf 'manager\tok\t%s\t%s\t%s\n' "$unit_dir" "$ur" "$(id -un)"
+  if $ur mkdir -p -- "$unit_dir" 2>/dev/null && $ur test -w "$unit_dir"; then printf 'units\tok\t%s\n' "$unit_dir"; else printf 'units\tfail\t%s\n' "$unit_dir"; fi
   if $jc -n 0 --no-pager >/dev/null 2>&1; then printf 'journal\tok\t\n'; else printf 'journal\tfail\t%s\n' "$($jc -n 0 --no-pager 2>&1 | head -n 1)"; fi
-else
-  printf 'manager\tfail\t%s\t%s\n' "$(id -un)" "$(id -u)"
+elif [ {scope} = user ] || [ -d /run/systemd/system ]; then
+  # (A host without systemd as PID 1 has failed the first check already.)
+  printf 'manager\tfail\t%s\t%s\t%s\n' "$(id -un)" "$(id -u)" "$(printf '%s' "${{berth_sudo_says-}}" | tr '\n\t' '  ')"
 fi
 "#
     );
@@ -856,10 +887,19 @@ fi
                 ),
                 Some("use runtime = \"process\" on hosts without systemd".into()),
             )),
-            (Some("manager"), Some("ok")) => checks.push(HostCheck::ok(
-                format!("systemd {scope} manager"),
-                format!("reachable; units go to {}", f.get(2).unwrap_or(&"")),
-            )),
+            (Some("manager"), Some("ok")) => {
+                let unit_dir = f.get(2).copied().unwrap_or_default();
+                checks.push(HostCheck::ok(
+                    format!("systemd {scope} manager"),
+                    match f.get(3).copied().filter(|s| !s.is_empty()) {
+                        Some(sudo) => format!(
+                            "reachable through `{sudo}` as {}; units go to {unit_dir}",
+                            f.get(4).copied().unwrap_or("the login")
+                        ),
+                        None => format!("reachable; units go to {unit_dir}"),
+                    },
+                ))
+            }
             (Some("manager"), _) => {
                 let login = f.get(2).copied().unwrap_or("USER");
                 let uid = f.get(3).copied().unwrap_or_default();
@@ -872,8 +912,11 @@ fi
                 } else {
                     HostCheck::fail(
                         "systemd system manager",
-                        format!("system units need a root login; {login} has uid {uid}"),
-                        Some("connect as root, or set `systemd { scope = \"user\" }` in the backend".into()),
+                        match f.get(4).copied().filter(|s| !s.is_empty()) {
+                            Some(sudo) => format!("system units need root; {login} (uid {uid}) is not root and may not use sudo without a password ({sudo})"),
+                            None => format!("system units need root; {login} (uid {uid}) is not root and may not use sudo without a password"),
+                        },
+                        Some(format!("connect as root, allow {login} passwordless sudo (sudoers: `{login} ALL=(root) NOPASSWD: ALL`), or set `systemd {{ scope = \"user\" }}` in the backend")),
                     )
                 });
             }

@@ -1,6 +1,7 @@
 //! Every runtime berth has runs the conformance suite in `suite.rs`: the process runtime on
 //! the local transport, the docker runtime on this machine's engine (local transport, the
-//! stand-in image), and the systemd runtime over SSH on a systemd host container. A new
+//! stand-in image), and the systemd runtime over SSH on a systemd host container, as root and
+//! as a login that goes through sudo. A new
 //! runtime is added here. The docker and systemd targets need root and docker; without a
 //! docker engine their cases say so and pass.
 
@@ -164,10 +165,11 @@ impl Target for Docker {
     }
 }
 
-/// Units of a systemd host container, over SSH as root. One host serves every case of the
+/// Units of a systemd host container, over SSH: as root, or with `SUDO` as `deploy`, a login
+/// that changes system units through passwordless sudo. One host serves every case of the
 /// binary (each in a run_dir of its own); it goes when a later run prunes hosts whose test
 /// process has ended.
-struct Systemd {
+struct Systemd<const SUDO: bool> {
     host: &'static SystemdHost,
     run_dir: String,
     rt: SystemdRuntime,
@@ -180,7 +182,7 @@ fn systemd_host() -> &'static SystemdHost {
 }
 
 #[async_trait]
-impl Target for Systemd {
+impl<const SUDO: bool> Target for Systemd<SUDO> {
     type Rt = SystemdRuntime;
 
     async fn setup(tag: &str) -> Option<Self> {
@@ -189,10 +191,15 @@ impl Target for Systemd {
             return None;
         }
         let host = tokio::task::spawn_blocking(systemd_host).await.unwrap();
-        let t = SshTransport::connect(host.config("root")).await.unwrap();
+        let (login, home) = if SUDO {
+            ("deploy", "/home/deploy")
+        } else {
+            ("root", "/var/lib")
+        };
+        let t = SshTransport::connect(host.config(login)).await.unwrap();
         Some(Systemd {
             host,
-            run_dir: format!("/var/lib/berth-conformance/{tag}"),
+            run_dir: format!("{home}/berth-conformance/{tag}"),
             rt: SystemdRuntime::new(),
             t,
         })
@@ -236,4 +243,5 @@ impl Target for Systemd {
 
 runtime_conformance!(process, Process);
 runtime_conformance!(docker_local, Docker);
-runtime_conformance!(systemd_ssh, Systemd);
+runtime_conformance!(systemd_ssh, Systemd<false>);
+runtime_conformance!(systemd_sudo_ssh, Systemd<true>);

@@ -107,8 +107,8 @@ fn prune() {
 
 impl SystemdHost {
     /// Starts host `tag` (a short word unique within the test process) and waits until systemd
-    /// is up and sshd takes the host's key for `root` and for `berth` (uid 1000, whose user
-    /// manager runs from boot).
+    /// is up and sshd takes the host's key for `root`, for `berth` (uid 1000, whose user
+    /// manager runs from boot, no sudo) and for `deploy` (uid 1001, passwordless sudo).
     pub fn start(tag: &str) -> SystemdHost {
         SystemdHost::boot(tag, &[])
     }
@@ -209,7 +209,7 @@ impl SystemdHost {
         assert!(keygen.success(), "ssh-keygen failed");
         let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
         let script = format!(
-            "for h in /root /home/berth; do printf '%s\\n' '{}' > $h/.ssh/authorized_keys; chmod 600 $h/.ssh/authorized_keys; done; chown berth:berth /home/berth/.ssh/authorized_keys",
+            "for h in /root /home/berth /home/deploy; do printf '%s\\n' '{}' > $h/.ssh/authorized_keys; chmod 600 $h/.ssh/authorized_keys; done; chown berth:berth /home/berth/.ssh/authorized_keys; chown deploy:deploy /home/deploy/.ssh/authorized_keys",
             public.trim()
         );
         let out = host.root_sh(&script);
@@ -246,7 +246,7 @@ impl SystemdHost {
         host
     }
 
-    /// The client key authorized for `root` and `berth` on the host.
+    /// The client key authorized for `root`, `berth` and `deploy` on the host.
     pub fn key(&self) -> PathBuf {
         self.dir.path().join("id_ed25519")
     }
