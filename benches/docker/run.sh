@@ -15,6 +15,8 @@
 #     job by hand: every container started at once by plain `docker run`, polled until all
 #     answer; and, for one host's share of the job (its MODELS containers on h1 alone, as on a
 #     real fleet where each host has its own cores), berth against the same share by hand.
+#     Every run also reports the machine's busy CPU-seconds, and the engines' own work to start
+#     every container at once (no polling) gives the floor no tool can beat on this many cores.
 #  2. `berth drift` on HOSTS hosts x DRIFT_MODELS containers, beside the engine calls its refresh
 #     makes, run by hand as one SSH command per host.
 #
@@ -56,6 +58,10 @@ RESULTS=$WORK/results.txt
 sock_of() { echo "/tmp/berth-dockerd-$BERTH_FLEET_PREFIX-h$1/docker.sock"; }
 dk() { local k=$1; shift; DOCKER_HOST="unix://$(sock_of "$k")" docker "$@"; }
 ip_of() { echo "$BERTH_FLEET_SUBNET.$((10 + $1))"; }
+# The machine's busy CPU-seconds so far, every core summed (/proc/stat: all but idle and iowait).
+cpu_busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat; }
+# `timed T0 C0`: the seconds since timestamp T0 and the busy CPU-seconds since C0, on one line.
+timed() { echo "$(elapsed "$1" "$(now)") $(awk -v a="$2" -v b="$(cpu_busy)" 'BEGIN { printf "%.2f", b - a }')"; }
 
 remove_containers() {
 	local k pids=()
@@ -189,10 +195,10 @@ echo "# berth docker runtime vs Ansible community.docker, $HOSTS hosts x $MODELS
 # testbed, timed until its /v1/models answers 200 on the host's 127.0.0.1 (polled every 20 ms
 # inside the host's network namespace). Every container of the job needs at least this much.
 critical_path() {
-	local t0 url code
+	local t0 c0 url code
 	dk 1 rm -f bench-critical >/dev/null 2>&1 || true
 	url="http://127.0.0.1:8079/v1/models"
-	t0=$(now)
+	t0=$(now) c0=$(cpu_busy)
 	dk 1 run -d --pull=never --name bench-critical --network=host --entrypoint /bin/sh "$IMAGE" \
 		-c "berth-model-server --port 8079 --model cp --load-secs $LOAD_SECS" >/dev/null
 	for _ in $(seq 1 3000); do
@@ -201,20 +207,28 @@ critical_path() {
 		sleep 0.02
 	done
 	[ "$code" = 200 ] || { echo "the critical-path container never answered 200" >&2; exit 1; }
-	elapsed "$t0" "$(now)"
+	timed "$t0" "$c0"
 	dk 1 rm -f bench-critical >/dev/null 2>&1
 }
 
-# `runs ARRAY LABEL N COMMAND...`: N runs of COMMAND, which prints its seconds; the times go
-# into ARRAY and the results file.
+# `runs ARRAY LABEL N COMMAND...`: N runs of COMMAND, which prints its seconds and, after them,
+# the machine's busy CPU-seconds during the run when it measured them; the times go into ARRAY,
+# the CPU-seconds into ARRAY_cpu (declared by the caller), both into the results file.
 runs() {
 	local -n times=$1
-	local label=$2 n=$3 rep t
+	local label=$2 n=$3 rep t c
+	local -n cpus=${1}_cpu
 	shift 3
 	for rep in $(seq 1 "$n"); do
-		t=$("$@")
+		read -r t c < <("$@") || true
+		[ -n "$t" ] || exit 1
 		times+=("$t")
-		echo "$label run $rep: ${t}s" | tee -a "$RESULTS" >&2
+		if [ -n "$c" ]; then
+			cpus+=("$c")
+			echo "$label run $rep: ${t}s, ${c} CPU-s" | tee -a "$RESULTS" >&2
+		else
+			echo "$label run $rep: ${t}s" | tee -a "$RESULTS" >&2
+		fi
 	done
 }
 # `from_empty COMMAND...`: COMMAND, run after every container is removed.
@@ -225,6 +239,7 @@ from_empty() {
 
 log "critical path: plain docker run + ${LOAD_SECS}s load on h1, $REPS runs"
 critical_times=()
+critical_times_cpu=()
 runs critical_times "critical path" "$REPS" from_empty critical_path
 
 # The whole job by hand, with no tool: every container of the job started at once by plain
@@ -233,8 +248,8 @@ runs critical_times "critical path" "$REPS" from_empty critical_path
 # load cost when the job's containers start together on this machine; what a tool adds is what
 # it takes beyond this. `by_hand N` does it on hosts h1..hN only (default all).
 by_hand() {
-	local t0 k i n=${1:-$HOSTS} pids=()
-	t0=$(now)
+	local t0 c0 k i n=${1:-$HOSTS} pids=()
+	t0=$(now) c0=$(cpu_busy)
 	for k in $(seq 1 "$n"); do
 		for i in $(seq 1 "$MODELS"); do
 			(
@@ -252,42 +267,81 @@ by_hand() {
 		done
 	done
 	for p in "${pids[@]}"; do wait "$p" || { echo "a container of the by-hand job never answered 200" >&2; exit 1; }; done
-	elapsed "$t0" "$(now)"
+	timed "$t0" "$c0"
 }
 
 log "by hand: all $((HOSTS * MODELS)) containers started at once with plain docker run, $REPS runs"
 hand_times=()
+hand_times_cpu=()
 runs hand_times "by hand" "$REPS" from_empty by_hand
+
+# The engines' own work to start the job, which no tool can avoid: every container of the job
+# started at once by plain `docker run -d`, with no polling; then LOAD_SECS for their servers to
+# exec and load (a timer: the stand-in spends no CPU on it). Prints the machine's busy
+# CPU-seconds over that, less those of LOAD_SECS + 1 s with nothing started (the idle engines
+# and testbed). Every container must be started LOAD_SECS before the job can be done, so on C
+# cores no tool finishes the job in less than LOAD_SECS + (these CPU-seconds) / C.
+start_work() {
+	local c0 idle k i pids=()
+	c0=$(cpu_busy)
+	sleep "$(awk -v l="$LOAD_SECS" 'BEGIN { print l + 1 }')"
+	idle=$(awk -v a="$c0" -v b="$(cpu_busy)" 'BEGIN { print b - a }')
+	c0=$(cpu_busy)
+	for k in $(seq 1 "$HOSTS"); do
+		for i in $(seq 1 "$MODELS"); do
+			dk "$k" run -d --pull=never --name "bench-hand-$i" --network=host --entrypoint /bin/sh "$IMAGE" \
+				-c "berth-model-server --port $((8079 + i)) --model m$i --load-secs $LOAD_SECS" >/dev/null &
+			pids+=($!)
+		done
+	done
+	for p in "${pids[@]}"; do wait "$p" || { echo "a docker run of the start work failed" >&2; exit 1; }; done
+	sleep "$(awk -v l="$LOAD_SECS" 'BEGIN { print l + 1 }')"
+	awk -v a="$c0" -v b="$(cpu_busy)" -v idle="$idle" 'BEGIN { printf "%.2f\n", b - a - idle }'
+}
+
+log "the engines' work to start all $((HOSTS * MODELS)) containers at once, $REPS runs"
+start_cpus=()
+for rep in $(seq 1 "$REPS"); do
+	remove_containers
+	c=$(start_work)
+	start_cpus+=("$c")
+	echo "start work run $rep: ${c} CPU-s" | tee -a "$RESULTS" >&2
+done
 
 # `berth_apply CONFIG`: one `berth apply --auto-approve` of CONFIG from empty (no containers, no
 # state), in seconds.
 berth_apply() {
-	local t0 log
+	local t0 c0 log
 	remove_containers
 	rm -rf "$1/.berth"
 	log=$WORK/$(basename "$1")-$(date +%s%N).log
-	t0=$(now)
+	t0=$(now) c0=$(cpu_busy)
 	"$BERTH" -C "$1" apply --auto-approve >"$log" 2>&1 || { echo "berth apply failed; see $log" >&2; exit 1; }
-	elapsed "$t0" "$(now)"
+	timed "$t0" "$c0"
 }
 
 log "berth apply: $HOSTS hosts x $MODELS containers, $REPS runs"
 berth_times=()
+berth_times_cpu=()
 runs berth_times "berth apply" "$REPS" berth_apply "$APPLY_CFG"
 log "berth apply with probe_interval_ms = $PROBE_MS: $HOSTS hosts x $MODELS containers, $REPS runs"
 polled_times=()
+polled_times_cpu=()
 runs polled_times "berth apply (probe_interval_ms = $PROBE_MS)" "$REPS" berth_apply "$POLLED_CFG"
 
 # One host's share, alone: on a real fleet every host has its own cores, so a host's critical
 # path is its own MODELS containers; here all HOSTS hosts share this machine's cores.
 log "one host's share: $MODELS containers on h1 by hand, then by berth, $REPS runs each"
 share_hand_times=()
+share_hand_times_cpu=()
 runs share_hand_times "one host by hand" "$REPS" from_empty by_hand 1
 share_times=()
+share_times_cpu=()
 runs share_times "one host berth apply" "$REPS" berth_apply "$SHARE_CFG"
 remove_containers
 
 ansible_times=()
+ansible_times_cpu=()
 if [ "${SKIP_ANSIBLE:-}" != 1 ]; then
 	if [ ! -x "$VENV/bin/ansible-playbook" ]; then
 		log "installing ansible and the docker SDK from PyPI into $VENV"
@@ -324,12 +378,13 @@ EOF
 	log "ansible-playbook: $HOSTS hosts x $MODELS containers, $REPS runs"
 	for rep in $(seq 1 "$REPS"); do
 		remove_containers
-		t0=$(now)
+		t0=$(now) c0=$(cpu_busy)
 		ANSIBLE_CONFIG=$WORK/ansible/ansible.cfg "$VENV/bin/ansible-playbook" "$HERE/playbook.yml" \
 			-e "image=$IMAGE models=$MODELS load_secs=$LOAD_SECS probe_ms=$PROBE_MS" >"$WORK/ansible-$rep.log" 2>&1 || { echo "ansible failed; see $WORK/ansible-$rep.log" >&2; exit 1; }
-		t=$(elapsed "$t0" "$(now)")
+		read -r t c < <(timed "$t0" "$c0")
 		ansible_times+=("$t")
-		echo "ansible run $rep: ${t}s" | tee -a "$RESULTS" >&2
+		ansible_times_cpu+=("$c")
+		echo "ansible run $rep: ${t}s, ${c} CPU-s" | tee -a "$RESULTS" >&2
 	done
 	remove_containers
 fi
@@ -366,8 +421,11 @@ on_every_host() {
 }
 
 drift_times=()
+drift_times_cpu=()
 drift_hand_times=()
+drift_hand_times_cpu=()
 drift_engine_times=()
+drift_engine_times_cpu=()
 if [ "${SKIP_DRIFT:-}" != 1 ]; then
 	DRIFT_CFG=$WORK/drift
 	for i in $(seq 1 "$DRIFT_MODELS"); do printf 'd%s %s --load-secs 0\n' "$i" $((8099 + i)); done | write_config "$DRIFT_CFG"
@@ -387,6 +445,9 @@ BERTH_MEDIAN=$(printf '%s\n' "${berth_times[@]}" | median)
 	echo "median critical path (docker run + ${LOAD_SECS}s load, one container): ${CRITICAL}s"
 	HAND=$(printf '%s\n' "${hand_times[@]}" | median)
 	echo "median by hand, every container started at once: ${HAND}s ($(beyond "$HAND" "$CRITICAL"))"
+	START_CPU=$(printf '%s\n' "${start_cpus[@]}" | median)
+	FLOOR=$(awk -v l="$LOAD_SECS" -v w="$START_CPU" -v n="$(nproc)" 'BEGIN { printf "%.3f", l + w / n }')
+	echo "median engines' work to start every container at once: ${START_CPU} CPU-s; on $(nproc) cores no tool can finish the job in less than ${LOAD_SECS} s + ${START_CPU} / $(nproc) = ${FLOOR}s ($(awk -v f="$FLOOR" -v c="$CRITICAL" 'BEGIN { printf "%.2fx", f / c }') the critical path)"
 	echo "median berth apply: ${BERTH_MEDIAN}s ($(beyond "$BERTH_MEDIAN" "$CRITICAL"); $(beyond "$BERTH_MEDIAN" "$HAND" | sed 's/beyond it/beyond by hand/'))"
 	POLLED_MEDIAN=$(printf '%s\n' "${polled_times[@]}" | median)
 	echo "median berth apply, probe_interval_ms = $PROBE_MS: ${POLLED_MEDIAN}s ($(beyond "$POLLED_MEDIAN" "$CRITICAL"))"
@@ -397,6 +458,15 @@ BERTH_MEDIAN=$(printf '%s\n' "${berth_times[@]}" | median)
 		ANSIBLE_MEDIAN=$(printf '%s\n' "${ansible_times[@]}" | median)
 		echo "median ansible-playbook: ${ANSIBLE_MEDIAN}s ($(beyond "$ANSIBLE_MEDIAN" "$CRITICAL"))"
 	fi
+	cpu_of() { local -n a=$1; [ ${#a[@]} = 0 ] || echo "  $2: $(printf '%s\n' "${a[@]}" | median) CPU-s"; }
+	echo "median busy CPU-seconds of the machine during a run:"
+	cpu_of critical_times_cpu "critical path"
+	cpu_of hand_times_cpu "by hand"
+	cpu_of berth_times_cpu "berth apply"
+	cpu_of polled_times_cpu "berth apply, probe_interval_ms = $PROBE_MS"
+	cpu_of share_hand_times_cpu "one host's share by hand"
+	cpu_of share_times_cpu "one host's share, berth apply"
+	cpu_of ansible_times_cpu "ansible-playbook"
 	[ ${#drift_times[@]} = 0 ] || echo "median berth drift ($HOSTS x $DRIFT_MODELS): $(printf '%s\n' "${drift_times[@]}" | median)s"
 	[ ${#drift_hand_times[@]} = 0 ] || echo "median by-hand engine calls over ssh ($HOSTS hosts): $(printf '%s\n' "${drift_hand_times[@]}" | median)s"
 	[ ${#drift_engine_times[@]} = 0 ] || echo "median by-hand engine calls without ssh ($HOSTS engines): $(printf '%s\n' "${drift_engine_times[@]}" | median)s"
