@@ -148,6 +148,25 @@ fn show(
     .collect()
 }
 
+/// The secret is in the environment of process `pid`, and every env file under `run_dir` is
+/// mode 0600 and owned by `login`.
+fn secret_reaches_the_service_through_its_env_file(
+    host: &SystemdHost,
+    pid: &str,
+    run_dir: &str,
+    login: &str,
+) {
+    let environ = host.root_ok(&format!("tr '\\0' '\\n' < /proc/{pid}/environ"));
+    assert!(
+        environ.lines().any(|l| l == format!("API_KEY={SECRET}")),
+        "{environ}"
+    );
+    let env_files = host.root_ok(&format!(
+        "find {run_dir}/systemd -name env -printf '%m %u\\n' | sort -u"
+    ));
+    assert_eq!(env_files.trim(), format!("600 {login}"), "{env_files}");
+}
+
 fn answers(host: &SystemdHost, port: u16) -> bool {
     host.root_sh(&format!("curl -fsS http://127.0.0.1:{port}/v1/models"))
         .success()
@@ -362,20 +381,7 @@ fn user_units_keep_secrets_in_their_env_file_beside_a_process_model() {
         "{verify:?}"
     );
 
-    // The secret reaches the service's environment...
-    let environ = host.root_ok(&format!(
-        "tr '\\0' '\\n' < /proc/{}/environ",
-        state["MainPID"]
-    ));
-    assert!(
-        environ.lines().any(|l| l == format!("API_KEY={SECRET}")),
-        "{environ}"
-    );
-    // ...through a 0600 file only.
-    let env_files = host.root_ok(&format!(
-        "find {run_dir}/systemd -name env -printf '%m %u %p\\n'"
-    ));
-    assert!(env_files.starts_with("600 berth "), "{env_files}");
+    secret_reaches_the_service_through_its_env_file(&host, &state["MainPID"], run_dir, "berth");
     let mut seen_by = vec![
         ("the unit file", unit),
         ("ps", host.root_ok("ps -eo args")),
@@ -518,18 +524,7 @@ fn system_units_through_passwordless_sudo_and_a_clear_refusal_without_it() {
         );
     }
     let state = show(&host, false, units[0]);
-    let environ = host.root_ok(&format!(
-        "tr '\\0' '\\n' < /proc/{}/environ",
-        state["MainPID"]
-    ));
-    assert!(
-        environ.lines().any(|l| l == format!("API_KEY={SECRET}")),
-        "{environ}"
-    );
-    let env_files = host.root_ok(&format!(
-        "find {run_dir}/systemd -name env -printf '%m %u\\n' | sort -u"
-    ));
-    assert_eq!(env_files.trim(), "600 deploy", "{env_files}");
+    secret_reaches_the_service_through_its_env_file(&host, &state["MainPID"], run_dir, "deploy");
     for (what, text) in [
         (
             "the unit file",
